@@ -1,0 +1,42 @@
+"""Progress bars for long work (rich), silent when disabled or when nothing is long."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def progress_bar(
+    items: Iterable[T], *, total: int | None = None, enabled: bool = True, description: str = ""
+) -> Iterator[T]:
+    """Yield ``items``, showing a rich progress bar on stderr when ``enabled``.
+
+    A bar over fewer than two steps is never shown.
+    """
+    if not enabled or (total is not None and total < 2):
+        yield from items
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        for item in items:
+            yield item
+            bar.advance(task)

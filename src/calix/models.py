@@ -1,0 +1,487 @@
+"""Model adapters: one batched, device-aware evaluation path for every model calix explains.
+
+:func:`wrap` turns a torch ``nn.Module``, a scikit-learn estimator or a plain callable into a
+:class:`Model`. Every query of a model -- a plain prediction, a perturbed input from
+:mod:`calix.perturb`, a gradient step -- goes through :meth:`Model.forward`, so batching,
+device placement, input/output validation and query counting live in one place.
+
+Outputs are *logits* for classifiers (scikit-learn probabilities become log-probabilities, whose
+softmax gives the probabilities back) and raw values of shape ``(n, n_outputs)`` for regressors.
+
+Example
+-------
+>>> import torch
+>>> from calix.models import wrap
+>>> model = wrap(torch.nn.Linear(4, 3), input_shape=(4,))
+>>> model.predict_proba(torch.zeros(2, 4)).shape
+(2, 3)
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from calix._progress import progress_bar
+
+Task = Literal["classification", "regression"]
+
+__all__ = ["Model", "TorchModel", "SklearnModel", "CallableModel", "wrap", "as_tensor"]
+
+_PROBA_ATOL = 1e-4
+
+
+def as_tensor(x: Any, *, name: str = "x", device: torch.device | str | None = None) -> Tensor:
+    """Convert ``x`` (numpy array, tensor, nested lists) to a finite float32 tensor.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not numeric (strings, objects, complex numbers).
+    ValueError
+        If ``x`` contains NaN or infinite values.
+    """
+    if isinstance(x, Tensor):
+        t = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except Exception as exc:  # ragged lists and the like
+            raise TypeError(f"{name} could not be converted to an array: {exc}") from exc
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(
+                f"{name} must be a real numeric array, got dtype {arr.dtype} "
+                f"(kind {arr.dtype.kind!r})"
+            )
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.is_complex() or not (t.is_floating_point() or t.dtype in _INT_DTYPES):
+        raise TypeError(f"{name} must be a real numeric tensor, got dtype {t.dtype}")
+    if t.dtype != torch.float32:
+        t = t.to(torch.float32)
+    if device is not None:
+        t = t.to(device)
+    if not torch.isfinite(t).all():
+        n_bad = int((~torch.isfinite(t)).sum())
+        raise ValueError(f"{name} contains {n_bad} NaN or infinite value(s)")
+    return t
+
+
+_INT_DTYPES = {torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64}
+
+
+class Model(ABC):
+    """A classifier or regressor behind one batched, validated, counted evaluation path.
+
+    Subclasses implement :meth:`_forward` on one chunk of at most ``batch_size`` rows. Users call
+    :meth:`forward` (tensors in, tensors out, differentiable when the model is) or the numpy
+    conveniences :meth:`predict_logits`, :meth:`predict_proba` and :meth:`predict`.
+
+    Parameters
+    ----------
+    task : {"classification", "regression"}
+    input_shape : tuple of int or None
+        Shape of one input, e.g. ``(n_features,)`` or ``(channels, height, width)``. When None
+        it is fixed by the first call and enforced afterwards.
+    batch_size : int
+        Largest number of rows sent to the underlying model at once.
+    device : str or torch.device or None
+        Where inputs are placed before they reach the model.
+
+    Attributes
+    ----------
+    n_queries : int
+        Number of rows (inputs) evaluated so far; reset with :meth:`reset_queries`.
+    level_aware : bool
+        Whether the model uses the perturbation level ``levels`` passed with a query
+        (a ReCalX-calibrated model does; a plain model ignores it).
+    """
+
+    differentiable: bool = False
+    level_aware: bool = False
+
+    def __init__(
+        self,
+        *,
+        task: Task = "classification",
+        input_shape: tuple[int, ...] | None = None,
+        batch_size: int = 1024,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if task not in ("classification", "regression"):
+            raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+        if not isinstance(batch_size, int | np.integer) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.task: Task = task
+        self.input_shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
+        self.batch_size = int(batch_size)
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.n_outputs: int | None = None
+        self.n_queries = 0
+
+    # ------------------------------------------------------------------ subclass hook
+    @abstractmethod
+    def _forward(self, x: Tensor) -> Tensor:
+        """Evaluate one chunk ``x`` of shape ``(b, *input_shape)`` on ``self.device``."""
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def n_classes(self) -> int | None:
+        """Number of classes (None for regressors or before the first call)."""
+        return self.n_outputs if self.task == "classification" else None
+
+    def reset_queries(self) -> None:
+        """Set :attr:`n_queries` back to zero."""
+        self.n_queries = 0
+
+    def check_input(self, x: Any, *, name: str = "x") -> Tensor:
+        """Validate a batch and return it as a float32 tensor on :attr:`device`.
+
+        Parameters
+        ----------
+        x : array-like of shape (n, *input_shape)
+
+        Raises
+        ------
+        TypeError
+            For non-numeric input.
+        ValueError
+            For NaN/inf values or a shape that does not match :attr:`input_shape`.
+        """
+        t = as_tensor(x, name=name, device=self.device)
+        if t.ndim == 0:
+            raise ValueError(f"{name} must have a batch dimension, got a scalar")
+        if self.input_shape is not None and tuple(t.shape[1:]) != self.input_shape:
+            if tuple(t.shape) == self.input_shape:
+                hint = " (a single input? add a batch dimension, e.g. x[None])"
+            else:
+                hint = ""
+            raise ValueError(
+                f"{name} must have shape (n, {', '.join(map(str, self.input_shape))}), "
+                f"got {tuple(t.shape)}{hint}"
+            )
+        return t
+
+    def forward(
+        self,
+        x: Any,
+        *,
+        levels: Tensor | None = None,
+        grad: bool | None = None,
+        progress: bool = False,
+    ) -> Tensor:
+        """Logits (classification) or outputs (regression) of shape ``(n, n_outputs)``.
+
+        Evaluated in chunks of :attr:`batch_size` rows. Gradients flow back to ``x`` when the
+        model is differentiable and ``grad`` is True (default: when ``x`` requires grad).
+
+        Parameters
+        ----------
+        x : array-like or Tensor of shape (n, *input_shape)
+        levels : Tensor of shape (n,) or None
+            Perturbation level λ of each row; used by level-aware (ReCalX) models, ignored
+            otherwise.
+        grad : bool or None
+            Build the autograd graph. None means ``x.requires_grad``.
+        progress : bool
+            Show a progress bar over chunks.
+        """
+        t = self.check_input(x)
+        if grad is None:
+            grad = bool(t.requires_grad)
+        if grad and not self.differentiable:
+            raise TypeError(
+                f"{type(self).__name__} is not differentiable; gradient explainers need a "
+                "torch model or a torch callable"
+            )
+        if levels is not None:
+            levels = self._check_levels(levels, len(t))
+        out = self._chunked(t, levels, grad=grad, progress=progress)
+        return out
+
+    __call__ = forward
+
+    def predict_logits(self, x: Any, **kwargs: Any) -> np.ndarray:
+        """Numpy logits of shape ``(n, n_outputs)`` (no gradients)."""
+        return self.forward(x, grad=False, **kwargs).detach().cpu().numpy()
+
+    def predict_proba(self, x: Any, **kwargs: Any) -> np.ndarray:
+        """Numpy class probabilities of shape ``(n, n_classes)``; classifiers only."""
+        self._require_classifier("predict_proba")
+        return torch.softmax(self.forward(x, grad=False, **kwargs), dim=-1).cpu().numpy()
+
+    def predict(self, x: Any, **kwargs: Any) -> np.ndarray:
+        """Predicted class of shape ``(n,)`` (classifiers) or outputs ``(n, n_outputs)``."""
+        out = self.forward(x, grad=False, **kwargs)
+        if self.task == "classification":
+            return out.argmax(dim=-1).cpu().numpy()
+        return out.detach().cpu().numpy()
+
+    def probabilities(self, logits: Tensor) -> Tensor:
+        """Map logits to probabilities (softmax); differentiable."""
+        self._require_classifier("probabilities")
+        return torch.softmax(logits, dim=-1)
+
+    # ------------------------------------------------------------------ internals
+    def _require_classifier(self, what: str) -> None:
+        if self.task != "classification":
+            raise TypeError(f"{what} needs a classifier, but this model's task is {self.task!r}")
+
+    @staticmethod
+    def _check_levels(levels: Any, n: int) -> Tensor:
+        lv = torch.as_tensor(levels, dtype=torch.float32).reshape(-1)
+        if lv.numel() != n:
+            raise ValueError(f"levels must have one value per input ({n}), got {lv.numel()}")
+        if not torch.isfinite(lv).all() or (lv < 0).any() or (lv > 1).any():
+            raise ValueError("levels must lie in [0, 1]")
+        return lv
+
+    def _chunked(self, x: Tensor, levels: Tensor | None, *, grad: bool, progress: bool) -> Tensor:
+        outs = []
+        n = len(x)
+        starts = range(0, n, self.batch_size)
+        with torch.set_grad_enabled(grad):
+            for start in progress_bar(starts, total=len(starts), enabled=progress,
+                                      description="model queries"):
+                chunk = x[start : start + self.batch_size]
+                lv = None if levels is None else levels[start : start + self.batch_size]
+                outs.append(self._checked_forward(chunk, lv))
+        if not outs:
+            k = self.n_outputs if self.n_outputs is not None else 0
+            return torch.empty(0, k, device=self.device)
+        return torch.cat(outs)
+
+    def _checked_forward(self, chunk: Tensor, levels: Tensor | None) -> Tensor:
+        try:
+            out = self._forward_levels(chunk, levels)
+        except (RuntimeError, ValueError) as exc:
+            if self.input_shape is None:
+                raise ValueError(
+                    f"the model failed on inputs of shape {tuple(chunk.shape)}: {exc}"
+                ) from exc
+            raise
+        out = self._check_output(out, len(chunk))
+        if self.input_shape is None:
+            self.input_shape = tuple(chunk.shape[1:])
+        self.n_queries += len(chunk)
+        return out
+
+    def _forward_levels(self, chunk: Tensor, levels: Tensor | None) -> Tensor:
+        """Forward pass; level-aware subclasses override this to use ``levels``."""
+        return self._forward(chunk)
+
+    def _check_output(self, out: Any, n: int) -> Tensor:
+        if not isinstance(out, Tensor):
+            out = torch.as_tensor(np.asarray(out, dtype=np.float32))
+        out = out.to(self.device)
+        if out.ndim == 1:
+            if self.task == "classification":
+                raise ValueError(
+                    f"a classifier must return scores of shape (n, n_classes), got {tuple(out.shape)}"
+                )
+            out = out[:, None]
+        if out.ndim != 2 or out.shape[0] != n:
+            raise ValueError(f"model output must have shape ({n}, n_outputs), got {tuple(out.shape)}")
+        if not out.is_floating_point():
+            out = out.float()
+        if not torch.isfinite(out).all():
+            raise ValueError("model returned NaN or infinite outputs")
+        if self.n_outputs is None:
+            self.n_outputs = int(out.shape[1])
+        elif out.shape[1] != self.n_outputs:
+            raise ValueError(
+                f"model returned {out.shape[1]} outputs, earlier calls returned {self.n_outputs}"
+            )
+        return out
+
+    @staticmethod
+    def _log_probabilities(p: Tensor) -> Tensor:
+        """Validate probabilities of shape (n, k) and return their logs (clipped at 1e-12)."""
+        if p.ndim != 2:
+            raise ValueError(f"probabilities must have shape (n, n_classes), got {tuple(p.shape)}")
+        if not torch.isfinite(p).all():
+            raise ValueError("model returned NaN or infinite probabilities")
+        if (p < -_PROBA_ATOL).any() or (p > 1 + _PROBA_ATOL).any():
+            raise ValueError("probabilities must lie in [0, 1]")
+        sums = p.sum(dim=1)
+        worst = float((sums - 1).abs().max()) if len(sums) else 0.0
+        if worst > _PROBA_ATOL:
+            raise ValueError(
+                f"probabilities must sum to 1 over classes; the worst row is off by {worst:.3g}"
+            )
+        return torch.log(p.clamp_min(1e-12))
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(task={self.task!r}, input_shape={self.input_shape}, "
+            f"n_outputs={self.n_outputs}, batch_size={self.batch_size}, device={str(self.device)!r})"
+        )
+
+
+class TorchModel(Model):
+    """A torch ``nn.Module`` returning logits (classification) or outputs (regression).
+
+    The module's train/eval mode is left as the caller set it (the zoo returns eval-mode
+    modules; the uncertainty samplers switch dropout on inside a context manager).
+    """
+
+    differentiable = True
+
+    def __init__(self, module: torch.nn.Module, **kwargs: Any) -> None:
+        device = kwargs.pop("device", None)
+        if device is None:
+            first = next(iter(module.parameters()), None)
+            device = first.device if first is not None else "cpu"
+        else:
+            module = module.to(device)
+        super().__init__(device=device, **kwargs)
+        self.module = module
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return self.module(x)
+
+
+class SklearnModel(Model):
+    """A scikit-learn classifier (``predict_proba`` → log-probabilities) or regressor.
+
+    Not differentiable. Inputs are flattened to ``(n, n_features)`` before they reach the
+    estimator, so an image classifier trained on flattened pixels takes image-shaped inputs.
+    """
+
+    def __init__(self, estimator: Any, **kwargs: Any) -> None:
+        if kwargs.get("input_shape") is None and hasattr(estimator, "n_features_in_"):
+            kwargs["input_shape"] = (int(estimator.n_features_in_),)
+        super().__init__(**kwargs)
+        self.estimator = estimator
+        if self.task == "classification" and not hasattr(estimator, "predict_proba"):
+            raise TypeError(
+                f"{type(estimator).__name__} has no predict_proba; calibration and explanation "
+                "of a classifier need probabilities (use task='regression' for regressors)"
+            )
+
+    def _forward(self, x: Tensor) -> Tensor:
+        arr = x.detach().cpu().numpy().reshape(len(x), -1)
+        if self.task == "classification":
+            p = torch.as_tensor(np.asarray(self.estimator.predict_proba(arr), dtype=np.float64))
+            return self._log_probabilities(p).float()
+        return torch.as_tensor(np.asarray(self.estimator.predict(arr), dtype=np.float32))
+
+
+class CallableModel(Model):
+    """A plain function ``f(x)`` on numpy arrays or torch tensors.
+
+    Parameters
+    ----------
+    fn : callable
+        Takes a batch of shape ``(b, *input_shape)``, returns ``(b, n_outputs)`` (or ``(b,)``
+        for a single regression output).
+    backend : {"numpy", "torch"}
+        What ``fn`` takes. Torch callables are differentiable when ``fn`` is.
+    output : {"logits", "probabilities"}
+        What a classifier's ``fn`` returns; probabilities are checked to sum to 1 and turned
+        into log-probabilities.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[Any], Any],
+        *,
+        backend: Literal["numpy", "torch"] = "numpy",
+        output: Literal["logits", "probabilities"] = "logits",
+        **kwargs: Any,
+    ) -> None:
+        if backend not in ("numpy", "torch"):
+            raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}")
+        if output not in ("logits", "probabilities"):
+            raise ValueError(f"output must be 'logits' or 'probabilities', got {output!r}")
+        super().__init__(**kwargs)
+        if output == "probabilities" and self.task == "regression":
+            raise ValueError("output='probabilities' makes no sense for a regressor")
+        self.fn = fn
+        self.backend = backend
+        self.output = output
+        self.differentiable = backend == "torch"
+
+    def _forward(self, x: Tensor) -> Tensor:
+        if self.backend == "numpy":
+            res = self.fn(x.detach().cpu().numpy())
+            out = torch.as_tensor(np.asarray(res, dtype=np.float64))
+        else:
+            out = self.fn(x)
+            if not isinstance(out, Tensor):
+                raise TypeError(f"a torch callable must return a tensor, got {type(out).__name__}")
+        if self.output == "probabilities":
+            return self._log_probabilities(out.to(torch.float64)).float()
+        return out.float() if out.dtype == torch.float64 else out
+
+
+def wrap(
+    obj: Any,
+    *,
+    task: Task | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    batch_size: int = 1024,
+    device: torch.device | str | None = None,
+    backend: Literal["numpy", "torch"] | None = None,
+    output: Literal["logits", "probabilities"] = "logits",
+) -> Model:
+    """Wrap ``obj`` as a :class:`Model`.
+
+    Parameters
+    ----------
+    obj : torch.nn.Module, scikit-learn estimator, callable or Model
+        A :class:`Model` is returned unchanged.
+    task : {"classification", "regression"} or None
+        None infers it: scikit-learn regressors and ``task`` of an existing Model; otherwise
+        classification.
+    input_shape : tuple of int or None
+        Shape of one input; inferred from ``n_features_in_`` for scikit-learn estimators.
+    batch_size : int
+        Rows per chunk of the batched evaluation path.
+    device : str or torch.device or None
+        For torch modules: move the module there (None keeps its device).
+    backend : {"numpy", "torch"} or None
+        For plain callables: what they take (default numpy).
+    output : {"logits", "probabilities"}
+        For plain callables: what a classifier returns.
+
+    Raises
+    ------
+    TypeError
+        For an object that is none of the supported kinds.
+    """
+    if isinstance(obj, Model):
+        return obj
+    common: dict[str, Any] = dict(input_shape=input_shape, batch_size=batch_size, device=device)
+    if isinstance(obj, torch.nn.Module):
+        return TorchModel(obj, task=task or "classification", **common)
+    if _is_sklearn_estimator(obj):
+        if task is None:
+            task = "regression" if _is_sklearn_regressor(obj) else "classification"
+        return SklearnModel(obj, task=task, **common)
+    if callable(obj):
+        return CallableModel(
+            obj, backend=backend or "numpy", output=output, task=task or "classification",
+            **common,
+        )
+    raise TypeError(
+        f"cannot wrap an object of type {type(obj).__name__}: expected a torch.nn.Module, "
+        "a scikit-learn estimator, a callable or a calix Model"
+    )
+
+
+def _is_sklearn_estimator(obj: Any) -> bool:
+    return hasattr(obj, "get_params") and (hasattr(obj, "predict") or hasattr(obj, "predict_proba"))
+
+
+def _is_sklearn_regressor(obj: Any) -> bool:
+    try:
+        from sklearn.base import is_regressor
+
+        return bool(is_regressor(obj))
+    except Exception:  # pragma: no cover - sklearn is a hard dependency
+        return False
