@@ -15,8 +15,16 @@ import numpy as np
 import torch
 
 from calix import zoo
-from calix.perturb import Blur, Constant, Columns, Mean, PatchGrid, Perturbation, StratifiedLevels
-from calix.perturb import level_bins
+from calix.perturb import (
+    Blur,
+    Columns,
+    Constant,
+    Mean,
+    PatchGrid,
+    Perturbation,
+    StratifiedLevels,
+    level_bins,
+)
 
 __all__ = ["run_demo", "confidence_by_level"]
 

@@ -281,11 +281,14 @@ class Model(ABC):
         if out.ndim == 1:
             if self.task == "classification":
                 raise ValueError(
-                    f"a classifier must return scores of shape (n, n_classes), got {tuple(out.shape)}"
+                    "a classifier must return scores of shape (n, n_classes), "
+                    f"got {tuple(out.shape)}"
                 )
             out = out[:, None]
         if out.ndim != 2 or out.shape[0] != n:
-            raise ValueError(f"model output must have shape ({n}, n_outputs), got {tuple(out.shape)}")
+            raise ValueError(
+                f"model output must have shape ({n}, n_outputs), got {tuple(out.shape)}"
+            )
         if not out.is_floating_point():
             out = out.float()
         if not torch.isfinite(out).all():
@@ -318,7 +321,8 @@ class Model(ABC):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(task={self.task!r}, input_shape={self.input_shape}, "
-            f"n_outputs={self.n_outputs}, batch_size={self.batch_size}, device={str(self.device)!r})"
+            f"n_outputs={self.n_outputs}, batch_size={self.batch_size}, "
+            f"device={str(self.device)!r})"
         )
 
 

@@ -673,7 +673,8 @@ class Perturbation:
             mk = mk[None]
         if mk.ndim != 3 or mk.shape[0] not in (1, n) or mk.shape[-1] != d:
             raise ValueError(
-                f"masks must have shape (m, {d}) or ({n}, m, {d}), got {tuple(torch.as_tensor(masks).shape)}"
+                f"masks must have shape (m, {d}) or ({n}, m, {d}), "
+                f"got {tuple(torch.as_tensor(masks).shape)}"
             )
         if mk.dtype != torch.bool:
             if not mk.is_floating_point():

@@ -73,7 +73,9 @@ def fit(
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
         module.train()
-        for _ in progress_bar(range(epochs), total=epochs, enabled=progress, description="training"):
+        epochs_iter = progress_bar(range(epochs), total=epochs, enabled=progress,
+                                   description="training")
+        for _ in epochs_iter:
             order = torch.randperm(len(Xt), generator=g).to(dev)
             for start in range(0, len(Xt), batch_size):
                 idx = order[start : start + batch_size]
