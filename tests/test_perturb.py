@@ -101,7 +101,11 @@ def test_chunking_does_not_change_results():
     x = _images(0, n=3)
     masks = Bernoulli(0.3).sample(17, 72, seed=1)
     a = Perturbation(Pixels(), Noise(0.5), chunk_size=4).apply(x, masks, seed=3)
-    b = Perturbation(Pixels(), Noise(0.5), chunk_size=4).apply(x, masks, seed=3)
+    b = Perturbation(Pixels(), Noise(0.5), chunk_size=7).apply(x, masks, seed=3)
+    bg = torch.rand(9, 2, 8, 9)
+    e = Perturbation(Pixels(), Marginal(bg), chunk_size=3).apply(x, masks, seed=3)
+    f = Perturbation(Pixels(), Marginal(bg), chunk_size=50).apply(x, masks, seed=3)
+    torch.testing.assert_close(e.inputs, f.inputs)
     c = Perturbation(Pixels(), Constant(), chunk_size=5).apply(x, masks)
     d = Perturbation(Pixels(), Constant(), chunk_size=10_000).apply(x, masks)
     torch.testing.assert_close(a.inputs, b.inputs)  # seeded stochastic fill is reproducible
@@ -193,6 +197,15 @@ def test_samplers():
 
 def test_level_bins_edges():
     assert level_bins(torch.tensor([0.0, 0.0999, 0.1, 0.95, 1.0]), 10).tolist() == [0, 0, 1, 9, 9]
+    # k/d levels are exact, so λ = 2/5 lands in bin 4 by either path
+    m = torch.tensor([[1, 1, 1, 0, 0]], dtype=torch.bool)
+    engine_levels = Perturbation(Columns(), Constant()).apply(torch.randn(1, 5), m).levels
+    assert level_bins(levels_of(m)).tolist() == level_bins(engine_levels[0]).tolist() == [4]
+    for d in range(1, 60):
+        kept = torch.arange(d + 1)
+        masks = torch.arange(d)[None, :] < kept[:, None]
+        expect = torch.div((d - kept) * 10, d, rounding_mode="floor").clamp(max=9)
+        assert level_bins(levels_of(masks)).tolist() == expect.tolist()
     with pytest.raises(ValueError, match=r"levels must lie in \[0, 1\]"):
         level_bins(torch.tensor([1.1]))
 
@@ -230,8 +243,14 @@ def test_bad_inputs():
     x = torch.rand(2, 1, 8, 8)
     with pytest.raises(ValueError, match=r"masks must have shape \(m, 4\)"):
         engine.apply(x, torch.ones(3, 5, dtype=torch.bool))
-    with pytest.raises(ValueError, match=r"float masks must lie in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"masks must be boolean or numbers in \[0, 1\]"):
         engine.apply(x, torch.full((3, 4), 1.5))
+    with pytest.raises(ValueError, match=r"masks must be boolean or numbers in \[0, 1\]"):
+        engine.apply(x, torch.full((3, 4), 2))
+    with pytest.raises(TypeError, match="masks must be a boolean or numeric array"):
+        engine.apply(x, [["a"] * 4])
+    with pytest.raises(ValueError, match="x is empty"):
+        engine.apply(torch.zeros(0, 1, 8, 8), torch.ones(3, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="one input with 3 dimension"):
         engine.apply(torch.rand(8, 8), torch.ones(3, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="NaN or infinite"):

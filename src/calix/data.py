@@ -126,8 +126,8 @@ def from_arrays(
         Class labels (any hashable values; mapped to 0..k-1 in sorted order) or regression
         targets.
     task : {"classification", "regression"} or None
-        None: regression for float targets with more than 20 distinct values, else
-        classification.
+        None: regression for numeric targets with more than 20 distinct values, else
+        classification (pass ``task`` to override).
     seed : int
         Fixes the split.
     standardize : bool or None
@@ -159,8 +159,8 @@ def from_arrays(
     if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-9 or min(fractions) <= 0:
         raise ValueError(f"fractions must be three positive numbers summing to 1, got {fractions}")
     if task is None:
-        is_float = y.dtype.kind == "f"
-        task = "regression" if is_float and len(np.unique(y)) > 20 else "classification"
+        numeric = y.dtype.kind in "iuf"
+        task = "regression" if numeric and len(np.unique(y)) > 20 else "classification"
     if task not in ("classification", "regression"):
         raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
     if task == "classification":

@@ -231,9 +231,8 @@ class Model(ABC):
         if self.task != "classification":
             raise TypeError(f"{what} needs a classifier, but this model's task is {self.task!r}")
 
-    @staticmethod
-    def _check_levels(levels: Any, n: int) -> Tensor:
-        lv = torch.as_tensor(levels, dtype=torch.float32).reshape(-1)
+    def _check_levels(self, levels: Any, n: int) -> Tensor:
+        lv = torch.as_tensor(levels, dtype=torch.float32, device=self.device).reshape(-1)
         if lv.numel() != n:
             raise ValueError(f"levels must have one value per input ({n}), got {lv.numel()}")
         if not torch.isfinite(lv).all() or (lv < 0).any() or (lv > 1).any():
@@ -289,10 +288,16 @@ class Model(ABC):
             raise ValueError(
                 f"model output must have shape ({n}, n_outputs), got {tuple(out.shape)}"
             )
-        if not out.is_floating_point():
+        if out.dtype != torch.float32:
             out = out.float()
         if not torch.isfinite(out).all():
             raise ValueError("model returned NaN or infinite outputs")
+        if self.task == "classification" and out.shape[1] < 2:
+            raise ValueError(
+                "a classifier must return one score per class (at least 2 columns), got 1; "
+                "for a single-logit binary classifier return torch.cat([zeros, z], 1), or "
+                "wrap a regressor with task='regression'"
+            )
         if self.n_outputs is None:
             self.n_outputs = int(out.shape[1])
         elif out.shape[1] != self.n_outputs:
@@ -352,8 +357,10 @@ class TorchModel(Model):
 class SklearnModel(Model):
     """A scikit-learn classifier (``predict_proba`` → log-probabilities) or regressor.
 
-    Not differentiable. Inputs are flattened to ``(n, n_features)`` before they reach the
-    estimator, so an image classifier trained on flattened pixels takes image-shaped inputs.
+    Not differentiable. ``input_shape`` defaults to ``(n_features_in_,)``; pass an image shape
+    such as ``(1, 8, 8)`` explicitly and inputs are flattened before they reach an estimator
+    trained on flattened pixels. Classes are the columns of ``predict_proba``: ``predict``
+    returns column indices 0..k−1 (``estimator.classes_[i]`` is the label of column i).
     """
 
     def __init__(self, estimator: Any, **kwargs: Any) -> None:
@@ -447,7 +454,7 @@ def wrap(
     batch_size : int
         Rows per chunk of the batched evaluation path.
     device : str or torch.device or None
-        For torch modules: move the module there (None keeps its device).
+        For torch modules: move the module there, in place (None keeps its device).
     backend : {"numpy", "torch"} or None
         For plain callables: what they take (default numpy).
     output : {"logits", "probabilities"}

@@ -396,9 +396,20 @@ class Noise(Fill):
         self.std, self.mean, self.around_input = float(std), float(mean), bool(around_input)
 
     def reference(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-        eps = torch.randn(x.shape, generator=generator).to(x.device)
+        eps = _std_normal(x.shape, generator).to(x.device)
         base = x if self.around_input else self.mean
         return base + self.std * eps
+
+
+def _std_normal(shape: torch.Size, generator: torch.Generator | None) -> Tensor:
+    """Standard normal draws by Box–Muller on ``torch.rand``.
+
+    Unlike ``torch.randn``, ``torch.rand`` gives the same stream however a draw is split into
+    calls, so seeded stochastic fills do not depend on ``chunk_size``.
+    """
+    u = torch.rand(*shape, 2, generator=generator, dtype=torch.float64)  # two per element
+    r = torch.sqrt(-2.0 * torch.log1p(-u[..., 0]))  # 1 - u in (0, 1]
+    return (r * torch.cos(2 * math.pi * u[..., 1])).to(torch.float32)
 
 
 class Marginal(Fill):
@@ -520,6 +531,8 @@ class ShapleyKernel(CoalitionSampler):
         if d < 2:
             raise ValueError("the Shapley kernel needs d >= 2 features")
         n_draw = (m + 1) // 2 if self.paired else m
+        if n_draw == 0:
+            return torch.zeros(0, d, dtype=torch.bool)
         sizes = torch.multinomial(self.size_weights(d), n_draw, replacement=True, generator=g) + 1
         masks = _subsets_of_size(sizes, d, g)
         if self.paired:
@@ -570,7 +583,8 @@ def levels_of(masks: Tensor, n_features: Tensor | int | None = None) -> Tensor:
     d = masks.shape[-1]
     keep = masks.to(torch.float32)
     if n_features is None:
-        return 1.0 - keep.mean(dim=-1)
+        # (d - |S|) / d, not 1 - mean: the latter rounds k/d just below bin edges
+        return (d - keep.sum(dim=-1)) / d
     nf = torch.as_tensor(n_features, device=masks.device)
     valid = torch.arange(d, device=masks.device) < nf[..., None]
     kept = (keep * valid).sum(dim=-1)
@@ -580,6 +594,8 @@ def levels_of(masks: Tensor, n_features: Tensor | int | None = None) -> Tensor:
 def level_bins(levels: Tensor | np.ndarray, n_bins: int = 10) -> Tensor:
     """Bin index of each level for ``n_bins`` equal-width bins of [0, 1]; λ = 1 goes to the
     last bin."""
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
     lv = torch.as_tensor(levels)
     if not torch.isfinite(lv).all() or (lv < 0).any() or (lv > 1).any():
         raise ValueError("levels must lie in [0, 1]")
@@ -657,6 +673,8 @@ class Perturbation:
                 f"x must be one input with {nd} dimension(s) or a batch with {nd + 1}, "
                 f"got shape {tuple(t.shape)}"
             )
+        if len(t) == 0 or t[0].numel() == 0:
+            raise ValueError(f"x is empty (shape {tuple(t.shape)})")
         return t, False
 
     def segment(self, x: Any) -> Segmentation:
@@ -667,8 +685,12 @@ class Perturbation:
         """Number of features d (the largest over a batch for superpixels)."""
         return self.segment(x).d
 
-    def _masks(self, masks: Any, n: int, d: int, device: torch.device) -> Tensor:
-        mk = torch.as_tensor(masks, device=device)
+    def _masks(self, masks: Any, n: int, d: int, device: torch.device, dtype: torch.dtype
+               ) -> Tensor:
+        try:
+            mk = torch.as_tensor(masks, device=device)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(f"masks must be a boolean or numeric array: {exc}") from exc
         if mk.ndim == 2:
             mk = mk[None]
         if mk.ndim != 3 or mk.shape[0] not in (1, n) or mk.shape[-1] != d:
@@ -677,10 +699,11 @@ class Perturbation:
                 f"got {tuple(torch.as_tensor(masks).shape)}"
             )
         if mk.dtype != torch.bool:
-            if not mk.is_floating_point():
-                mk = mk.to(torch.float32)
+            if mk.is_complex():
+                raise TypeError("masks must be boolean or real numbers in [0, 1]")
+            mk = mk.to(dtype)
             if not torch.isfinite(mk).all() or (mk < 0).any() or (mk > 1).any():
-                raise ValueError("float masks must lie in [0, 1]")
+                raise ValueError("masks must be boolean or numbers in [0, 1] (1 keeps a feature)")
             if ((mk == 0) | (mk == 1)).all() and not mk.requires_grad:
                 mk = mk.bool()
         return mk
@@ -704,7 +727,7 @@ class Perturbation:
         dev = xb.device
         n = len(xb)
         seg = self.features.segment(xb)
-        mk = self._masks(masks, n, seg.d, dev)
+        mk = self._masks(masks, n, seg.d, dev, xb.dtype)
         m = mk.shape[1]
         g = make_generator(seed)
         levels = levels_of(mk, seg.n_features.to(dev)[:, None])  # (n or 1.., m)

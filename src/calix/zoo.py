@@ -217,6 +217,8 @@ def train(
         "input_shape": list(ds.input_shape),
         "n_outputs": ds.n_classes if ds.task == "classification" else 1,
         "seed": seed,
+        # CUDA kernels round differently: weights trained there are cached apart from CPU ones
+        "device": torch.device(device).type if device is not None else "cpu",
         "augment": augment_config,
         **hp,
     }
@@ -226,8 +228,10 @@ def train(
         torch.manual_seed(seed)
         module = build(name, ds, dropout=hp["dropout"])
     if cache and path.exists():
-        loaded = load_checkpoint(path, module)
-        return ZooModel(loaded[0], config, loaded[1], path, ds)
+        loaded, metrics = load_checkpoint(path, module)
+        if device is not None:
+            loaded.to(device)
+        return ZooModel(loaded, config, metrics, path, ds)
     module = fit(
         module, ds.X_train, ds.y_train, task=ds.task, epochs=hp["epochs"], lr=hp["lr"],
         batch_size=hp["batch_size"], weight_decay=hp["weight_decay"], seed=seed,

@@ -1,0 +1,515 @@
+"""Post-hoc calibrators: temperature scaling, Dirichlet calibration and ReCalX.
+
+Each calibrator is a torch module that maps logits to calibrated logits (their softmax is the
+calibrated probability), with the scikit-learn contract: ``fit`` returns ``self``, fitted state
+ends in ``_``, and using an unfitted calibrator raises
+:class:`sklearn.exceptions.NotFittedError`. All are differentiable, so gradient explainers see
+the calibration when a model is wrapped with :func:`calibrated`.
+
+- :class:`TemperatureScaling` -- one temperature T, ``z / T`` (Guo et al. 2017).
+- :class:`Dirichlet` -- ``W ln softmax(z) + b`` with ODIR regularisation (Kull et al. 2019).
+  It may change the argmax.
+- :class:`ReCalX` -- one temperature per perturbation-level bin, ``z / T_{bin(λ)}``: the level
+  λ of every query must be known (the perturbation engine passes it).
+
+Example
+-------
+>>> import torch
+>>> from calix.calibrate import TemperatureScaling
+>>> logits, labels = 3 * torch.randn(500, 4), torch.randint(0, 4, (500,))
+>>> ts = TemperatureScaling().fit(logits, labels)
+>>> ts(logits).shape
+torch.Size([500, 4])
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.exceptions import NotFittedError
+from torch import Tensor, nn
+
+from calix.models import Model, as_tensor
+from calix.perturb import Perturbation, StratifiedLevels, level_bins, make_generator
+
+__all__ = [
+    "Calibrator", "TemperatureScaling", "Dirichlet", "ReCalX", "CalibratedModel", "calibrated",
+    "NotFittedError", "check_logits_labels", "fit_calibrator", "perturbed_logits", "METHODS",
+]
+
+
+def check_logits_labels(logits: Any, labels: Any, *, name: str = "logits") -> tuple[Tensor, Tensor]:
+    """Validate ``logits`` of shape (n, k) and integer ``labels`` of shape (n,) in [0, k).
+
+    Raises
+    ------
+    ValueError
+        For NaN/inf logits, a shape mismatch, fewer than two classes, or labels outside
+        ``[0, k)``.
+    """
+    z = as_tensor(logits, name=name).double()
+    if z.ndim != 2:
+        raise ValueError(f"{name} must have shape (n, n_classes), got {tuple(z.shape)}")
+    if z.shape[1] < 2:
+        raise ValueError(f"{name} must have at least two classes, got {z.shape[1]}")
+    y = torch.as_tensor(np.asarray(labels) if not isinstance(labels, Tensor) else labels)
+    if y.is_floating_point():
+        if not torch.isfinite(y).all() or (y != y.round()).any():
+            raise ValueError("labels must be integer class indices")
+    y = y.long().reshape(-1)
+    if len(y) != len(z):
+        raise ValueError(f"{name} has {len(z)} rows but labels has {len(y)}")
+    k = z.shape[1]
+    bad = (y < 0) | (y >= k)
+    if bad.any():
+        raise ValueError(
+            f"labels must lie in [0, {k}) for {k} classes; found {sorted(set(y[bad].tolist()))[:5]}"
+        )
+    return z, y
+
+
+class Calibrator(nn.Module, ABC):
+    """Base class: ``fit(logits, labels)`` then ``forward(logits, levels=None)``.
+
+    ``level_aware`` calibrators (ReCalX) need the perturbation level of each row.
+    """
+
+    level_aware: bool = False
+
+    @abstractmethod
+    def fit(self, logits: Any, labels: Any, **kwargs: Any) -> Calibrator:
+        """Fit on validation logits of shape (n, k) and labels of shape (n,); returns self."""
+
+    @abstractmethod
+    def _calibrate(self, logits: Tensor, levels: Tensor | None) -> Tensor:
+        ...
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether :meth:`fit` has been called."""
+        return bool(self._fitted)
+
+    def _check_fitted(self) -> None:
+        if not self._fitted:
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet; call fit(logits, labels) first"
+            )
+
+    def forward(self, logits: Tensor, levels: Tensor | None = None) -> Tensor:
+        """Calibrated logits of shape (n, k); differentiable in ``logits``."""
+        self._check_fitted()
+        if not isinstance(logits, Tensor):
+            logits = as_tensor(logits, name="logits")
+        if logits.ndim != 2:
+            raise ValueError(f"logits must have shape (n, n_classes), got {tuple(logits.shape)}")
+        return self._calibrate(logits, levels)
+
+    def predict_proba(self, logits: Any, levels: Any = None) -> np.ndarray:
+        """Calibrated probabilities of shape (n, k) as numpy."""
+        with torch.no_grad():
+            z = self.forward(as_tensor(logits, name="logits"),
+                             None if levels is None else torch.as_tensor(levels))
+        return torch.softmax(z, dim=-1).cpu().numpy()
+
+
+def _fit_temperatures(z: Tensor, y: Tensor, groups: Tensor, n_groups: int,
+                      max_iter: int = 200) -> Tensor:
+    """One temperature per group minimising the summed NLL, by L-BFGS on log T (float64)."""
+    log_t = torch.zeros(n_groups, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-10, tolerance_change=1e-12)
+
+    def closure():
+        opt.zero_grad()
+        t = torch.exp(log_t)[groups]
+        loss = nn.functional.cross_entropy(z / t[:, None], y, reduction="sum") / len(y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return torch.exp(log_t.detach())
+
+
+class TemperatureScaling(Calibrator):
+    """One temperature for all inputs: ``z / T``, T fitted by minimising NLL over log T.
+
+    Attributes
+    ----------
+    temperature_ : float
+        The fitted temperature (> 0). Monotone, so the argmax never changes.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("log_temperature_", torch.zeros(()))
+        self._fitted = False
+
+    @property
+    def temperature_(self) -> float:
+        self._check_fitted()
+        return float(self.log_temperature_.exp())
+
+    def fit(self, logits: Any, labels: Any, **kwargs: Any) -> TemperatureScaling:
+        z, y = check_logits_labels(logits, labels)
+        if bool((z.argmax(1) == y).all()):
+            warnings.warn(
+                "every validation prediction is correct: the NLL keeps falling as T -> 0, so "
+                "the fitted temperature is wherever the optimiser stops and will make the model "
+                "overconfident elsewhere; use more (or harder) validation data",
+                UserWarning, stacklevel=2)
+        t = _fit_temperatures(z, y, torch.zeros(len(y), dtype=torch.long), 1)
+        self.log_temperature_.fill_(math.log(float(t[0])))
+        self._fitted = True
+        return self
+
+    def _calibrate(self, logits: Tensor, levels: Tensor | None) -> Tensor:
+        return logits / self.log_temperature_.exp().to(logits)
+
+
+class Dirichlet(Calibrator):
+    """Dirichlet calibration: ``W ln q + b`` with q = softmax(z), ODIR regularisation.
+
+    Loss: mean NLL + λ/(k(k−1)) Σ_{i≠j} w_ij² + μ/k Σ_j b_j², identity initialisation,
+    fitted with L-BFGS in float64. When ``reg_lambda``/``reg_mu`` are None they are chosen by
+    stratified k-fold cross-validation (validation NLL) on the log grid ``grid``.
+    Unlike temperature scaling it can change the argmax.
+
+    Parameters
+    ----------
+    reg_lambda, reg_mu : float or None
+        ODIR strengths for off-diagonal weights and biases.
+    grid : sequence of float
+        Candidate values for both λ and μ when cross-validating.
+    cv : int
+        Number of folds.
+    seed : int
+        Seeds the fold split.
+
+    Attributes
+    ----------
+    weight_ : Tensor of shape (k, k)
+    bias_ : Tensor of shape (k,)
+    reg_lambda_, reg_mu_ : float -- the strengths used.
+    """
+
+    def __init__(
+        self,
+        *,
+        reg_lambda: float | None = None,
+        reg_mu: float | None = None,
+        grid: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0),
+        cv: int = 3,
+        seed: int = 0,
+        eps: float = 1e-12,
+    ) -> None:
+        super().__init__()
+        for nm, v in (("reg_lambda", reg_lambda), ("reg_mu", reg_mu)):
+            if v is not None and v < 0:
+                raise ValueError(f"{nm} must be >= 0, got {v}")
+        if cv < 2:
+            raise ValueError(f"cv must be >= 2, got {cv}")
+        self.reg_lambda, self.reg_mu, self.grid, self.cv, self.seed, self.eps = (
+            reg_lambda, reg_mu, tuple(grid), int(cv), int(seed), float(eps))
+        self.register_buffer("weight_", torch.zeros(0, 0))
+        self.register_buffer("bias_", torch.zeros(0))
+        self._fitted = False
+
+    def _log_q(self, z: Tensor) -> Tensor:
+        return torch.log_softmax(z, dim=-1).clamp_min(math.log(self.eps))
+
+    @staticmethod
+    def _loss(w: Tensor, b: Tensor, lq: Tensor, y: Tensor, lam: float, mu: float) -> Tensor:
+        k = w.shape[0]
+        off = w - torch.diag(torch.diag(w))
+        nll = nn.functional.cross_entropy(lq @ w.T + b, y)
+        return nll + lam / (k * (k - 1)) * (off**2).sum() + mu / k * (b**2).sum()
+
+    def _fit_params(self, lq: Tensor, y: Tensor, lam: float, mu: float) -> tuple[Tensor, Tensor]:
+        k = lq.shape[1]
+        w = torch.eye(k, dtype=torch.float64, requires_grad=True)
+        b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=500, line_search_fn="strong_wolfe",
+                                tolerance_grad=1e-9, tolerance_change=1e-12)
+
+        def closure():
+            opt.zero_grad()
+            loss = self._loss(w, b, lq, y, lam, mu)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        return w.detach(), b.detach()
+
+    def fit(self, logits: Any, labels: Any, **kwargs: Any) -> Dirichlet:
+        z, y = check_logits_labels(logits, labels)
+        lq = self._log_q(z)
+        if self.reg_lambda is not None and self.reg_mu is not None:
+            lam, mu = self.reg_lambda, self.reg_mu
+        else:
+            lam, mu = self._cross_validate(lq, y)
+        w, b = self._fit_params(lq, y, lam, mu)
+        self.weight_, self.bias_ = w.float(), b.float()
+        self.reg_lambda_, self.reg_mu_ = float(lam), float(mu)
+        self._fitted = True
+        return self
+
+    def _cross_validate(self, lq: Tensor, y: Tensor) -> tuple[float, float]:
+        from sklearn.model_selection import KFold, StratifiedKFold
+
+        counts = torch.bincount(y)
+        counts = counts[counts > 0]
+        splitter = (StratifiedKFold(self.cv, shuffle=True, random_state=self.seed)
+                    if int(counts.min()) >= self.cv
+                    else KFold(self.cv, shuffle=True, random_state=self.seed))
+        folds = list(splitter.split(np.zeros(len(y)), y.numpy()))
+        lams = self.grid if self.reg_lambda is None else (self.reg_lambda,)
+        mus = self.grid if self.reg_mu is None else (self.reg_mu,)
+        best, best_score = (lams[0], mus[0]), float("inf")
+        for lam in lams:
+            for mu in mus:
+                score = 0.0
+                for tr, va in folds:
+                    w, b = self._fit_params(lq[tr], y[tr], lam, mu)
+                    score += float(nn.functional.cross_entropy(lq[va] @ w.T + b, y[va],
+                                                               reduction="sum"))
+                if score < best_score:
+                    best, best_score = (lam, mu), score
+        return best
+
+    def _calibrate(self, logits: Tensor, levels: Tensor | None) -> Tensor:
+        lq = self._log_q(logits)
+        return lq @ self.weight_.to(lq).T + self.bias_.to(lq)
+
+
+class ReCalX(Calibrator):
+    """Perturbation-aware temperature scaling: one temperature per level bin.
+
+    ``p = softmax(z / T_b)`` with ``b = bin(λ)`` for ``n_bins`` equal-width bins of [0, 1]. Fit
+    either directly from ``(logits, labels, levels)`` with :meth:`fit`, or from a model and
+    validation data with :meth:`fit_perturbed`, which draws ``n_per_bin`` coalitions per
+    sample and bin with :class:`~calix.perturb.StratifiedLevels` and queries the model through
+    the perturbation engine.
+
+    Parameters
+    ----------
+    n_bins : int
+        Number of level bins (paper default 10).
+    min_samples_per_bin : int
+        Fitting raises if any bin has fewer perturbed samples than this.
+
+    Attributes
+    ----------
+    temperatures_ : Tensor of shape (n_bins,)
+    counts_ : Tensor of shape (n_bins,) -- samples each temperature was fitted on.
+    """
+
+    level_aware = True
+
+    def __init__(self, n_bins: int = 10, *, min_samples_per_bin: int = 50) -> None:
+        super().__init__()
+        if n_bins < 1:
+            raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+        if min_samples_per_bin < 1:
+            raise ValueError(f"min_samples_per_bin must be >= 1, got {min_samples_per_bin}")
+        self.n_bins = int(n_bins)
+        self.min_samples_per_bin = int(min_samples_per_bin)
+        self.register_buffer("log_temperatures_", torch.zeros(self.n_bins))
+        self.register_buffer("counts_", torch.zeros(self.n_bins, dtype=torch.long))
+        self._fitted = False
+
+    @property
+    def temperatures_(self) -> Tensor:
+        self._check_fitted()
+        return self.log_temperatures_.exp()
+
+    def fit(self, logits: Any, labels: Any, levels: Any = None, **kwargs: Any) -> ReCalX:
+        """Fit from logits (n, k), labels (n,) and levels (n,) in [0, 1]."""
+        z, y = check_logits_labels(logits, labels)
+        if levels is None:
+            raise ValueError("ReCalX.fit needs the perturbation level of every sample (levels=)")
+        lv = torch.as_tensor(levels, dtype=torch.float64).reshape(-1)
+        if len(lv) != len(z):
+            raise ValueError(f"levels has {len(lv)} values for {len(z)} samples")
+        bins = level_bins(lv, self.n_bins)
+        counts = torch.bincount(bins, minlength=self.n_bins)
+        short = (counts < self.min_samples_per_bin).nonzero().flatten().tolist()
+        if short:
+            detail = ", ".join(
+                f"bin {b} [{b / self.n_bins:.1f}, {(b + 1) / self.n_bins:.1f}): {int(counts[b])}"
+                for b in short[:5])
+            raise ValueError(
+                f"too few validation samples per level bin (min_samples_per_bin="
+                f"{self.min_samples_per_bin}): {detail}. Use more samples or fewer bins; with d "
+                "features only the levels k/d occur"
+            )
+        t = _fit_temperatures(z, y, bins, self.n_bins)
+        self.log_temperatures_.copy_(t.log().float())
+        self.counts_.copy_(counts)
+        self._fitted = True
+        return self
+
+    def fit_perturbed(
+        self,
+        model: Model,
+        X: Any,
+        y: Any,
+        perturbation: Perturbation,
+        *,
+        n_samples: int = 200,
+        n_per_bin: int = 10,
+        seed: int = 0,
+        progress: bool = False,
+    ) -> ReCalX:
+        """Fit on perturbed validation samples built by the perturbation engine.
+
+        Parameters
+        ----------
+        model : Model -- the uncalibrated model.
+        X : array-like of shape (n, *input_shape); y : labels of shape (n,)
+        perturbation : Perturbation -- features and fill (e.g. zero, blur, mean).
+        n_samples : int -- validation inputs used (the first ``n_samples``; paper: 200).
+        n_per_bin : int -- perturbations per input and bin (paper: 10).
+        """
+        logits, labels, levels = perturbed_logits(
+            model, X, y, perturbation, n_samples=n_samples, n_per_bin=n_per_bin,
+            n_bins=self.n_bins, seed=seed, progress=progress)
+        return self.fit(logits, labels, levels)
+
+    def _calibrate(self, logits: Tensor, levels: Tensor | None) -> Tensor:
+        if levels is None:
+            raise ValueError(
+                "ReCalX needs the perturbation level of every query; pass levels= (the "
+                "perturbation engine does this) or wrap the model with calibrated(...), which "
+                "treats queries without levels as clean inputs (λ = 0)"
+            )
+        lv = torch.as_tensor(levels, device=logits.device).reshape(-1)
+        if len(lv) != len(logits):
+            raise ValueError(f"levels has {len(lv)} values for {len(logits)} rows")
+        bins = level_bins(lv, self.n_bins)
+        return logits / self.log_temperatures_.exp().to(logits)[bins][:, None]
+
+
+def perturbed_logits(
+    model: Model,
+    X: Any,
+    y: Any,
+    perturbation: Perturbation,
+    *,
+    n_samples: int = 200,
+    n_per_bin: int = 10,
+    n_bins: int = 10,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Logits of perturbed inputs stratified over level bins, with their labels and levels.
+
+    Each of the first ``n_samples`` inputs gets its own ``n_per_bin * n_bins`` coalitions
+    (:class:`~calix.perturb.StratifiedLevels`).
+
+    Returns
+    -------
+    logits : Tensor (N, k); labels : Tensor (N,); levels : Tensor (N,), N = n·n_bins·n_per_bin.
+    """
+    if n_samples < 1 or n_per_bin < 1:
+        raise ValueError("n_samples and n_per_bin must be >= 1")
+    Xt = as_tensor(X, name="X")[:n_samples]
+    yt = torch.as_tensor(np.asarray(y))[:n_samples].long()
+    if len(yt) != len(Xt):
+        raise ValueError(f"X has {len(Xt)} rows but y has {len(yt)}")
+    n = len(Xt)
+    d = perturbation.n_features(Xt)
+    m = n_per_bin * n_bins
+    g = make_generator(seed)
+    masks = StratifiedLevels(n_bins).sample(n * m, d, seed=g).reshape(n, m, d)
+    # each input gets masks from every bin (the sampler orders by bin, so interleave)
+    masks = masks.reshape(n_bins, n, n_per_bin, d).permute(1, 0, 2, 3).reshape(n, m, d)
+    res = perturbation.query(model, Xt, masks, seed=g, progress=progress)
+    return (res.outputs.reshape(n * m, -1).detach(), yt.repeat_interleave(m),
+            res.levels.reshape(-1))
+
+
+class CalibratedModel(Model):
+    """A model followed by a calibrator; outputs calibrated logits, differentiable.
+
+    Level-aware calibrators get each query's level from the perturbation engine. A query
+    without levels is taken as clean (λ = 0) when ``assume_clean`` is True (default);
+    otherwise it raises.
+    """
+
+    def __init__(self, base: Model, calibrator: Calibrator, *, assume_clean: bool = True):
+        if not isinstance(base, Model):
+            raise TypeError("base must be a calix Model (use calix.wrap first)")
+        if base.task != "classification":
+            raise TypeError("calibration applies to classifiers, not regressors")
+        if not isinstance(calibrator, Calibrator):
+            raise TypeError(f"calibrator must be a calix Calibrator, got {type(calibrator)}")
+        calibrator._check_fitted()
+        super().__init__(task="classification", input_shape=base.input_shape,
+                         batch_size=base.batch_size, device=base.device)
+        self.base = base
+        self.calibrator = calibrator.to(base.device)
+        self.assume_clean = bool(assume_clean)
+        self.differentiable = base.differentiable
+        self.level_aware = calibrator.level_aware
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return self._forward_levels(x, None)
+
+    def _forward_levels(self, chunk: Tensor, levels: Tensor | None) -> Tensor:
+        z = self.base._checked_forward(chunk, None)
+        if levels is None and self.calibrator.level_aware:
+            if not self.assume_clean:
+                raise ValueError("this calibrated model needs the perturbation level of "
+                                 "every query (levels=)")
+            levels = torch.zeros(len(chunk), device=z.device)
+        return self.calibrator(z, levels)
+
+
+def calibrated(model: Any, calibrator: Calibrator, *, assume_clean: bool = True) -> Model:
+    """``model`` followed by a fitted ``calibrator``, as a :class:`~calix.models.Model`.
+
+    Gradients flow through the calibrator, so gradient explainers explain the calibrated
+    probabilities.
+    """
+    from calix.models import wrap
+
+    return CalibratedModel(wrap(model), calibrator, assume_clean=assume_clean)
+
+
+METHODS = ("temperature", "dirichlet", "recalx")
+
+
+def fit_calibrator(
+    method: str,
+    model: Model,
+    X_val: Any,
+    y_val: Any,
+    *,
+    perturbation: Perturbation | None = None,
+    n_bins: int = 10,
+    n_samples: int = 200,
+    n_per_bin: int = 10,
+    seed: int = 0,
+    progress: bool = False,
+) -> Calibrator:
+    """Fit calibrator ``method`` for ``model`` on validation data.
+
+    ``temperature`` and ``dirichlet`` are fitted on clean validation logits; ``recalx`` on
+    perturbed validation samples from ``perturbation`` (required for it).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "recalx":
+        if perturbation is None:
+            raise ValueError("recalx needs a perturbation to draw its validation samples")
+        return ReCalX(n_bins).fit_perturbed(model, X_val, y_val, perturbation,
+                                            n_samples=n_samples, n_per_bin=n_per_bin,
+                                            seed=seed, progress=progress)
+    logits = model.forward(X_val, grad=False, progress=progress)
+    cal = TemperatureScaling() if method == "temperature" else Dirichlet(seed=seed)
+    return cal.fit(logits, y_val)
