@@ -83,7 +83,8 @@ def main() -> None:
     t_naive = best_of(naive, repeats=2)
     t_vec = best_of(lambda: engine.apply(x, masks))
     print(f"naive loop per perturbation (patch/zero): {t_naive * 1e3:.1f} ms "
-          f"= {t_naive / t_vec:.0f}x the vectorised engine, {t_naive / t_model:.2f}x the model pass")
+          f"= {t_naive / t_vec:.0f}x the vectorised engine, "
+          f"{t_naive / t_model:.2f}x the model pass")
 
 
 if __name__ == "__main__":

@@ -36,12 +36,33 @@ def test_train(tmp_path, monkeypatch):
 def test_demo(tmp_path, monkeypatch):
     monkeypatch.setenv("CALIX_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "demo"
-    r = CliRunner().invoke(main, ["demo", "--out", str(out)])
+    r = CliRunner().invoke(main, ["demo", "--quick", "--out", str(out)])
     assert r.exit_code == 0, r.output
     res = json.loads((out / "results.json").read_text())
-    rows = {(m["model"], m["data"], m["fill"]): m for m in res["models"]}
-    noisy = rows[("cnn", "digits-noisy", "zero")]
-    # The zoo CNN on digits-noisy is overconfident under zero-fill perturbation.
-    assert 0.6 < noisy["test_accuracy"] < 0.9 and noisy["mean_gap"] > 0.1
-    png = (out / "confidence_by_level.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    cases = {(c["model"], c["data"], c["fill"]): c for c in res["cases"]}
+    assert set(cases) == {("cnn", "digits-noisy", "zero"), ("cnn", "digits-noisy", "blur"),
+                          ("mlp", "breast_cancer", "mean")}
+    noisy = cases[("cnn", "digits-noisy", "zero")]
+    rows = {row["method"]: row for row in noisy["rows"]}
+    # The zoo CNN on digits-noisy is overconfident under zero-fill perturbation, and one
+    # temperature per level bin calibrates it far better than one temperature.
+    assert 0.6 < noisy["test_accuracy"] < 0.9
+    assert rows["recalx"]["ce_max"] < rows["temperature"]["ce_max"] < rows["none"]["ce_max"]
+    for name in ("ce_by_level_cnn_digits-noisy_zero.png", "reliability_cnn_digits-noisy.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_calibrate(tmp_path, monkeypatch):
+    monkeypatch.setenv("CALIX_CACHE", str(tmp_path / "cache"))
+    args = ["calibrate", "--data", "breast_cancer", "--method", "temperature", "--metric",
+            "ece", "--n-eval", "60", "--out", str(tmp_path / "cal")]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert "uncalibrated" in r.output and "temperature" in r.output
+    res = json.loads((tmp_path / "cal" / "results.json").read_text())
+    assert [row["method"] for row in res["rows"]] == ["none", "temperature"]
+    assert (tmp_path / "cal" / "ce_by_level.png").exists()
+    r = CliRunner().invoke(main, ["calibrate", "--data", "diabetes"])
+    assert r.exit_code != 0 and "regression" in r.output
+    r = CliRunner().invoke(main, ["calibrate", "--data", "wine", "--perturbation", "blur"])
+    assert r.exit_code != 0 and "fill must be one of" in r.output

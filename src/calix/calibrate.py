@@ -2,9 +2,9 @@
 
 Each calibrator is a torch module that maps logits to calibrated logits (their softmax is the
 calibrated probability), with the scikit-learn contract: ``fit`` returns ``self``, fitted state
-ends in ``_``, and using an unfitted calibrator raises
-:class:`sklearn.exceptions.NotFittedError`. All are differentiable, so gradient explainers see
-the calibration when a model is wrapped with :func:`calibrated`.
+ends in ``_``, and using an unfitted calibrator raises :class:`NotFittedError`. All are
+differentiable, so gradient explainers see the calibration when a model is wrapped with
+:func:`calibrated`.
 
 - :class:`TemperatureScaling` -- one temperature T, ``z / T`` (Guo et al. 2017).
 - :class:`Dirichlet` -- ``W ln softmax(z) + b`` with ODIR regularisation (Kull et al. 2019).
@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.exceptions import NotFittedError
 from torch import Tensor, nn
 
 from calix.models import Model, as_tensor
@@ -41,6 +40,14 @@ __all__ = [
     "Calibrator", "TemperatureScaling", "Dirichlet", "ReCalX", "CalibratedModel", "calibrated",
     "NotFittedError", "check_logits_labels", "fit_calibrator", "perturbed_logits", "METHODS",
 ]
+
+
+class NotFittedError(ValueError):
+    """A calibrator was used before ``fit``.
+
+    (Not scikit-learn's class of the same name: that one is also an ``AttributeError``, which
+    ``torch.nn.Module`` turns into a misleading "no attribute" error inside properties.)
+    """
 
 
 def check_logits_labels(logits: Any, labels: Any, *, name: str = "logits") -> tuple[Tensor, Tensor]:
