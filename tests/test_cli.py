@@ -66,3 +66,24 @@ def test_calibrate(tmp_path, monkeypatch):
     assert r.exit_code != 0 and "regression" in r.output
     r = CliRunner().invoke(main, ["calibrate", "--data", "wine", "--perturbation", "blur"])
     assert r.exit_code != 0 and "fill must be one of" in r.output
+
+
+def test_explain(tmp_path, monkeypatch):
+    import numpy as np
+
+    monkeypatch.setenv("CALIX_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "exp"
+    r = CliRunner().invoke(main, ["explain", "--data", "digits", "--method", "occlusion",
+                                  "--index", "3", "--index", "7", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    z = np.load(out / "occlusion_cnn_digits.npz")
+    assert z["values"].shape == (2, 1, 8, 8) and z["indices"].tolist() == [3, 7]
+    assert (out / "occlusion_cnn_digits_7.png").read_bytes()[:4] == b"\x89PNG"
+    r = CliRunner().invoke(main, ["explain", "--data", "wine", "--method", "kernel_shap",
+                                  "--calibrate", "temperature", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert np.load(out / "kernel_shap_mlp_wine.npz")["feature_values"].shape == (1, 13)
+    r = CliRunner().invoke(main, ["explain", "--data", "wine", "--method", "rise"])
+    assert r.exit_code != 0 and "RISE explains images" in r.output
+    r = CliRunner().invoke(main, ["explain", "--data", "wine", "--index", "9999"])
+    assert r.exit_code != 0 and "outside the test split" in r.output

@@ -59,12 +59,12 @@ def check_logits_labels(logits: Any, labels: Any, *, name: str = "logits") -> tu
         For NaN/inf logits, a shape mismatch, fewer than two classes, or labels outside
         ``[0, k)``.
     """
-    z = as_tensor(logits, name=name).double()
+    z = as_tensor(logits, name=name).detach().cpu().double()  # fitting runs on CPU
     if z.ndim != 2:
         raise ValueError(f"{name} must have shape (n, n_classes), got {tuple(z.shape)}")
     if z.shape[1] < 2:
         raise ValueError(f"{name} must have at least two classes, got {z.shape[1]}")
-    y = torch.as_tensor(np.asarray(labels) if not isinstance(labels, Tensor) else labels)
+    y = torch.as_tensor(np.asarray(labels) if not isinstance(labels, Tensor) else labels).cpu()
     if y.is_floating_point():
         if not torch.isfinite(y).all() or (y != y.round()).any():
             raise ValueError("labels must be integer class indices")

@@ -63,7 +63,7 @@ def run_demo(
             if console is not None:
                 _print_case(results["cases"][-1], console)
         ts = comp.calibrators["temperature"]
-        logits = model.forward(ds.X_test)
+        logits = model.forward(ds.X_test).cpu()
         reliability_diagram(
             {"uncalibrated": (logits.softmax(-1).numpy(), ds.y_test),
              "temperature": (ts.predict_proba(logits), ds.y_test)},

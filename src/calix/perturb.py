@@ -730,7 +730,7 @@ class Perturbation:
         mk = self._masks(masks, n, seg.d, dev, xb.dtype)
         m = mk.shape[1]
         g = make_generator(seed)
-        levels = levels_of(mk, seg.n_features.to(dev)[:, None])  # (n or 1.., m)
+        levels = levels_of(mk.detach(), seg.n_features.to(dev)[:, None])  # (n or 1.., m)
         levels = levels.expand(n, m)
         ref = None if self.fill.stochastic else self.fill.reference(xb, generator=g)
         flat = xb.reshape(n, -1)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["reliability_diagram", "calibration_by_level_plot", "save"]
+__all__ = ["reliability_diagram", "calibration_by_level_plot", "explanation_figure", "save"]
 
 
 def _plt():
@@ -104,6 +104,53 @@ def calibration_by_level_plot(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    save(fig, path)
+    return fig
+
+
+def explanation_figure(
+    x: Any,
+    values: Any,
+    *,
+    feature_names: list[str] | None = None,
+    title: str = "",
+    path: str | Path | None = None,
+    max_features: int = 20,
+) -> Any:
+    """An input beside its attribution map (images) or a bar chart of attributions (tabular).
+
+    Parameters
+    ----------
+    x : array of shape (C, H, W) or (d,) -- one input.
+    values : array of shape (C', H, W) or (d,) -- its attributions (channels are summed).
+    feature_names : names for tabular bars.
+    """
+    plt = _plt()
+    x, v = np.asarray(x), np.asarray(values)
+    if x.ndim == 3:
+        fig, (a0, a1) = plt.subplots(1, 2, figsize=(6.4, 3.2))
+        img = x[0] if x.shape[0] == 1 else np.moveaxis(x, 0, -1)
+        a0.imshow(img, cmap="gray" if x.shape[0] == 1 else None)
+        a0.set_title("input", fontsize=9)
+        m = v.sum(0) if v.ndim == 3 else v
+        lim = float(np.abs(m).max()) or 1.0
+        im = a1.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim)
+        a1.set_title("attribution", fontsize=9)
+        fig.colorbar(im, ax=a1, fraction=0.046)
+        for a in (a0, a1):
+            a.set_xticks([])
+            a.set_yticks([])
+    else:
+        order = np.argsort(-np.abs(v))[:max_features][::-1]
+        names = feature_names or [f"x{i}" for i in range(len(v))]
+        fig, ax = plt.subplots(figsize=(5.5, 0.28 * len(order) + 1.2))
+        ax.barh([names[i] for i in order], v[order],
+                color=["tab:red" if v[i] > 0 else "tab:blue" for i in order])
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_xlabel("attribution")
+        ax.tick_params(axis="y", labelsize=7)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     save(fig, path)
     return fig

@@ -1,0 +1,39 @@
+"""Explainers: ``Explainer(model, ...).explain(x, target=None) -> Explanation``.
+
+Gradient family (needs a differentiable model): :class:`Saliency`, :class:`IntegratedGradients`,
+:class:`SmoothGrad` (``squared=True`` for SmoothGrad²), :class:`GuidedBackprop`, and
+:class:`CaptumExplainer` for any Captum attribution. Perturbation family (any model, on the
+shared perturbation engine): :class:`Occlusion`, :class:`RISE`, :class:`LIME`,
+:class:`KernelSHAP`, :class:`MeaningfulPerturbation`.
+"""
+
+from calix.explain.base import Explainer, Explanation, reduce_channels, score
+from calix.explain.gradient import (
+    CaptumExplainer,
+    GuidedBackprop,
+    IntegratedGradients,
+    Saliency,
+    SmoothGrad,
+    as_forward,
+)
+from calix.explain.perturbation import RISE, FeatureExplainer, MeaningfulPerturbation, Occlusion
+from calix.explain.surrogate import LIME, KernelSHAP, shapley_kernel_weights, weighted_ridge
+
+METHODS = {
+    "saliency": Saliency,
+    "integrated_gradients": IntegratedGradients,
+    "smoothgrad": SmoothGrad,
+    "guided_backprop": GuidedBackprop,
+    "occlusion": Occlusion,
+    "rise": RISE,
+    "lime": LIME,
+    "kernel_shap": KernelSHAP,
+    "meaningful_perturbation": MeaningfulPerturbation,
+}
+
+__all__ = [
+    "Explainer", "Explanation", "reduce_channels", "score", "as_forward", "CaptumExplainer",
+    "GuidedBackprop", "IntegratedGradients", "Saliency", "SmoothGrad", "FeatureExplainer",
+    "MeaningfulPerturbation", "Occlusion", "RISE", "LIME", "KernelSHAP", "METHODS",
+    "shapley_kernel_weights", "weighted_ridge",
+]
