@@ -173,6 +173,7 @@ class Model(ABC):
         levels: Tensor | None = None,
         grad: bool | None = None,
         progress: bool = False,
+        validate: bool = True,
     ) -> Tensor:
         """Logits (classification) or outputs (regression) of shape ``(n, n_outputs)``.
 
@@ -189,8 +190,12 @@ class Model(ABC):
             Build the autograd graph. None means ``x.requires_grad``.
         progress : bool
             Show a progress bar over chunks.
+        validate : bool
+            Check the input's dtype, shape and finiteness (internal callers that built the
+            input from validated parts, such as the perturbation engine, skip it; outputs are
+            always checked).
         """
-        t = self.check_input(x)
+        t = self.check_input(x) if validate or not isinstance(x, Tensor) else x
         if grad is None:
             grad = bool(t.requires_grad)
         if grad and not self.differentiable:

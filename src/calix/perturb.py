@@ -467,9 +467,15 @@ class CoalitionSampler(ABC):
 
 
 def _subsets_of_size(sizes: Tensor, d: int, g: torch.Generator) -> Tensor:
-    """Uniform random subsets with ``sizes[i]`` members each: bool of shape (len(sizes), d)."""
-    ranks = torch.rand(len(sizes), d, generator=g).argsort(dim=1).argsort(dim=1)
-    return ranks < sizes[:, None]
+    """Uniform random subsets with ``sizes[i]`` members each: bool of shape (len(sizes), d).
+
+    Keeps the ``sizes[i]`` smallest of d uniform draws (float64, so ties have probability
+    ~d²/2⁵³): one sort and a threshold.
+    """
+    u = torch.rand(len(sizes), d, generator=g, dtype=torch.float64)
+    srt = u.sort(dim=1).values
+    kth = srt.gather(1, (sizes.long().clamp(1, d) - 1)[:, None])
+    return (u <= kth) & (sizes[:, None] > 0)
 
 
 class Uniform(CoalitionSampler):
@@ -825,7 +831,8 @@ class Perturbation:
         total = math.ceil(n * m_total / self.chunk_size)
         for _, inputs, levels in progress_bar(chunks, total=total, enabled=progress,
                                               description="perturbations"):
-            outs.append(model.forward(inputs, levels=levels, grad=grad))
+            # inputs are built from the validated x and the fill: no second finiteness pass
+            outs.append(model.forward(inputs, levels=levels, grad=grad, validate=False))
             lvls.append(levels)
         if not outs:
             raise ValueError("no perturbations to query (masks are empty)")
