@@ -74,14 +74,22 @@ def _load_or_exit(name: str, seed: int):
 @click.option("--seed", type=int, default=0, show_default=True, help="Training seed.")
 @click.option("--epochs", type=int, default=None, help="Training epochs.")
 @click.option("--no-cache", is_flag=True, help="Retrain even if a cached model exists.")
+@click.option("--fpa", is_flag=True,
+              help="Train with Feature Perturbation Augmentation (images; p=0.5, p1_max=0.25, "
+                   "p2=0.1, s_max=3).")
 def train(model: str, data_name: str, dropout: float | None, seed: int, epochs: int | None,
-          no_cache: bool) -> None:
+          no_cache: bool, fpa: bool) -> None:
     """Train zoo MODEL (cnn or mlp) on a dataset, cached by configuration."""
     from calix import zoo
+    from calix.train import FPA
 
     ds = _load_or_exit(data_name, 0)
+    if fpa and not ds.is_image:
+        raise click.UsageError("--fpa augments images; the dataset is tabular")
+    aug = FPA(seed=seed) if fpa else None
     try:
         trained = zoo.train(model, ds, seed=seed, dropout=dropout, epochs=epochs,
+                            augment=aug, augment_config=aug.config() if aug else None,
                             cache=not no_cache, progress=sys.stderr.isatty())
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc

@@ -1,11 +1,13 @@
-"""Metrics for calibration (and, as calix grows, for explanations).
+"""Metrics for calibration and for explanations.
 
-Every metric declares its direction and category in ``METRICS`` (see :class:`MetricInfo`).
+Every metric declares its direction and category in ``METRICS`` (see :class:`MetricInfo`), so
+reports can rank methods without special cases.
 """
 
+from calix.metrics import faithfulness, robustness, similarity
 from calix.metrics._base import MetricInfo
+from calix.metrics.calibration import METRICS as _CAL_METRICS
 from calix.metrics.calibration import (
-    METRICS,
     LevelCalibration,
     accuracy,
     brier,
@@ -17,8 +19,25 @@ from calix.metrics.calibration import (
     nll,
     reliability_curve,
 )
+from calix.metrics.faithfulness import (
+    Curve,
+    Fidelity,
+    better_than_random,
+    deletion_curve,
+    insertion_curve,
+    mif_lif,
+    roar_images,
+    roar_tabular,
+)
+from calix.metrics.robustness import local_lipschitz, parameter_randomisation, sensitivity
+from calix.metrics.similarity import minmax, otsu_tv, ssim
+
+METRICS = {**_CAL_METRICS, **faithfulness.METRICS, **robustness.METRICS, **similarity.METRICS}
 
 __all__ = [
     "METRICS", "MetricInfo", "LevelCalibration", "accuracy", "brier", "calibration_by_level",
-    "ce_kl", "ce_kl_binned", "ece", "kde_ece", "nll", "reliability_curve",
+    "ce_kl", "ce_kl_binned", "ece", "kde_ece", "nll", "reliability_curve", "Curve", "Fidelity",
+    "better_than_random", "deletion_curve", "insertion_curve", "mif_lif", "roar_images",
+    "roar_tabular", "local_lipschitz", "parameter_randomisation", "sensitivity", "minmax",
+    "otsu_tv", "ssim",
 ]
