@@ -193,3 +193,14 @@ def test_metric_directions_and_bad_input():
         deletion_curve(model, x, perfect, steps=[0.5, 0.2])
     with pytest.raises(ValueError, match="differ in shape"):
         ssim(np.zeros((2, 4, 4)), np.zeros((2, 5, 5)))
+
+
+def test_roar_images_accuracy_falls_when_the_bright_strokes_go():
+    from calix.data import load
+    from calix.metrics import roar_images
+
+    ds = load("digits")
+    # the image itself as the map: removing the brightest pixels removes the strokes
+    res = roar_images(ds, ds.X_train, ds.X_test, fractions=(0.0, 0.5), epochs=8)
+    acc = res["accuracy"][:, 0]
+    assert acc[0] > 0.9 and acc[1] < 0.5
