@@ -37,3 +37,14 @@ __all__ = [
     "MeaningfulPerturbation", "Occlusion", "RISE", "LIME", "KernelSHAP", "METHODS",
     "shapley_kernel_weights", "weighted_ridge",
 ]
+
+from calix.explain.bayes import (  # noqa: E402
+    EAGLE,
+    BayesianLinear,
+    BayesLIME,
+    BayesSHAP,
+    expected_information_gain,
+)
+
+METHODS.update({"bayes_lime": BayesLIME, "bayes_shap": BayesSHAP, "eagle": EAGLE})
+__all__ += ["EAGLE", "BayesianLinear", "BayesLIME", "BayesSHAP", "expected_information_gain"]
