@@ -159,6 +159,9 @@ def main() -> None:
     from importlib.metadata import version
 
     t_start = time.perf_counter()
+    # Quantus warns on every perturbation that changes nothing (a pixel already 0), whatever
+    # disable_warnings says; its import warns about optional packages
+    warnings.filterwarnings("ignore", module=r"quantus(\.|$)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import quantus

@@ -17,7 +17,14 @@ from calix.explain.gradient import (
     as_forward,
 )
 from calix.explain.perturbation import RISE, FeatureExplainer, MeaningfulPerturbation, Occlusion
-from calix.explain.surrogate import LIME, KernelSHAP, shapley_kernel_weights, weighted_ridge
+from calix.explain.surrogate import (
+    GLIME,
+    LIME,
+    USLIME,
+    KernelSHAP,
+    shapley_kernel_weights,
+    weighted_ridge,
+)
 
 METHODS = {
     "saliency": Saliency,
@@ -46,5 +53,7 @@ from calix.explain.bayes import (  # noqa: E402
     expected_information_gain,
 )
 
-METHODS.update({"bayes_lime": BayesLIME, "bayes_shap": BayesSHAP, "eagle": EAGLE})
-__all__ += ["EAGLE", "BayesianLinear", "BayesLIME", "BayesSHAP", "expected_information_gain"]
+METHODS.update({"bayes_lime": BayesLIME, "bayes_shap": BayesSHAP, "eagle": EAGLE,
+                "glime": GLIME, "us_lime": USLIME})
+__all__ += ["GLIME", "USLIME", "EAGLE", "BayesianLinear", "BayesLIME", "BayesSHAP",
+            "expected_information_gain"]

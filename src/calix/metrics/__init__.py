@@ -4,7 +4,7 @@ Every metric declares its direction and category in ``METRICS`` (see :class:`Met
 reports can rank methods without special cases.
 """
 
-from calix.metrics import faithfulness, robustness, similarity
+from calix.metrics import faithfulness, robustness, similarity, stability
 from calix.metrics._base import MetricInfo
 from calix.metrics.calibration import METRICS as _CAL_METRICS
 from calix.metrics.calibration import (
@@ -31,13 +31,22 @@ from calix.metrics.faithfulness import (
 )
 from calix.metrics.robustness import local_lipschitz, parameter_randomisation, sensitivity
 from calix.metrics.similarity import minmax, otsu_tv, ssim
+from calix.metrics.stability import (
+    interval_coverage,
+    neighbourhood_stability,
+    queries_to_stability,
+    reproducibility,
+    surrogate_r2,
+)
 
-METRICS = {**_CAL_METRICS, **faithfulness.METRICS, **robustness.METRICS, **similarity.METRICS}
+METRICS = {**_CAL_METRICS, **faithfulness.METRICS, **robustness.METRICS, **similarity.METRICS,
+           **stability.METRICS}
 
 __all__ = [
     "METRICS", "MetricInfo", "LevelCalibration", "accuracy", "brier", "calibration_by_level",
     "ce_kl", "ce_kl_binned", "ece", "kde_ece", "nll", "reliability_curve", "Curve", "Fidelity",
     "better_than_random", "deletion_curve", "insertion_curve", "mif_lif", "roar_images",
     "roar_tabular", "local_lipschitz", "parameter_randomisation", "sensitivity", "minmax",
-    "otsu_tv", "ssim",
+    "otsu_tv", "ssim", "interval_coverage", "neighbourhood_stability", "queries_to_stability",
+    "reproducibility", "surrogate_r2",
 ]
