@@ -87,3 +87,14 @@ def test_explain(tmp_path, monkeypatch):
     assert r.exit_code != 0 and "RISE explains images" in r.output
     r = CliRunner().invoke(main, ["explain", "--data", "wine", "--index", "9999"])
     assert r.exit_code != 0 and "outside the test split" in r.output
+
+
+def test_train_with_fpa(tmp_path, monkeypatch):
+    monkeypatch.setenv("CALIX_CACHE", str(tmp_path))
+    r = CliRunner().invoke(main, ["train", "cnn", "--data", "digits", "--fpa", "--epochs", "2"])
+    assert r.exit_code == 0, r.output
+    plain = CliRunner().invoke(main, ["train", "cnn", "--data", "digits", "--epochs", "2"])
+    # FPA joins the cache key: two different cached models
+    assert r.output.split("cached at ")[1] != plain.output.split("cached at ")[1]
+    r = CliRunner().invoke(main, ["train", "mlp", "--data", "wine", "--fpa"])
+    assert r.exit_code != 0 and "augments images" in r.output
