@@ -11,13 +11,16 @@ T = TypeVar("T")
 def progress_bar(
     items: Iterable[T], *, total: int | None = None, enabled: bool = True, description: str = ""
 ) -> Iterator[T]:
-    """Yield ``items``, showing a rich progress bar on stderr when ``enabled``.
+    """Iterate over ``items``, showing a rich progress bar on stderr when ``enabled``.
 
     A bar over fewer than two steps is never shown.
     """
     if not enabled or (total is not None and total < 2):
-        yield from items
-        return
+        return iter(items)
+    return _bar(items, total, description)
+
+
+def _bar(items: Iterable[T], total: int | None, description: str) -> Iterator[T]:
     from rich.console import Console
     from rich.progress import (
         BarColumn,

@@ -81,8 +81,8 @@ def sensitivity(explainer: Any, x: Any, *, n_neighbours: int = 20, radius: float
     ----------
     explainer : a calix Explainer (any object with ``explain(x, target)``)
     x : array (n, *input_shape)
-    radius, ball : neighbourhood (default: uniform in the L∞ ball of radius 0.05, as Yeh et
-        al. and Quantus).
+    radius, ball : neighbourhood (default: uniform in the L∞ ball of radius 0.05 -- the shape
+        Yeh et al. and Quantus use; Quantus's own defaults are radius 0.2 and 200 samples).
     normalize : divide by ‖E(x)‖ (Quantus's default).
     target : explained class (default the prediction at x, kept for every neighbour).
 
@@ -104,7 +104,8 @@ def local_lipschitz(explainer: Any, x: Any, *, n_neighbours: int = 40, radius: f
                     ball: Literal["uniform", "linf", "gaussian"] = "uniform", target: Any = None,
                     seed: int | None = 0) -> np.ndarray:
     """Local Lipschitz estimate max_{x'} ‖E(x) − E(x')‖₂ / ‖x − x'‖₂ over neighbours in a ball
-    (Calibrate-to-Interpret: 40 neighbours, radius 0.05). Returns (n,); lower is better."""
+    (Calibrate-to-Interpret: 40 neighbours, radius 0.05; Quantus's LocalLipschitzEstimate
+    draws Gaussian neighbours instead -- ``ball="gaussian"``). Returns (n,); lower is better."""
     xt = as_tensor(x, name="x")
     nb = neighbours(xt, n_neighbours, radius, ball=ball, seed=seed)
     e0, e1 = _explain_neighbours(explainer, xt, nb, target)
