@@ -153,3 +153,23 @@ def test_bad_input():
         BayesSHAP(const, n_samples=50).explain(np.zeros((1, d)))
     with pytest.raises(ValueError, match="kernel must be"):
         BayesLIME(model, kernel="gauss")
+
+
+def test_bayes_shap_estimates_shapley_values_with_covering_intervals():
+    torch.manual_seed(0)
+    d = 8
+    net = nn.Sequential(nn.Linear(d, 16), nn.Tanh(), nn.Linear(16, 2))
+    model = wrap(net, input_shape=(d,))
+    x = torch.randn(6, d)
+    from calix.explain import KernelSHAP
+
+    truth = KernelSHAP(model, n_samples=2**d).explain(x, target=1)
+    exp = BayesSHAP(model, n_samples=1500, seed=1).explain(x, target=1)
+    scale = np.abs(truth.feature_values).max()
+    assert np.abs(exp.feature_values - truth.feature_values).max() < 0.1 * scale
+    # the anchored empty/full coalitions make the attributions (nearly) efficient
+    gap = exp.feature_values.sum(1) - (truth.extra["full_value"] - truth.extra["base_value"])
+    assert np.abs(gap).max() < 1e-3 * max(scale, 1e-3) + 1e-5
+    cover = (exp.lower <= truth.feature_values) & (truth.feature_values <= exp.upper)
+    assert cover.mean() >= 0.85
+    assert exp.n_queries == 6 * (1500 + 2)

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from calix.explain.base import Explanation
 from calix.explain.perturbation import FeatureExplainer
-from calix.explain.surrogate import LIME, shapley_kernel_weights
+from calix.explain.surrogate import LIME
 from calix.perturb import ShapleyKernel, make_generator
 
 __all__ = ["BayesianLinear", "BayesLIME", "BayesSHAP", "EAGLE", "lime_kernel",
@@ -38,11 +38,19 @@ def lime_kernel(masks: Tensor, width: float | None = None) -> Tensor:
 
 
 def shap_kernel(masks: Tensor, large: float = 1e6) -> Tensor:
-    """Shapley kernel weights, with ``large`` for the empty and full coalitions."""
+    """Regression weights for coalitions *drawn from* the Shapley kernel: 1 for every proper
+    coalition (the sampling already carries the kernel, as in KernelSHAP), ``large`` for the
+    empty and full coalitions, which anchor φ₀ ≈ s(∅) and φ₀ + Σφ ≈ s(x) (efficiency)."""
     s = masks.sum(-1)
     d = masks.shape[-1]
-    w = shapley_kernel_weights(masks)
+    w = torch.ones(masks.shape[:-1], dtype=torch.float64)
     return torch.where((s == 0) | (s == d), torch.full_like(w, large), w)
+
+
+def _anchors(n: int, d: int) -> Tensor:
+    """The full and the empty coalition for each of n inputs, (n, 2, d)."""
+    return torch.stack([torch.ones(d, dtype=torch.bool), torch.zeros(d, dtype=torch.bool)]
+                       ).expand(n, 2, d)
 
 
 @dataclass
@@ -169,6 +177,16 @@ class _BayesSurrogate(FeatureExplainer):
             raise ValueError(f"{type(self).__name__} needs a budget of at least d + 1 = {d + 1} "
                              f"queries for {d} features, got {budget}")
 
+    def _start(self, x: Tensor, masks: Tensor, targets: Tensor, g: torch.Generator
+               ) -> tuple[BayesianLinear, list[Tensor]]:
+        """Posterior after the first batch (with the SHAP kernel's two anchor coalitions)."""
+        n, _, d = masks.shape
+        if self.kernel_name == "shap":
+            masks = torch.cat([_anchors(n, d), masks], 1)
+        y = self._query(x, masks, targets, g)
+        post = BayesianLinear.empty(n, d, device=y.device)
+        return post.update(masks, y, self._kernel(masks).to(y.device)), [y]
+
     def _query(self, x: Tensor, masks: Tensor, targets: Tensor, g: torch.Generator):
         y, _ = self._scores(x, masks, targets, seed=g)
         return y.double()
@@ -202,6 +220,9 @@ class BayesLIME(_BayesSurrogate):
     focused : bool -- focused sampling: start with ``n_start`` queries, then each round draw
         ``n_candidates`` candidates and sample a batch of ``batch`` from softmax(predictive
         variance / ``temperature``) (T = 5e-4 for LIME, 1e-2 for SHAP by default).
+        With the SHAP kernel, coalitions are drawn from the Shapley kernel with unit weights
+        and the empty and full coalitions are queried in addition (two queries) with a large
+        weight, so that the attributions nearly satisfy efficiency.
     target_width : float or None -- perturbations-to-go: fit on ``n_start`` (default 200)
         points, compute G = 4 s² 1.96² / (π̄ W²) more queries for a 95% interval of width W,
         sample them, refit (``max_samples`` caps G).
@@ -239,10 +260,9 @@ class BayesLIME(_BayesSurrogate):
         first = self.n_start if (self.focused or self.target_width) else self.n_samples
         self._check(d, first)
         masks = self._draw(n, first, d, g)
-        y = self._query(x, masks, targets, g)
         w = self._kernel(masks)
-        post = BayesianLinear.empty(n, d, device=y.device).update(masks, y, w.to(y.device))
-        ys, used = [y], first
+        post, ys = self._start(x, masks, targets, g)
+        used = first
         extra: dict[str, Any] = {}
         if self.target_width is not None:
             go = self.perturbations_to_go(post, w, self.target_width)
@@ -345,10 +365,9 @@ class EAGLE(_BayesSurrogate):
         g = make_generator(self.seed)
         batch = self.batch or max(1, self.n_samples // 10)
         masks = self._draw(n, d + 1, d, g)
-        y = self._query(x, masks, targets, g)
         w = self._kernel(masks)
-        post = BayesianLinear.empty(n, d, device=y.device).update(masks, y, w.to(y.device))
-        ys, used, rounds_flat, best = [y], d + 1, 0, torch.inf
+        post, ys = self._start(x, masks, targets, g)
+        used, rounds_flat, best = d + 1, 0, torch.inf
         c_max = (w * (1 + masks.double().sum(-1))).max().item()
         while used < self.n_samples:
             size = min(batch, self.n_samples - used)
@@ -371,6 +390,10 @@ class EAGLE(_BayesSurrogate):
                 break
         gain = 0.5 * post.log_det_ratio()
         p = d + 1
-        bound = 0.5 * p * math.log1p(used * c_max / p)
+        t = used
+        if self.kernel_name == "shap":  # the two anchors count, with their large weight
+            t += 2
+            c_max = max(c_max, float(shap_kernel(_anchors(1, d)).max()) * (1 + d))
+        bound = 0.5 * p * math.log1p(t * c_max / p)
         return self._finish(post, seg, torch.cat(ys, 1), info_gain=gain.cpu().numpy(),
                             info_bound=bound, queries_per_input=used)
