@@ -345,17 +345,19 @@ class EAGLE(_BayesSurrogate):
         chosen = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
         picks = []
         rows = torch.arange(len(x), device=x.device)
-        for _ in range(size):  # greedy picks; each rescoring is one batched einsum
-            quad = ((x @ v) * x).sum(-1)
+        quad = ((x @ v) * x).sum(-1)  # [1,z] V [1,z]ᵀ for every candidate, (n, c)
+        for _ in range(size):  # greedy picks; each is O(c·p) by rank-one updates
             eig = torch.log1p(w * quad).masked_fill(chosen, -torch.inf)
             j = eig.argmax(1)
             picks.append(j)
             chosen[rows, j] = True
             xj = x[rows, j]  # (n, p)
             vx = (v @ xj[..., None])[..., 0]
-            denom = 1 + w[rows, j] * (xj * vx).sum(-1)
-            v = v - w[rows, j][:, None, None] * vx[:, :, None] * vx[:, None, :] / denom[
-                :, None, None]
+            wj = w[rows, j]
+            denom = 1 + wj * (xj * vx).sum(-1)
+            proj = (x @ vx[..., None])[..., 0]  # [1,z] V [1,z_j]ᵀ, (n, c)
+            quad = quad - wj[:, None] * proj**2 / denom[:, None]  # Sherman–Morrison
+            v = v - wj[:, None, None] * vx[:, :, None] * vx[:, None, :] / denom[:, None, None]
         return torch.stack(picks, 1)
 
     def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
