@@ -9,6 +9,7 @@ part of the way, and one temperature per level bin flattens the curve.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ def run_demo(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"seed": seed, "cases": []}
-    progress = console is not None
+    progress = console is not None and sys.stderr.isatty()
     for name, data_name in models or DEMO_MODELS:
         trained = zoo.train(name, data_name, seed=seed, progress=progress)
         ds = trained.dataset
