@@ -1,0 +1,125 @@
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from calix.explain import IntegratedGradients, Occlusion, Saliency
+from calix.models import wrap
+from calix.uncertainty import (
+    DeepEnsemble,
+    MCDropConnect,
+    MCDropout,
+    coefficient_of_variation,
+    cv_by_class,
+    explanation_distribution,
+    mean_cv,
+    predictive_uncertainty,
+)
+
+
+def _net(seed=0, p=0.3):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(p), nn.Linear(16, 16),
+                         nn.ReLU(), nn.Dropout(p), nn.Linear(16, 3)).eval()
+
+
+def test_deterministic_model_has_zero_std_and_mean_equals_single():
+    net = _net()
+    model = wrap(net, input_shape=(6,))
+    x = torch.randn(4, 6)
+    single = IntegratedGradients(model, n_steps=16).explain(x, target=1).values
+    ens = DeepEnsemble([model, model, model])
+    dist = explanation_distribution(lambda m: IntegratedGradients(m, n_steps=16), ens, x,
+                                    target=1)
+    np.testing.assert_allclose(dist.values, single, atol=1e-7)
+    np.testing.assert_allclose(dist.std, 0.0, atol=1e-7)
+    assert np.isfinite(dist.extra["cv"]).all() and (mean_cv(dist) < 1e-6).all()
+
+
+def test_mc_dropout_with_p_zero_is_the_deterministic_model():
+    model = wrap(_net(), input_shape=(6,))
+    x = torch.randn(5, 6)
+    sal = Saliency(model).explain(x, target=2).values
+    dist = explanation_distribution(Saliency(model), MCDropout(model, p=0.0, n_samples=4), x,
+                                    target=2)
+    np.testing.assert_allclose(dist.values, sal, atol=1e-7)
+    np.testing.assert_allclose(dist.std, 0.0, atol=1e-7)
+
+
+def test_batched_masks_equal_sequential_passes():
+    model = wrap(_net(), input_shape=(6,))
+    x = torch.randn(3, 6)
+    T = 7
+    with torch.no_grad():
+        with MCDropout(model, n_samples=T, seed=4).active() as m:
+            batched = m.forward(x.repeat(T, 1)).reshape(T, 3, -1)
+        sequential = torch.stack([m.forward(x) for m in
+                                  MCDropout(model, n_samples=T, seed=4).models()])
+    torch.testing.assert_close(batched, sequential)
+    assert not torch.allclose(batched[0], batched[1])  # the samples do differ
+
+
+def test_samplers_leave_the_model_exactly_as_it_was():
+    net = _net()
+    net.train(False)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    model = wrap(net, input_shape=(6,))
+    x = torch.randn(2, 6)
+    for sampler in (MCDropout(model, n_samples=3), MCDropConnect(model, n_samples=3, p=0.5)):
+        explanation_distribution(Saliency(model), sampler, x)
+        predictive_uncertainty(sampler, x)
+    with pytest.raises(RuntimeError):  # an error inside a sample still restores the weights
+        with MCDropConnect(model, p=0.5).masked(torch.Generator()):
+            raise RuntimeError("boom")
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert not net.training
+    assert all(not m._forward_hooks for m in net.modules())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-5, 5, allow_nan=False), min_size=4, max_size=4),
+       st.lists(st.floats(0, 5, allow_nan=False), min_size=4, max_size=4))
+def test_cv_guard_never_returns_inf_or_nan(mean, std):
+    m = np.array(mean)[None]
+    m[0, 0] = 0.0  # always one exact zero
+    cv = coefficient_of_variation(m, np.array(std)[None])
+    assert np.isfinite(cv).all() and cv[0, 0] == 0.0
+
+
+def test_dropconnect_and_uncertainty_summaries():
+    model = wrap(_net(p=0.0), input_shape=(6,))
+    x = torch.randn(8, 6)
+    dc = MCDropConnect(model, n_samples=20, p=0.2, seed=1)
+    dist = explanation_distribution(Occlusion(model), dc, x)
+    assert dist.extra["samples"].shape == (20, 8, 6) and (dist.std > 0).any()
+    assert dist.n_queries == 20 * 8 * 7
+    pu = predictive_uncertainty(dc, x)
+    assert pu.mean_probs.shape == (8, 3)
+    assert (pu.mutual_information >= -1e-12).all() and (pu.mutual_information <= pu.entropy).all()
+    per_class = cv_by_class(dist)
+    assert set(per_class) <= {0, 1, 2} and all(np.isfinite(v) for v in per_class.values())
+
+
+def test_regression_on_diabetes():
+    from calix import zoo
+
+    trained = zoo.train("mlp", "diabetes", seed=0, dropout=0.2, epochs=20)
+    model = trained.wrap()
+    x = trained.dataset.X_test[:5]
+    dist = explanation_distribution(lambda m: IntegratedGradients(m, n_steps=20),
+                                    MCDropout(model, n_samples=10), x, target=0)
+    assert dist.values.shape == (5, 10) and (dist.std > 0).any()
+    assert np.isfinite(dist.extra["cv"]).all()
+
+
+def test_bad_input():
+    lin = wrap(nn.Linear(3, 2), input_shape=(3,))
+    with pytest.raises(ValueError, match="nn.Dropout layers"):
+        MCDropout(lin)
+    with pytest.raises(ValueError, match="at least two models"):
+        DeepEnsemble([lin])
+    with pytest.raises(TypeError, match="needs a torch model"):
+        MCDropConnect(wrap(lambda a: np.zeros((len(a), 2)), input_shape=(3,)))
