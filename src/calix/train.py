@@ -29,6 +29,7 @@ def fit(
     weight_decay: float = 0.0,
     seed: int = 0,
     augment: Augment | None = None,
+    regularizer: Callable[[nn.Module], Tensor] | None = None,
     device: torch.device | str | None = None,
     progress: bool = False,
 ) -> nn.Module:
@@ -46,6 +47,8 @@ def fit(
         Class indices, or regression targets.
     augment : callable (batch, generator) -> batch, optional
         Applied to every training batch (e.g. Feature Perturbation Augmentation).
+    regularizer : callable module -> scalar tensor, optional
+        Added to every batch's loss (e.g. the ELBO's KL term for Flipout layers).
     progress : bool
         Show a progress bar over epochs.
 
@@ -84,6 +87,8 @@ def fit(
                     xb = augment(xb, g)
                 opt.zero_grad()
                 loss = loss_fn(module(xb), yt[idx])
+                if regularizer is not None:
+                    loss = loss + regularizer(module)
                 loss.backward()
                 opt.step()
     return module.eval()
