@@ -166,3 +166,18 @@ def test_flipout_epistemic_uncertainty_shrinks_with_more_data():
     # the KL term weighs 1/n: with ~10x the data the posterior, and so the epistemic part of
     # the predictive uncertainty (mutual information), narrows
     assert mi[len(ds.X_train)] < 0.5 * mi[100]
+
+
+def test_distribution_curves_on_mean_and_std_maps():
+    from calix.uncertainty import distribution_curves
+
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Dropout(0.3),
+                        nn.Flatten(), nn.Linear(4 * 64, 3)).eval()
+    model = wrap(net, input_shape=(1, 8, 8))
+    x = torch.rand(3, 1, 8, 8)
+    dist = explanation_distribution(Saliency(model), MCDropout(model, n_samples=6), x)
+    curves = distribution_curves(model, x, dist, steps=16)
+    assert set(curves) == {"deletion_mean", "insertion_mean", "deletion_std", "insertion_std"}
+    for c in curves.values():
+        assert c.auc.shape == (3,) and len(c.fractions) == 17
+        np.testing.assert_array_equal(c.target, dist.target)
