@@ -121,6 +121,8 @@ def test_bad_input():
         MCDropout(lin)
     with pytest.raises(ValueError, match="at least two models"):
         DeepEnsemble([lin])
+    with pytest.raises(ValueError, match="pass a factory"):
+        explanation_distribution(Saliency(lin), DeepEnsemble([lin, lin]), torch.zeros(1, 3))
     with pytest.raises(TypeError, match="needs a torch model"):
         MCDropConnect(wrap(lambda a: np.zeros((len(a), 2)), input_shape=(3,)))
 

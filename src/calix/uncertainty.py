@@ -238,6 +238,10 @@ def explanation_distribution(explainer: Explainer | Callable[[Model], Explainer]
     ``extra["cv_masked"]`` (where |E_μ| was too small), ``extra["samples"]`` (T, n, ...), and
     ``n_queries`` over all samples.
     """
+    if isinstance(explainer, Explainer) and isinstance(sampler, DeepEnsemble):
+        raise ValueError("an ensemble's members are different models: pass a factory "
+                         "model -> Explainer, e.g. lambda m: IntegratedGradients(m)")
+
     def make(model: Model) -> Explainer:
         return explainer if isinstance(explainer, Explainer) else explainer(model)
 
