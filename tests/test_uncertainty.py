@@ -55,10 +55,25 @@ def test_batched_masks_equal_sequential_passes():
     with torch.no_grad():
         with MCDropout(model, n_samples=T, seed=4).active() as m:
             batched = m.forward(x.repeat(T, 1)).reshape(T, 3, -1)
-        sequential = torch.stack([m.forward(x) for m in
-                                  MCDropout(model, n_samples=T, seed=4).models()])
+        with MCDropout(model, n_samples=T, seed=4).active() as m:
+            sequential = torch.stack([m.forward(x) for _ in range(T)])
     torch.testing.assert_close(batched, sequential)
     assert not torch.allclose(batched[0], batched[1])  # the samples do differ
+
+
+def test_models_are_whole_sub_networks_so_ig_stays_complete():
+    model = wrap(_net(), input_shape=(6,))
+    x = torch.randn(4, 6)
+    outs = []
+    for m in MCDropout(model, n_samples=3, seed=1).models():
+        with torch.no_grad():
+            a, b = m.forward(x), m.forward(x.flip(0)).flip(0)
+        torch.testing.assert_close(a, b)  # one mask for every row of a sample
+        exp = IntegratedGradients(m, n_steps=64).explain(x, target=0)
+        # completeness holds for the sampled network (the path never changes network)
+        assert np.abs(exp.extra["delta"]).max() < 2e-3
+        outs.append(a)
+    assert not torch.allclose(outs[0], outs[1])
 
 
 def test_samplers_leave_the_model_exactly_as_it_was():

@@ -8,8 +8,11 @@ standard deviation E_σ and coefficient of variation E_σ / E_μ.
   generator per dropout layer (a forward hook; the module's train/eval mode is untouched, so
   batch-norm layers stay in eval mode). Because ``torch.rand`` gives the same stream however
   a draw is split, T·n rows in one pass get exactly the masks of T sequential passes of n
-  rows: the whole distribution is computed with the inputs repeated T times in ONE explainer
-  call.
+  rows, so for explainers that send one row per input (``single_pass``: Saliency, Guided
+  Backprop) the whole distribution is ONE explainer call on the inputs repeated T times.
+  Explainers that send many rows per input (IG steps, SmoothGrad copies, LIME perturbations)
+  get T sampled sub-networks instead (:meth:`MCDropout.models`: one unit mask per layer and
+  sample, shared by all rows), so one sample is one network.
 - :class:`MCDropConnect` -- Bernoulli masks on the weights of chosen layers (rescaled by
   1/(1 − p)); each sample is a different weight set, applied in place and restored.
 - :class:`DeepEnsemble` -- M separately trained models (:func:`train_ensemble` trains zoo
@@ -101,19 +104,31 @@ class MCDropout(Sampler):
         self.n_samples, self.p, self.seed = int(n_samples), p, int(seed)
 
     @contextlib.contextmanager
-    def active(self) -> Iterator[Model]:
-        """Dropout on, per row, from fresh seeded generators; restored on exit."""
+    def active(self, *, shared: bool = False) -> Iterator[Model]:
+        """Dropout on from fresh seeded generators; hooks removed on exit.
+
+        ``shared=False``: a fresh mask for every row (each row is its own network draw).
+        ``shared=True``: one unit mask per layer, shared by every row until
+        :meth:`_resample` -- one sampled sub-network, whatever rows an explainer sends.
+        """
         handles = []
+        self._masks: dict[int, torch.Tensor] = {}
         for i, layer in enumerate(self.layers):
             g = torch.Generator().manual_seed(self.seed * 1000 + i)
             rate = layer.p if self.p is None else self.p
 
-            def hook(mod, inputs, output, g=g, rate=rate):
+            def hook(mod, inputs, output, g=g, rate=rate, i=i):
                 x = inputs[0]
                 if rate == 0.0:
                     return x
-                keep = torch.rand(x.shape, generator=g).to(x.device) >= rate
-                return x * keep / (1.0 - rate)
+                if not shared:
+                    keep = torch.rand(x.shape, generator=g).to(x.device) >= rate
+                    return x * keep / (1.0 - rate)
+                mask = self._masks.get(i)
+                if mask is None or mask.shape != x.shape[1:]:
+                    mask = (torch.rand(x.shape[1:], generator=g) >= rate).to(x.device)
+                    self._masks[i] = mask
+                return x * mask / (1.0 - rate)
 
             handles.append(layer.register_forward_hook(hook))
         try:
@@ -121,11 +136,18 @@ class MCDropout(Sampler):
         finally:
             for h in handles:
                 h.remove()
+            self._masks = {}
+
+    def _resample(self) -> None:
+        self._masks = {}
 
     def models(self) -> Iterator[Model]:
-        """T sequential 'passes': the same generators continue across samples."""
-        with self.active() as m:
+        """T sampled sub-networks: one unit mask per dropout layer and sample, shared by
+        every row, so multi-row explainers (IG steps, LIME perturbations) explain one network
+        per sample."""
+        with self.active(shared=True) as m:
             for _ in range(self.n_samples):
+                self._resample()
                 yield m
 
 
@@ -256,7 +278,7 @@ def explanation_distribution(explainer: Explainer | Callable[[Model], Explainer]
     tgt = np.broadcast_to(np.asarray(target), (n,)).copy()
     T = sampler.n_samples
     queries = 0
-    if sampler.batched:
+    if sampler.batched and getattr(make(sampler.model), "single_pass", False):
         with sampler.active() as model:
             ex = make(model)
             rep = xb.repeat(T, *([1] * (xb.ndim - 1)))  # sample t = rows t·n … (t+1)·n
@@ -354,6 +376,7 @@ class _FlipoutMixin:
         self.prior_std = float(prior_std)
         self.sample = False
         self.generator = None
+        self.fixed: tuple[torch.Tensor, torch.Tensor | None] | None = None
         with torch.no_grad():
             for name in ("weight", "bias"):
                 p = getattr(self, name, None)
@@ -387,6 +410,12 @@ class _FlipoutMixin:
                              + (sigma**2 + mu**2) / (2 * self.prior_std**2) - 0.5).sum()
         return total
 
+    def draw_fixed(self) -> None:
+        """Fix one weight sample W = μ + σ ε (used by every row until cleared)."""
+        dev = self.weight.device
+        db = self._delta("bias", dev) if self.bias is not None else None
+        self.fixed = (self._delta("weight", dev), db)
+
     def _delta(self, name: str, device: torch.device) -> torch.Tensor:
         mu = getattr(self, name)
         sigma = nn.functional.softplus(getattr(self, f"{name}_rho"))
@@ -402,6 +431,10 @@ class FlipoutLinear(_FlipoutMixin, nn.Linear):
         self._init_bayes(prior_std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fixed is not None:
+            dw, db = self.fixed
+            return nn.functional.linear(x, self.weight + dw,
+                                        None if self.bias is None else self.bias + db)
         out = nn.functional.linear(x, self.weight, self.bias)
         if not (self.sample or self.training):
             return out
@@ -422,6 +455,10 @@ class FlipoutConv2d(_FlipoutMixin, nn.Conv2d):
         self._init_bayes(prior_std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fixed is not None:
+            dw, db = self.fixed
+            return self._conv_forward(x, self.weight + dw,
+                                      None if self.bias is None else self.bias + db)
         out = self._conv_forward(x, self.weight, self.bias)
         if not (self.sample or self.training):
             return out
@@ -513,19 +550,24 @@ class Flipout(Sampler):
 
     @contextlib.contextmanager
     def active(self) -> Iterator[Model]:
-        saved = [(layer.sample, layer.generator) for layer in self.layers]
+        """Per-row Flipout sampling, seeded; restored on exit."""
+        saved = [(layer.sample, layer.generator, layer.fixed) for layer in self.layers]
         try:
             for i, layer in enumerate(self.layers):
                 layer.sample = True
                 layer.generator = torch.Generator().manual_seed(self.seed * 1000 + i)
             yield self.model
         finally:
-            for layer, (s, g) in zip(self.layers, saved, strict=True):
-                layer.sample, layer.generator = s, g
+            for layer, (s, g, f) in zip(self.layers, saved, strict=True):
+                layer.sample, layer.generator, layer.fixed = s, g, f
 
     def models(self) -> Iterator[Model]:
+        """T fixed weight samples W_t = μ + σ ε_t, each shared by every row."""
         with self.active() as m:
             for _ in range(self.n_samples):
+                with torch.no_grad():
+                    for layer in self.layers:
+                        layer.draw_fixed()
                 yield m
 
 

@@ -112,6 +112,9 @@ class Explainer(ABC):
     """
 
     name: str = "explainer"
+    #: True when an explanation evaluates exactly one model row per input (no steps, noisy
+    #: copies or perturbations); such explainers can share a batch with per-row model samples.
+    single_pass: bool = False
 
     def __init__(self, model: Any, *, output: Output = "probability", reduce: Reduce = "none"):
         if output not in _OUTPUTS:

@@ -107,6 +107,7 @@ class Saliency(_GradientExplainer):
     """
 
     name = "saliency"
+    single_pass = True  # one forward/backward row per input
 
     def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
         from captum.attr import Saliency as CaptumSaliency
@@ -192,7 +193,8 @@ class IntegratedGradients(_GradientExplainer):
         from captum.attr import IntegratedGradients as CaptumIG
 
         ig = CaptumIG(self._forward, multiply_by_inputs=self.multiply_by_input)
-        ibs = self.internal_batch_size or self.model.batch_size
+        # Captum wants at least one full copy of the inputs per internal batch
+        ibs = max(self.internal_batch_size or self.model.batch_size, len(x))
         tgt = targets.to(x.device).tolist()
         total, delta = torch.zeros_like(x), torch.zeros(len(x), device=x.device)
         bases = _baseline_tensors(self.baselines, x)
@@ -271,6 +273,7 @@ class GuidedBackprop(_GradientExplainer):
     """
 
     name = "guided_backprop"
+    single_pass = True
 
     def __init__(self, model: Any, **kwargs: Any):
         super().__init__(model, **kwargs)
