@@ -23,18 +23,11 @@ from torch import Tensor
 
 from calix.explain.base import Explanation
 from calix.explain.perturbation import FeatureExplainer
-from calix.explain.surrogate import LIME
+from calix.explain.surrogate import LIME, lime_kernel
 from calix.perturb import ShapleyKernel, make_generator
 
 __all__ = ["BayesianLinear", "BayesLIME", "BayesSHAP", "EAGLE", "lime_kernel",
            "expected_information_gain"]
-
-
-def lime_kernel(masks: Tensor, width: float | None = None) -> Tensor:
-    """LIME's kernel sqrt(exp(−D²/w²)), D = L2 distance of z from all-ones, w = 0.75·sqrt(d)."""
-    d = masks.shape[-1]
-    w = width or 0.75 * math.sqrt(d)
-    return torch.sqrt(torch.exp(-(1 - masks.double()).sum(-1) / w**2))
 
 
 def shap_kernel(masks: Tensor, large: float = 1e6) -> Tensor:

@@ -17,7 +17,8 @@ from calix.explain.base import Explanation
 from calix.explain.perturbation import FeatureExplainer
 from calix.perturb import ShapleyKernel, _subsets_of_size, all_coalitions, make_generator
 
-__all__ = ["LIME", "KernelSHAP", "GLIME", "USLIME", "weighted_ridge", "shapley_kernel_weights"]
+__all__ = ["LIME", "KernelSHAP", "GLIME", "USLIME", "weighted_ridge", "shapley_kernel_weights",
+           "lime_kernel"]
 
 
 def weighted_ridge(z: Tensor, y: Tensor, w: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
@@ -43,6 +44,14 @@ def weighted_ridge(z: Tensor, y: Tensor, w: Tensor, alpha: float) -> tuple[Tenso
     b = zc.transpose(1, 2) @ (w * yc)[..., None]
     coef = torch.linalg.solve(a, b)[..., 0]
     return coef, ym - (zm * coef).sum(1)
+
+
+def lime_kernel(masks: Tensor, width: float | None = None) -> Tensor:
+    """LIME's kernel sqrt(exp(−D²/w²)) of masks (..., d) -> (...), float64: D is the L2
+    distance of z from the all-ones vector, w = ``width`` (default 0.75·sqrt(d))."""
+    d = masks.shape[-1]
+    w = width or 0.75 * math.sqrt(d)
+    return torch.sqrt(torch.exp(-(1 - masks.double()).sum(-1) / w**2))
 
 
 def shapley_kernel_weights(masks: Tensor) -> Tensor:
@@ -95,9 +104,7 @@ class LIME(FeatureExplainer):
         masks = self.sample(len(x), d, g)
         y, _ = self._scores(x, masks, targets, seed=g)
         zf = masks.double().to(y.device)
-        width = self.kernel_width or 0.75 * math.sqrt(d)
-        dist2 = (1 - zf).sum(-1)  # squared L2 distance from the all-ones vector
-        w = torch.sqrt(torch.exp(-dist2 / width**2))
+        w = lime_kernel(zf, self.kernel_width)
         coef, icpt = weighted_ridge(zf, y, w, self.alpha)
         pred = (zf @ coef[..., None])[..., 0] + icpt[:, None]
         yd = y.double()
@@ -306,7 +313,7 @@ class USLIME(FeatureExplainer):
         while used < self.n_samples:
             size = min(batch, self.n_samples - used)
             z_all, y_all = torch.cat(zs, 1), torch.cat(ys, 1)
-            w = torch.sqrt(torch.exp(-(1 - z_all.double()).sum(-1) / (0.75**2 * d)))
+            w = lime_kernel(z_all)
             coef, icpt = weighted_ridge(z_all.double().to(y.device), y_all, w.to(y.device),
                                         self.alpha)
             cand = sampler.sample(n, d, g)[:, 1:][:, : self.pool_factor * size]
@@ -320,6 +327,6 @@ class USLIME(FeatureExplainer):
             ys.append(y2)
             used += size
         z_all, y_all = torch.cat(zs, 1).double().to(y.device), torch.cat(ys, 1)
-        w = torch.sqrt(torch.exp(-(1 - z_all).sum(-1) / (0.75**2 * d)))
+        w = lime_kernel(z_all)
         coef, icpt = weighted_ridge(z_all, y_all, w, self.alpha)
         return self._result(coef.float(), seg, intercept=icpt.cpu().numpy())

@@ -95,7 +95,7 @@ def surrogate_r2(explainer: Any, exp: Any, x: Any, *, n_holdout: int = 500,
                  seed: int = 12345) -> np.ndarray:
     """Sample quality: LIME-kernel-weighted R² of the surrogate (intercept + z·φ) on held-out
     LIME coalitions that the explainer did not query. Returns (n,)."""
-    from calix.explain.surrogate import LIME
+    from calix.explain.surrogate import LIME, lime_kernel
     from calix.perturb import make_generator
 
     if "intercept" not in exp.extra or exp.feature_values is None:
@@ -110,7 +110,7 @@ def surrogate_r2(explainer: Any, exp: Any, x: Any, *, n_holdout: int = 500,
     z = masks.double().numpy()
     pred = z @ exp.feature_values.astype(np.float64)[..., None]
     pred = pred[..., 0] + np.asarray(exp.extra["intercept"])[:, None]
-    w = np.sqrt(np.exp(-(1 - z).sum(-1) / (0.75**2 * d)))
+    w = lime_kernel(masks).numpy()
     ym = (w * y).sum(1, keepdims=True) / w.sum(1, keepdims=True)
     ss_res = (w * (y - pred) ** 2).sum(1)
     ss_tot = (w * (y - ym) ** 2).sum(1)
