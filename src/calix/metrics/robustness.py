@@ -134,6 +134,7 @@ def parameter_randomisation(make_explainer: Any, module: torch.nn.Module, x: Any
     dict with ``layers`` (names, top first) and ``similarity`` (n_layers, n).
     """
     from calix.metrics.similarity import ssim
+    from calix.metrics.stability import spearman
 
     base_exp = make_explainer(module).explain(x, target=target)
     tgt = base_exp.target
@@ -155,18 +156,8 @@ def parameter_randomisation(make_explainer: Any, module: torch.nn.Module, x: Any
             if similarity == "ssim":
                 sims.append(ssim(base_exp.values, exp.values))
             else:
-                sims.append(_spearman(np.abs(base_exp.values), np.abs(exp.values)))
+                sims.append(spearman(np.abs(base_exp.values), np.abs(exp.values), constant=0.0))
     finally:
         torch.random.set_rng_state(gen_state)
     return {"layers": layers, "similarity": np.array(sims)}
 
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
-
-    ra = rankdata(a.reshape(len(a), -1), axis=1)
-    rb = rankdata(b.reshape(len(b), -1), axis=1)
-    ra = ra - ra.mean(1, keepdims=True)
-    rb = rb - rb.mean(1, keepdims=True)
-    den = np.sqrt((ra**2).sum(1) * (rb**2).sum(1))
-    return np.where(den > 0, (ra * rb).sum(1) / np.where(den > 0, den, 1), 0.0)

@@ -35,14 +35,16 @@ def _attr(exp: Any) -> np.ndarray:
     return np.asarray(v, dtype=np.float64).reshape(len(v), -1)
 
 
-def spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise Spearman rank correlation of (n, d) arrays (average ranks for ties)."""
+def spearman(a: np.ndarray, b: np.ndarray, *, constant: float = 1.0) -> np.ndarray:
+    """Row-wise Spearman rank correlation of (n, ...) arrays flattened per row (average
+    ranks for ties); rows where either side is constant get ``constant``."""
     from scipy.stats import rankdata
 
-    ra, rb = rankdata(a, axis=1), rankdata(b, axis=1)
+    ra = rankdata(np.reshape(a, (len(a), -1)), axis=1)
+    rb = rankdata(np.reshape(b, (len(b), -1)), axis=1)
     ra, rb = ra - ra.mean(1, keepdims=True), rb - rb.mean(1, keepdims=True)
     den = np.sqrt((ra**2).sum(1) * (rb**2).sum(1))
-    return np.where(den > 0, (ra * rb).sum(1) / np.where(den > 0, den, 1.0), 1.0)
+    return np.where(den > 0, (ra * rb).sum(1) / np.where(den > 0, den, 1.0), constant)
 
 
 def topk_jaccard(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
