@@ -827,7 +827,8 @@ class Perturbation:
         n = len(xb)
         outs, lvls = [], []
         chunks = self.iter_chunks(xb, masks, seed=seed)
-        m_total = torch.as_tensor(masks).shape[-2] if torch.as_tensor(masks).ndim >= 2 else 0
+        mshape = np.shape(masks)
+        m_total = mshape[-2] if len(mshape) >= 2 else 0
         total = math.ceil(n * m_total / self.chunk_size)
         for _, inputs, levels in progress_bar(chunks, total=total, enabled=progress,
                                               description="perturbations"):
