@@ -33,25 +33,6 @@ def test_train(tmp_path, monkeypatch):
     assert r.exit_code != 0 and "needs image data" in r.output
 
 
-def test_demo(tmp_path, monkeypatch):
-    monkeypatch.setenv("CALIX_CACHE", str(tmp_path / "cache"))
-    out = tmp_path / "demo"
-    r = CliRunner().invoke(main, ["demo", "--quick", "--out", str(out)])
-    assert r.exit_code == 0, r.output
-    res = json.loads((out / "results.json").read_text())
-    cases = {(c["model"], c["data"], c["fill"]): c for c in res["cases"]}
-    assert set(cases) == {("cnn", "digits-noisy", "zero"), ("cnn", "digits-noisy", "blur"),
-                          ("mlp", "breast_cancer", "mean")}
-    noisy = cases[("cnn", "digits-noisy", "zero")]
-    rows = {row["method"]: row for row in noisy["rows"]}
-    # The zoo CNN on digits-noisy is overconfident under zero-fill perturbation, and one
-    # temperature per level bin calibrates it far better than one temperature.
-    assert 0.6 < noisy["test_accuracy"] < 0.9
-    assert rows["recalx"]["ce_max"] < rows["temperature"]["ce_max"] < rows["none"]["ce_max"]
-    for name in ("ce_by_level_cnn_digits-noisy_zero.png", "reliability_cnn_digits-noisy.png"):
-        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
 def test_calibrate(tmp_path, monkeypatch):
     monkeypatch.setenv("CALIX_CACHE", str(tmp_path / "cache"))
     args = ["calibrate", "--data", "breast_cancer", "--method", "temperature", "--metric",

@@ -230,19 +230,111 @@ def explain(data_name: str, model_name: str | None, method: str, indices: tuple[
                f"wrote {out / (stem + '.npz')} and {len(indices)} PNG(s)")
 
 
+# ---------------------------------------------------------------------- studies
+_STUDY_NAMES = ["recalx", "explanation-uncertainty", "eagle", "calibrate-to-interpret", "fpa"]
+
+
+@main.command()
+@click.argument("study", type=click.Choice(_STUDY_NAMES))
+@click.option("--quick", is_flag=True, help="The small configuration (minutes on 2 cores).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder (default: results/<study>).")
+@click.option("--force", is_flag=True, help="Recompute even if OUT holds a finished run.")
+@click.option("--no-report", is_flag=True, help="Do not write report.html.")
+def reproduce(study: str, quick: bool, seed: int, out: Path | None, force: bool,
+              no_report: bool) -> None:
+    """Reproduce one paper's study: results.json (tables, claims), figures, report.html."""
+    from calix.report import write_report
+    from calix.studies import run_study
+
+    out = out or Path("results") / study
+    console = _console()
+    doc = run_study(study, out, quick=quick, seed=seed, progress=sys.stderr.isatty(),
+                    console=console, resume=not force)
+    n_hold = sum(c["holds"] for c in doc["claims"])
+    click.echo(f"{study}: {n_hold}/{len(doc['claims'])} claims hold; "
+               f"wrote {out / 'results.json'}")
+    if not no_report:
+        click.echo(f"report: {write_report(out, title=f'calix: {study}')}")
+
+
+@main.command()
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Report file (default: FOLDER/report.html).")
+def report(folder: Path, out: Path | None) -> None:
+    """Write a self-contained report.html for the study results in FOLDER."""
+    from calix.report import write_report
+
+    try:
+        path = write_report(folder, out)
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(f"report: {path}")
+
+
+# ---------------------------------------------------------------------- dataset scale
+_DATASET_METHODS = ["saliency", "integrated_gradients", "smoothgrad", "guided_backprop",
+                    "occlusion", "rise", "lime", "kernel_shap", "meaningful_perturbation",
+                    "bayes_lime", "bayes_shap", "eagle", "glime", "us_lime"]
+
+@main.command("explain-dataset")
+@click.option("--data", "data_name", required=True, help="Shipped dataset name.")
+@click.option("--model", "model_name", type=click.Choice(["cnn", "mlp"]), default=None,
+              help="Zoo model (default: cnn for images, mlp for tabular data).")
+@click.option("--method", required=True, type=click.Choice(_DATASET_METHODS))
+@click.option("--uncertainty", type=click.Choice(["mc_dropout", "mc_dropconnect"]),
+              default=None, help="Explain under stochastic passes (mean and std maps).")
+@click.option("--n-samples", type=int, default=30, show_default=True,
+              help="Stochastic passes with --uncertainty.")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default="local",
+              show_default=True)
+@click.option("--scheduler", default=None,
+              help="Dask scheduler address (default: a new LocalCluster).")
+@click.option("--workers", type=int, default=2, show_default=True,
+              help="LocalCluster workers when no scheduler is given.")
+@click.option("--chunk-size", type=int, default=64, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+def explain_dataset_cmd(data_name: str, model_name: str | None, method: str,
+                        uncertainty: str | None, n_samples: int, executor: str,
+                        scheduler: str | None, workers: int, chunk_size: int, seed: int,
+                        out: Path) -> None:
+    """Explain every test input in chunks; finished chunks survive interruption."""
+    from calix.parallel import explain_dataset
+
+    ds = _load_or_exit(data_name, seed)
+    model_name = model_name or ("cnn" if ds.is_image else "mlp")
+    try:
+        res = explain_dataset(data_name, model_name, method, out=out, uncertainty=uncertainty,
+                              n_samples=n_samples, executor=executor, scheduler=scheduler,
+                              n_workers=workers, chunk_size=chunk_size, seed=seed,
+                              progress=sys.stderr.isatty())
+    except (ValueError, TypeError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(f"{len(res.indices)} inputs explained ({len(res.computed)} chunks computed now, "
+               f"the rest read back); chunks in {out / 'chunks'}")
+
+
 # ---------------------------------------------------------------------- demo
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               default=Path("results/demo"), show_default=True, help="Output folder.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--quick", is_flag=True, help="Two models and fewer evaluation inputs.")
-def demo(out: Path, seed: int, quick: bool) -> None:
-    """Train the zoo, calibrate it, and show calibration error by perturbation level."""
-    from calix.demo import DEMO_MODELS, run_demo
+@click.option("--full", is_flag=True, help="Full-size studies instead of quick mode (hours).")
+@click.option("--study", "studies", type=click.Choice(_STUDY_NAMES), multiple=True,
+              help="Run only these studies (repeat; default: all five).")
+def demo(out: Path, seed: int, full: bool, studies: tuple[str, ...]) -> None:
+    """Train the zoo, run the five studies (quick mode) and write report.html.
 
-    models = [DEMO_MODELS[0], DEMO_MODELS[2]] if quick else None
-    run_demo(out, seed=seed, console=_console(), models=models, n_eval=100 if quick else 200)
-    click.echo(f"wrote {out / 'results.json'} and figures in {out}")
+    Interrupted and rerun, it reads back finished studies and cached models.
+    """
+    from calix.demo import run_demo
+
+    res = run_demo(out, seed=seed, quick=not full, studies=studies or None,
+                   console=_console(), progress=sys.stderr.isatty())
+    click.echo(f"report: {res['report']}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,89 @@
+"""The five studies calix reproduces, one module per paper, built only from calix's public parts.
+
+=========================  ==================================================================
+``recalx``                 ReCalX: per-level temperatures vs temperature scaling (CE_KL by
+                           level), explanation sensitivity and remove-and-retrain with ReCalX
+``explanation-uncertainty``  MC-Dropout, MC-DropConnect, ensembles, Flipout x Guided Backprop,
+                           IG, LIME: mean / std / CV maps, insertion-deletion, per-class CV
+``eagle``                  EAGLE vs LIME, GLIME, US-LIME, BayesLIME at several query budgets
+``calibrate-to-interpret``  none / temperature / Dirichlet x Sensitivity, IG, RISE, MP
+``fpa``                    Feature Perturbation Augmentation: MIF/LIF fidelity of gradient maps
+=========================  ==================================================================
+
+Each study writes ``DIR/results.json`` (``study``, ``config``, ``seed``, ``tables``, ``claims``,
+``figures``, ``arrays``, ``wall_time_s``) and its figures and arrays beside it.
+
+Example
+-------
+>>> from calix.studies import run_study
+>>> doc = run_study("recalx", "results/recalx", quick=True, seed=0)   # doctest: +SKIP
+>>> [(c["claim"], c["holds"]) for c in doc["claims"]]                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+from calix.studies._base import RESULTS_FILE, Claim, StudyContext, run_in_context
+
+__all__ = ["STUDIES", "run_study", "load_results", "is_finished", "StudyContext", "Claim"]
+
+#: study name -> module under ``calix.studies``
+STUDIES: dict[str, str] = {
+    "recalx": "recalx",
+    "explanation-uncertainty": "explanation_uncertainty",
+    "eagle": "eagle",
+    "calibrate-to-interpret": "calibrate_to_interpret",
+    "fpa": "fpa",
+}
+
+
+def _module(name: str) -> Any:
+    if name not in STUDIES:
+        raise ValueError(f"unknown study {name!r}; choose from {sorted(STUDIES)}")
+    return importlib.import_module(f"calix.studies.{STUDIES[name]}")
+
+
+def load_results(out: str | Path) -> dict[str, Any]:
+    """Read ``out/results.json``; raises FileNotFoundError with the path when it is missing."""
+    path = Path(out) / RESULTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {RESULTS_FILE} in {Path(out)} (run the study first)")
+    return json.loads(path.read_text())
+
+
+def is_finished(name: str, out: str | Path, *, quick: bool, seed: int) -> bool:
+    """Whether ``out`` holds a finished run of ``name`` with the same size and seed."""
+    try:
+        doc = load_results(out)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    return (doc.get("study") == name and doc.get("seed") == seed
+            and doc.get("config", {}).get("quick") == quick)
+
+
+def run_study(
+    name: str,
+    out: str | Path,
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    progress: bool = False,
+    console: Any = None,
+    resume: bool = True,
+) -> dict[str, Any]:
+    """Run study ``name`` and write ``out/results.json``; returns the results document.
+
+    With ``resume`` (default) a finished run of the same study, size and seed in ``out`` is
+    read back instead of recomputed. Trained models are cached by :mod:`calix.zoo` either way,
+    so an interrupted study restarts without retraining.
+    """
+    module = _module(name)
+    if resume and is_finished(name, out, quick=quick, seed=seed):
+        return load_results(out)
+    ctx = StudyContext(name, Path(out), quick=quick, seed=seed, progress=progress,
+                       console=console)
+    return run_in_context(name, module.run, ctx)

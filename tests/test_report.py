@@ -1,0 +1,91 @@
+"""The HTML report: content from results.json, and a real browser loads it cleanly."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from calix.report import find_results, write_report
+from calix.studies._base import StudyContext, run_in_context, to_jsonable, write_json_atomic
+from tests._browser import load_page
+
+
+def _toy_study(ctx: StudyContext) -> None:
+    from calix.plot import _plt
+
+    ctx.configure(n=3)
+    ctx.table("scores", [{"method": "a", "score": 0.25}, {"method": "b<i>", "score": np.nan}])
+    ctx.claim("a beats b", 0.25 > 0.1, {"a": 0.25, "b": 0.1}, paper="a > b")
+    ctx.claim("b beats a", 0.1 > 0.25, {"a": 0.25, "b": 0.1})
+    plt = _plt()
+    for k in range(2):
+        fig, ax = plt.subplots(figsize=(2, 2))
+        ax.plot([0, 1], [k, 1 - k])
+        ctx.figure(f"fig{k}", fig, caption=f"figure {k}")
+
+
+@pytest.fixture
+def study_dir(tmp_path):
+    for name in ("toy-one", "toy-two"):
+        run_in_context(name, _toy_study, StudyContext(name, tmp_path / name, seed=3))
+    return tmp_path
+
+
+def test_results_json_schema(study_dir):
+    doc = json.loads((study_dir / "toy-one" / "results.json").read_text())
+    assert doc["study"] == "toy-one" and doc["seed"] == 3
+    assert doc["config"] == {"quick": True, "n": 3}
+    assert [c["holds"] for c in doc["claims"]] == [True, False]
+    assert doc["claims"][0]["evidence"] == {"a": 0.25, "b": 0.1}
+    assert doc["tables"]["scores"][1]["score"] is None  # NaN is written as null, not NaN
+    assert [f["file"] for f in doc["figures"]] == ["fig0.png", "fig1.png"]
+
+
+def test_report_content(study_dir):
+    path = write_report(study_dir)
+    html = path.read_text()
+    assert path == study_dir / "report.html"
+    assert html.count("data:image/png;base64,") == 4  # self-contained: 2 figures x 2 studies
+    assert "b&lt;i&gt;" in html and "b<i>" not in html  # table text is escaped
+    assert html.count("b-holds'>holds") == 2 and html.count("does not hold") == 2
+    assert "<script" not in html and "http" not in html.split("</style>")[1]
+    assert [d["study"] for _, d in find_results(study_dir)] == ["toy-one", "toy-two"]
+
+
+def test_report_loads_in_chromium(study_dir):
+    page = load_page(write_report(study_dir))
+    assert page["errors"] == []
+    assert len(page["images"]) == 4
+    assert all(i["decoded"] and i["complete"] and i["width"] > 0 for i in page["images"])
+    assert "a beats b" in page["text"] and "does not hold" in page["text"]
+
+
+def test_report_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="results folder not found"):
+        write_report(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="no study results.json"):
+        write_report(tmp_path)
+    (tmp_path / "results.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        write_report(tmp_path)
+
+
+def test_missing_figure_is_shown_not_hidden(study_dir):
+    (study_dir / "toy-one" / "fig0.png").unlink()
+    html = write_report(study_dir).read_text()
+    assert "missing figure fig0.png" in html
+
+
+def test_json_helpers(tmp_path):
+    import torch
+
+    doc = to_jsonable({"a": np.float32(1.5), "b": np.arange(3), "c": torch.tensor([1.0]),
+                       "d": float("inf"), "e": np.bool_(True), 1: (2, 3)})
+    assert doc == {"a": 1.5, "b": [0, 1, 2], "c": [1.0], "d": None, "e": True, "1": [2, 3]}
+    with pytest.raises(TypeError, match="cannot write object"):
+        to_jsonable(object())
+    write_json_atomic(tmp_path / "x.json", {"v": 1})
+    assert json.loads((tmp_path / "x.json").read_text()) == {"v": 1}
+    assert not list(tmp_path.glob("*.tmp"))
