@@ -1,0 +1,161 @@
+"""The five studies in quick mode through ``calix reproduce``, the report over all of them in a
+real browser, and ``calix demo`` killed midway and resumed without redoing finished work.
+
+The quick runs are computed once per test session (a few minutes each on 2 cores) and shared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from calix.cli import main
+from calix.report import write_report
+from calix.studies import STUDIES, is_finished, run_study
+from tests._browser import load_page
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("study-cache")
+
+
+@pytest.fixture(scope="session")
+def quick_runs(tmp_path_factory, cache_dir):
+    root = tmp_path_factory.mktemp("studies")
+    old = os.environ.get("CALIX_CACHE")
+    os.environ["CALIX_CACHE"] = str(cache_dir)
+    outputs = {}
+    try:
+        for name in STUDIES:
+            t0 = time.perf_counter()
+            r = CliRunner().invoke(main, ["reproduce", name, "--quick", "--out",
+                                          str(root / name)])
+            assert r.exit_code == 0, (name, r.output, r.exception)
+            outputs[name] = (r.output, time.perf_counter() - t0)
+    finally:
+        if old is None:
+            os.environ.pop("CALIX_CACHE", None)
+        else:
+            os.environ["CALIX_CACHE"] = old
+    return root, outputs
+
+
+@pytest.mark.parametrize("name", list(STUDIES))
+def test_quick_study_results(quick_runs, name):
+    root, outputs = quick_runs
+    out = root / name
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["study"] == name and doc["seed"] == 0 and doc["config"]["quick"] is True
+    assert set(doc) >= {"study", "config", "seed", "tables", "claims", "figures", "arrays"}
+    assert doc["tables"] and all(rows for rows in doc["tables"].values())
+    assert len(doc["claims"]) >= 3
+    for c in doc["claims"]:
+        assert isinstance(c["holds"], bool) and c["claim"]
+        # every claim carries numbers computed from the run
+        assert c["evidence"] and _has_number(c["evidence"]), c
+    assert doc["figures"]
+    for fig in doc["figures"]:
+        assert (out / fig["file"]).read_bytes()[:8] == PNG
+    for arr in doc["arrays"]:
+        assert (out / arr).is_file()
+    assert (out / "report.html").is_file()
+    n_hold = sum(c["holds"] for c in doc["claims"])
+    assert f"{name}: {n_hold}/{len(doc['claims'])} claims hold" in outputs[name][0]
+
+
+def _has_number(v) -> bool:
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, (int, float)):
+        return True
+    if isinstance(v, dict):
+        return any(_has_number(x) for x in v.values())
+    if isinstance(v, list):
+        return any(_has_number(x) for x in v)
+    return False
+
+
+def test_report_of_all_studies_in_chromium(quick_runs):
+    root, _ = quick_runs
+    path = write_report(root, title="all studies")
+    page = load_page(path)
+    assert page["errors"] == []
+    n_figures = sum(len(json.loads((root / s / "results.json").read_text())["figures"])
+                    for s in STUDIES)
+    assert len(page["images"]) == n_figures
+    assert all(i["decoded"] and i["complete"] and i["width"] > 0 for i in page["images"])
+    for name in STUDIES:
+        assert name in page["text"]
+
+
+def test_rerun_reads_back(quick_runs, monkeypatch, cache_dir):
+    root, _ = quick_runs
+    monkeypatch.setenv("CALIX_CACHE", str(cache_dir))
+    name = "recalx"
+    stamp = (root / name / "results.json").stat().st_mtime_ns
+    t0 = time.perf_counter()
+    run_study(name, root / name, quick=True, seed=0)
+    assert time.perf_counter() - t0 < 5
+    assert (root / name / "results.json").stat().st_mtime_ns == stamp
+    # another seed or size is not a finished run of this one
+    assert is_finished(name, root / name, quick=True, seed=0)
+    assert not is_finished(name, root / name, quick=True, seed=1)
+    assert not is_finished(name, root / name, quick=False, seed=0)
+    assert not is_finished("fpa", root / name, quick=True, seed=0)
+
+
+def test_unknown_study():
+    with pytest.raises(ValueError, match="unknown study 'nope'"):
+        run_study("nope", "x")
+    r = CliRunner().invoke(main, ["reproduce", "nope", "--quick"])
+    assert r.exit_code != 0
+
+
+def test_demo_killed_midway_resumes(tmp_path, cache_dir, quick_runs):
+    """Kill ``calix demo`` after its first study finished; the rerun keeps that study."""
+    out = tmp_path / "demo"
+    env = {**os.environ, "CALIX_CACHE": str(cache_dir)}
+    first, second = "recalx", "eagle"
+    cmd = [sys.executable, "-m", "calix.cli", "demo", "--out", str(out), "--study", first,
+           "--study", second]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    done = out / first / "results.json"
+    try:
+        deadline = time.time() + 900
+        while not done.is_file() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.5)
+        assert done.is_file(), "the first study did not finish"
+        time.sleep(2)  # well into the second study
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode != 0, "the demo finished before it was killed; nothing was tested"
+    assert not (out / second / "results.json").is_file()
+    stamp = done.stat().st_mtime_ns
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "recalx: finished earlier, read back" in r.stdout
+    assert done.stat().st_mtime_ns == stamp  # not recomputed
+    assert (out / second / "results.json").is_file()
+    assert (out / "report.html").is_file()
+    assert f"report: {out / 'report.html'}" in r.stdout
+
+
+def test_demo_rejects_unknown_study(tmp_path):
+    from calix.demo import run_demo
+
+    with pytest.raises(ValueError, match="unknown studies"):
+        run_demo(tmp_path, studies=["nope"])
