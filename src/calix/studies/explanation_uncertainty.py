@@ -1,0 +1,649 @@
+"""Explanation uncertainty (Mulye & Valdenegro-Toro 2024, arXiv 2403.17224; SPECS §5).
+
+The paper runs an explainer on every stochastic version of a network (MC-Dropout,
+MC-DropConnect, a deep ensemble, Flipout) and summarises the T maps per input by their mean
+E_μ, standard deviation E_σ and coefficient of variation CV = E_σ / E_μ. It finds that Guided
+Backpropagation gives the explanations with the lowest uncertainty (CIFAR-10, FER+ and
+California Housing), scores E_μ and E_σ with modified pixel deletion / insertion, looks at
+the CV per class, and explains a regression MLP's scalar prediction the same way.
+
+Protocol (digits, the zoo CNN, 1x8x8):
+
+- images: the first ``per_class`` test images of every class (stratified, for the per-class
+  analysis);
+- samplers (``calix.uncertainty``): ``MCDropout(cnn, n_samples=T)`` on the zoo CNN (dropout
+  0.25); ``MCDropConnect(cnn, n_samples=T, p=0.1)`` on every Conv2d / Linear weight; a deep
+  ensemble of ``n_members`` zoo CNNs (seeds seed … seed + M − 1, so T = M); Flipout, the CNN
+  with Bayesian Flipout layers trained by ELBO (``train_flipout``), ``Flipout(model,
+  n_samples=T)``. Every sampler is seeded with the study's seed;
+- explainers: Guided Backprop; Integrated Gradients (zero baseline, ``ig_steps``); LIME (64
+  single-pixel features, zero fill, ``lime_samples`` coalitions; its seed is fixed, so every
+  sample draws the same coalitions and only model uncertainty spreads the maps). All explain
+  the *logit* of the target class, as the paper does (its gradients are taken of the
+  predicted, or the ground-truth, logit); the ``explained_output`` table repeats MC-Dropout
+  with the softmax probability for comparison;
+- target: the class predicted by the mean of the sampler's samples, explained in every
+  sample; the paper's ground-truth variant runs on the test images the MC-Dropout model gets
+  wrong (``ground_truth_target``: Pearson r of the two E_μ maps);
+- summaries: ``explanation_distribution`` → E_μ, E_σ and the guarded CV (E_σ / |E_μ|, set to
+  0 and masked where |E_μ| < 1% of the input's largest |E_μ|); ``mean_cv`` per image (over
+  the unmasked pixels with E_σ > 0), averaged over images; ``mean_cv_abs``, the same on the
+  distribution of |maps|; ``cv_by_class`` with a Kruskal-Wallis test across classes;
+- modified deletion / insertion (``distribution_curves``): pixels ranked by E_μ and,
+  separately, by E_σ, removed / inserted in ``curve_steps`` steps with a zero (black) fill,
+  following the target probability normalised by the clean one, on the sampler's
+  deterministic model (the CNN in eval mode for MC-Dropout / DropConnect, the Flipout model
+  on its mean weights, the ensemble's mean prediction); a random ranking is the reference;
+- regression (diabetes, 10 standardised features, the zoo MLP with dropout 0.1): the four
+  samplers (an ensemble of zoo MLPs, a Flipout MLP) × the three explainers on the scalar
+  prediction; E_μ, E_σ and CV per feature.
+
+Torch runs on one thread while the study runs (restored afterwards): the models are tiny and
+intra-op threads cost far more than they gain on a shared 2-core machine.
+
+Sizes: quick -- 3 images per class (30), T = 10, an ensemble of 3 CNNs, IG 16 steps, LIME
+200 coalitions, 16 curve steps, at most 10 misclassified images, 40 regression inputs, an
+ensemble of 3 MLPs (under a minute on 2 CPU cores, training included); full -- 20 images per
+class (200), T = 30, an ensemble of 5 CNNs, IG 30 steps, LIME 500 coalitions, 32 curve
+steps, at most 40 misclassified images, the whole regression test split (89 inputs) and an
+ensemble of 5 MLPs. Every model trains for the zoo's default epochs in both modes.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats
+
+from calix import zoo
+from calix._progress import progress_bar
+from calix.explain import LIME, Explainer, Explanation, GuidedBackprop, IntegratedGradients
+from calix.metrics.faithfulness import deletion_curve, insertion_curve
+from calix.models import Model, wrap
+from calix.studies._base import StudyContext
+from calix.uncertainty import (
+    DeepEnsemble,
+    Flipout,
+    MCDropConnect,
+    MCDropout,
+    Sampler,
+    coefficient_of_variation,
+    cv_by_class,
+    distribution_curves,
+    explanation_distribution,
+    mean_cv,
+    predictive_uncertainty,
+    train_ensemble,
+    train_flipout,
+)
+
+__all__ = ["run"]
+
+EXPLAINERS = ("Guided Backprop", "Integrated Gradients", "LIME")
+SAMPLERS = ("MC-Dropout", "MC-DropConnect", "Deep ensemble", "Flipout")
+_SLUG = {"Guided Backprop": "gbp", "Integrated Gradients": "ig", "LIME": "lime",
+         "MC-Dropout": "mc_dropout", "MC-DropConnect": "mc_dropconnect",
+         "Deep ensemble": "ensemble", "Flipout": "flipout"}
+DROPCONNECT_P = 0.1
+GT_MIN_R = 0.5  # "not drastically altered": mean Pearson r of the two E_μ maps at least this
+ALPHA = 0.05  # significance level of the per-class Kruskal-Wallis tests
+TORCH_THREADS = 1  # the models are tiny: intra-op threads cost more than they gain
+
+
+# ---------------------------------------------------------------------- building blocks
+def _explainers(ig_steps: int, lime_samples: int, seed: int, output: str = "logit"
+                ) -> dict[str, Callable[[Model], Explainer]]:
+    """Factories model -> explainer (an ensemble's members are different models), all
+    explaining ``output`` of the target class (regressors: their scalar prediction)."""
+    return {
+        "Guided Backprop": lambda m: GuidedBackprop(m, output=output),
+        "Integrated Gradients": lambda m: IntegratedGradients(m, n_steps=ig_steps,
+                                                              baselines="zero", output=output),
+        "LIME": lambda m: LIME(m, n_samples=lime_samples, seed=seed, output=output),
+    }
+
+
+def _abs_mean_cv(dist: Explanation) -> np.ndarray:
+    """Per-image mean CV of the distribution of |maps| (the unsigned variant of the guard):
+    mean and std of the T absolute maps, then the same guarded CV and average."""
+    samples = np.abs(dist.extra["samples"])
+    mu, sd = samples.mean(0), samples.std(0)
+    cv = coefficient_of_variation(mu, sd)
+    exp = Explanation(values=mu, method=dist.method, target=dist.target, std=sd,
+                      extra={"cv": cv, "cv_masked": (cv == 0) & (sd > 0)})
+    return mean_cv(exp)
+
+
+def _ensemble_mean(ensemble: DeepEnsemble, task: str) -> Model:
+    """The ensemble's own prediction: the mean of the members' probabilities (classifiers)
+    or outputs (regressors), as one differentiable model."""
+    members = ensemble.members
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if task == "regression":
+            return torch.stack([m.forward(x) for m in members]).mean(0)
+        return torch.stack([torch.softmax(m.forward(x), -1) for m in members]).mean(0)
+
+    return wrap(forward, backend="torch", task=task,
+                output="logits" if task == "regression" else "probabilities",
+                input_shape=members[0].input_shape)
+
+
+def _samplers(ctx: StudyContext, arch: str, data: str, base: Any, *, T: int, n_members: int,
+              ensemble_epochs: int | None, flipout_epochs: int | None
+              ) -> list[tuple[str, Sampler, Model]]:
+    """(name, sampler, deterministic model for the curves) for the four samplers."""
+    model = base.wrap()
+    task = model.task
+    ensemble = train_ensemble(arch, data, n_members=n_members, seed=ctx.seed,
+                              epochs=ensemble_epochs, progress=ctx.progress)
+    flip = train_flipout(arch, data, seed=ctx.seed, epochs=flipout_epochs,
+                         progress=ctx.progress)
+    return [
+        ("MC-Dropout", MCDropout(model, n_samples=T, seed=ctx.seed), model),
+        ("MC-DropConnect", MCDropConnect(model, n_samples=T, p=DROPCONNECT_P, seed=ctx.seed),
+         model),
+        ("Deep ensemble", ensemble, _ensemble_mean(ensemble, task)),
+        ("Flipout", Flipout(flip, n_samples=T, seed=ctx.seed), flip),
+    ]
+
+
+def _stratified(y: np.ndarray, per_class: int) -> np.ndarray:
+    """Indices of the first ``per_class`` items of every class, in class order."""
+    return np.concatenate([np.flatnonzero(y == c)[:per_class] for c in np.unique(y)])
+
+
+def _accuracy(model: Model, x: Any, y: np.ndarray) -> float:
+    return float((model.predict(x) == y).mean())
+
+
+def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson r of every row pair of two (n, ...) arrays (0 where a row is constant)."""
+    a = a.reshape(len(a), -1) - a.reshape(len(a), -1).mean(1, keepdims=True)
+    b = b.reshape(len(b), -1) - b.reshape(len(b), -1).mean(1, keepdims=True)
+    den = np.sqrt((a**2).sum(1) * (b**2).sum(1))
+    return np.where(den > 0, (a * b).sum(1) / np.where(den > 0, den, 1.0), 0.0)
+
+
+# ---------------------------------------------------------------------- the study
+def run(ctx: StudyContext) -> None:
+    """Run the explanation-uncertainty study (see the module docstring)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TORCH_THREADS)
+    try:
+        with warnings.catch_warnings():
+            # Captum: IG on T·n rows can exceed the model's batch size (harmless)
+            warnings.filterwarnings("ignore", message="Internal batch size cannot be less")
+            _run(ctx)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(ctx: StudyContext) -> None:
+    cfg = ctx.configure(
+        per_class=ctx.size(3, 20), T=ctx.size(10, 30), n_members=ctx.size(3, 5),
+        ensemble_epochs=zoo.ZOO["cnn"]["epochs"], flipout_epochs=zoo.ZOO["cnn"]["epochs"],
+        explained_output="logit of the target class (regression: the prediction)",
+        ig_steps=ctx.size(16, 30), ig_baseline="zero", lime_samples=ctx.size(200, 500),
+        lime_features="64 single pixels", curve_steps=ctx.size(16, 32), curve_fill="zero",
+        curve_output="probability (normalised by the clean input's)",
+        dropconnect_p=DROPCONNECT_P, target="class predicted by the mean of the samples",
+        cv_guard="CV = E_sigma / |E_mu|, masked (0) where |E_mu| < 1% of the input's max",
+        gt_max_images=ctx.size(10, 40), gt_min_r=GT_MIN_R, kruskal_alpha=ALPHA,
+        regression_data="diabetes", regression_model="zoo mlp (dropout 0.1)",
+        regression_inputs=ctx.size(40, None), regression_T=ctx.size(10, 30),
+        regression_members=ctx.size(3, 5), torch_threads=TORCH_THREADS,
+    )
+    t0 = time.perf_counter()
+    base = zoo.train("cnn", "digits", seed=ctx.seed, progress=ctx.progress)
+    ds = base.dataset
+    samplers = _samplers(ctx, "cnn", "digits", base, T=cfg["T"], n_members=cfg["n_members"],
+                         ensemble_epochs=cfg["ensemble_epochs"],
+                         flipout_epochs=cfg["flipout_epochs"])
+    idx = _stratified(ds.y_test, cfg["per_class"])
+    x = torch.as_tensor(ds.X_test[idx])
+    labels = ds.y_test[idx]
+    makers = _explainers(cfg["ig_steps"], cfg["lime_samples"], ctx.seed)
+    ctx.configure(n_images=len(idx))
+    timings = {"train_digits_s": time.perf_counter() - t0}
+
+    model_rows = [{"model": "zoo CNN (MC-Dropout, MC-DropConnect)", "data": "digits",
+                   "test_accuracy": _accuracy(samplers[0][2], ds.X_test, ds.y_test),
+                   "epochs": base.config["epochs"]}]
+    model_rows.append({"model": f"deep ensemble ({samplers[2][1].n_samples} CNNs, mean)",
+                       "data": "digits",
+                       "test_accuracy": _accuracy(samplers[2][2], ds.X_test, ds.y_test),
+                       "epochs": cfg["ensemble_epochs"]})
+    model_rows.append({"model": "Flipout CNN (mean weights)", "data": "digits",
+                       "test_accuracy": _accuracy(samplers[3][2], ds.X_test, ds.y_test),
+                       "epochs": cfg["flipout_epochs"]})
+
+    # ------------------------------------------------------------- digits: all cells
+    rows, dists, curves, random_auc = [], {}, {}, {}
+    rng = np.random.default_rng(ctx.seed)
+    random_maps = rng.random((len(idx), 1, *ds.input_shape[1:]))
+    cells = [(s, e) for s in SAMPLERS for e in EXPLAINERS]
+    by_name = {name: (sampler, det) for name, sampler, det in samplers}
+    entropy, targets = {}, {}
+    for s_name, e_name in progress_bar(cells, total=len(cells), enabled=ctx.progress,
+                                       description="explanation distributions"):
+        sampler, det = by_name[s_name]
+        if s_name not in targets:
+            pu = predictive_uncertainty(sampler, x)
+            targets[s_name] = pu.mean_probs.argmax(1)
+            entropy[s_name] = pu.entropy
+            kw = dict(fill=None, steps=cfg["curve_steps"], target=targets[s_name])
+            random_auc[s_name] = (deletion_curve(det, x, random_maps, **kw),
+                                  insertion_curve(det, x, random_maps, **kw))
+        t1 = time.perf_counter()
+        dist = explanation_distribution(makers[e_name], sampler, x, target=targets[s_name])
+        wall = time.perf_counter() - t1
+        cur = distribution_curves(det, x, dist, steps=cfg["curve_steps"])
+        dists[s_name, e_name], curves[s_name, e_name] = dist, cur
+        per_image = mean_cv(dist)
+        abs_image = _abs_mean_cv(dist)
+        valid = dist.std > 0
+        rho = stats.spearmanr(per_image, entropy[s_name]).statistic
+        rows.append({
+            "sampler": s_name, "T": sampler.n_samples, "explainer": e_name, "n_images": len(x),
+            "mean_cv": float(per_image.mean()), "median_cv": float(np.median(per_image)),
+            "mean_cv_abs": float(abs_image.mean()),
+            "cv_masked_frac": float(dist.extra["cv_masked"][valid].mean()) if valid.any()
+            else 0.0,
+            "deletion_mean": float(cur["deletion_mean"].auc.mean()),
+            "insertion_mean": float(cur["insertion_mean"].auc.mean()),
+            "deletion_std": float(cur["deletion_std"].auc.mean()),
+            "insertion_std": float(cur["insertion_std"].auc.mean()),
+            "deletion_random": float(random_auc[s_name][0].auc.mean()),
+            "insertion_random": float(random_auc[s_name][1].auc.mean()),
+            "spearman_cv_vs_entropy": float(rho) if np.isfinite(rho) else 0.0,
+            "accuracy_on_images": float((targets[s_name] == labels).mean()),
+            "time_s": round(wall, 2),
+        })
+    ctx.table("digits", rows)
+    timings["digits_cells_s"] = time.perf_counter() - t0 - timings["train_digits_s"]
+
+    # the explained output: the softmax probability instead of the logit (MC-Dropout only)
+    t1 = time.perf_counter()
+    prob_makers = _explainers(cfg["ig_steps"], cfg["lime_samples"], ctx.seed, "probability")
+    output_rows = []
+    for e_name in EXPLAINERS:
+        d = explanation_distribution(prob_makers[e_name], by_name["MC-Dropout"][0], x,
+                                     target=targets["MC-Dropout"])
+        logit_row = next(r for r in rows
+                         if r["sampler"] == "MC-Dropout" and r["explainer"] == e_name)
+        output_rows.append({"sampler": "MC-Dropout", "explainer": e_name,
+                            "mean_cv_logit": logit_row["mean_cv"],
+                            "mean_cv_probability": float(mean_cv(d).mean()),
+                            "mean_cv_abs_logit": logit_row["mean_cv_abs"],
+                            "mean_cv_abs_probability": float(_abs_mean_cv(d).mean())})
+    ctx.table("explained_output", output_rows)
+    timings["output_variant_s"] = time.perf_counter() - t1
+
+    # per-class CV
+    class_rows, kruskal = [], {}
+    for (s_name, e_name), dist in dists.items():
+        per_cls = cv_by_class(dist, labels)
+        per_image = mean_cv(dist)
+        groups = [per_image[labels == c] for c in np.unique(labels)]
+        p = float(stats.kruskal(*groups).pvalue) if np.ptp(per_image) > 0 else 1.0
+        kruskal[s_name, e_name] = p
+        row: dict[str, Any] = {"sampler": s_name, "explainer": e_name}
+        row.update({f"class_{c}": v for c, v in per_cls.items()})
+        row.update({"highest": max(per_cls, key=per_cls.get),
+                    "lowest": min(per_cls, key=per_cls.get),
+                    "max_over_min": (max(per_cls.values()) / min(per_cls.values())
+                                     if min(per_cls.values()) > 0 else None),
+                    "kruskal_p": p})
+        class_rows.append(row)
+    ctx.table("cv_by_class", class_rows)
+
+    # ------------------------------------------------------------- ground-truth target
+    t1 = time.perf_counter()
+    gt_rows = _ground_truth_variant(ctx, samplers[0][1], ds, makers, cfg["gt_max_images"])
+    if gt_rows:
+        ctx.table("ground_truth_target", gt_rows)
+
+    timings["ground_truth_s"] = time.perf_counter() - t1
+
+    # ------------------------------------------------------------- regression
+    t1 = time.perf_counter()
+    reg_rows, feat_rows, reg_dists, reg_x, reg_names, reg_models = _regression(ctx, cfg)
+    timings["regression_s"] = time.perf_counter() - t1
+    ctx.table("regression", reg_rows)
+    ctx.table("regression_features", feat_rows)
+    ctx.table("models", model_rows + reg_models)
+
+    # ------------------------------------------------------------- claims
+    _claims(ctx, rows, kruskal, class_rows, gt_rows, reg_rows)
+
+    # ------------------------------------------------------------- figures and arrays
+    t1 = time.perf_counter()
+    for s_name in SAMPLERS:
+        arrays: dict[str, Any] = {"x": x.numpy(), "labels": labels, "targets": targets[s_name],
+                                  "test_index": idx}
+        for e_name in EXPLAINERS:
+            d = dists[s_name, e_name]
+            k = _SLUG[e_name]
+            arrays.update({f"{k}_mean": d.values, f"{k}_std": d.std, f"{k}_cv": d.extra["cv"],
+                           f"{k}_cv_masked": d.extra["cv_masked"]})
+        ctx.arrays(f"maps_{_SLUG[s_name]}", **arrays)
+        ctx.figure(f"maps_{_SLUG[s_name]}", _plot_maps(x.numpy(), labels, dists, s_name),
+                   caption=f"{s_name} (T = {by_name[s_name][0].n_samples}): inputs beside the "
+                   "mean E_mu, std E_sigma and guarded CV maps of Guided Backprop, Integrated "
+                   "Gradients and LIME")
+    curve_arrays: dict[str, Any] = {}
+    for (s_name, e_name), cur in curves.items():
+        for k, c in cur.items():
+            curve_arrays[f"{_SLUG[s_name]}__{_SLUG[e_name]}__{k}"] = c.scores
+    for s_name, (dc, ic) in random_auc.items():
+        curve_arrays[f"{_SLUG[s_name]}__random__deletion"] = dc.scores
+        curve_arrays[f"{_SLUG[s_name]}__random__insertion"] = ic.scores
+    curve_arrays["fractions"] = next(iter(curves.values()))["deletion_mean"].fractions
+    ctx.arrays("curves", **curve_arrays)
+    ctx.figure("curves", _plot_curves(curves, random_auc),
+               caption="Modified deletion (lower is better) and insertion (higher is better): "
+               "pixels ranked by the mean map E_mu (solid) or the std map E_sigma (dashed), "
+               "zero fill, mean normalised target probability; dotted: random ranking")
+    ctx.figure("cv_overall", _plot_cv_overall(rows),
+               caption="Mean CV of the explanation distribution per sampler and explainer "
+               "(lower = less uncertain)")
+    ctx.figure("cv_by_class", _plot_cv_by_class(class_rows),
+               caption="Mean CV per digit class, per sampler and explainer")
+    ctx.figure("regression_features", _plot_regression(reg_dists, reg_x, reg_names),
+               caption="Diabetes MLP under MC-Dropout: per-feature E_mu +- E_sigma for the "
+               "first test input (left) and mean |E_mu| +- mean E_sigma over the inputs "
+               "(right)")
+    reg_arrays: dict[str, Any] = {"x": reg_x, "feature_names": np.asarray(reg_names)}
+    for (s_name, e_name), d in reg_dists.items():
+        k = f"{_SLUG[s_name]}__{_SLUG[e_name]}"
+        reg_arrays.update({f"{k}__mean": d.values, f"{k}__std": d.std,
+                           f"{k}__cv": d.extra["cv"]})
+    ctx.arrays("regression", **reg_arrays)
+    timings["figures_s"] = time.perf_counter() - t1
+    ctx.configure(timings_s={k: round(v, 1) for k, v in timings.items()})
+
+
+def _ground_truth_variant(ctx: StudyContext, sampler: Sampler, ds: Any,
+                          makers: dict[str, Callable[[Model], Explainer]], max_images: int
+                          ) -> list[dict[str, Any]]:
+    """The paper's ground-truth variant on the test images the MC-Dropout model gets wrong:
+    E_μ for the predicted class against E_μ for the true class (Pearson r per image)."""
+    pred = predictive_uncertainty(sampler, ds.X_test).mean_probs.argmax(1)
+    wrong = np.flatnonzero(pred != ds.y_test)[:max_images]
+    if len(wrong) == 0:
+        return []
+    xw = torch.as_tensor(ds.X_test[wrong])
+    out = []
+    for e_name in EXPLAINERS:
+        d_pred = explanation_distribution(makers[e_name], sampler, xw, target=pred[wrong])
+        d_true = explanation_distribution(makers[e_name], sampler, xw, target=ds.y_test[wrong])
+        r = _pearson_rows(d_pred.values, d_true.values)
+        out.append({"sampler": "MC-Dropout", "explainer": e_name, "n_images": len(wrong),
+                    "pearson_r_mean": float(r.mean()), "pearson_r_min": float(r.min()),
+                    "mean_cv_predicted": float(mean_cv(d_pred).mean()),
+                    "mean_cv_ground_truth": float(mean_cv(d_true).mean())})
+    return out
+
+
+def _regression(ctx: StudyContext, cfg: dict[str, Any]) -> tuple[Any, ...]:
+    """Diabetes: the four samplers x three explainers on the MLP's scalar prediction."""
+    base = zoo.train("mlp", "diabetes", seed=ctx.seed, progress=ctx.progress)
+    ds = base.dataset
+    samplers = _samplers(ctx, "mlp", "diabetes", base, T=cfg["regression_T"],
+                         n_members=cfg["regression_members"], ensemble_epochs=None,
+                         flipout_epochs=None)
+    n = cfg["regression_inputs"] or len(ds.X_test)
+    x = torch.as_tensor(ds.X_test[:n])
+    ctx.configure(regression_n_inputs=len(x))
+    makers = _explainers(cfg["ig_steps"], cfg["lime_samples"], ctx.seed)
+    models = []
+    for name, det in (("zoo MLP (MC-Dropout, MC-DropConnect)", samplers[0][2]),
+                      (f"MLP ensemble ({samplers[2][1].n_samples}, mean)", samplers[2][2]),
+                      ("Flipout MLP (mean weights)", samplers[3][2])):
+        with torch.no_grad():
+            pred = det.forward(torch.as_tensor(ds.X_test)).reshape(-1).numpy()
+        y = ds.y_test.reshape(-1)
+        r2 = 1.0 - ((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum()
+        models.append({"model": name, "data": "diabetes", "test_r2": float(r2),
+                       "epochs": zoo.ZOO["mlp"]["epochs"]})
+    rows, feats, dists = [], [], {}
+    for s_name, sampler, _ in samplers:
+        for e_name in EXPLAINERS:
+            d = explanation_distribution(makers[e_name], sampler, x, target=0)
+            dists[s_name, e_name] = d
+            rows.append({"sampler": s_name, "T": sampler.n_samples, "explainer": e_name,
+                         "n_inputs": len(x), "mean_cv": float(mean_cv(d).mean()),
+                         "median_cv": float(np.median(mean_cv(d))),
+                         "mean_cv_abs": float(_abs_mean_cv(d).mean()),
+                         "cv_masked_frac": float(d.extra["cv_masked"].mean()),
+                         "mean_abs_mu": float(np.abs(d.values).mean()),
+                         "mean_sigma": float(d.std.mean())})
+            if s_name == "MC-Dropout":
+                cv = np.where(d.extra["cv_masked"], np.nan, d.extra["cv"])
+                for j, fname in enumerate(ds.feature_names):
+                    feats.append({"sampler": s_name, "explainer": e_name, "feature": fname,
+                                  "mean_abs_mu": float(np.abs(d.values[:, j]).mean()),
+                                  "mean_sigma": float(d.std[:, j].mean()),
+                                  "mean_cv": float(np.nanmean(cv[:, j]))
+                                  if np.isfinite(cv[:, j]).any() else None})
+    return rows, feats, dists, x.numpy(), list(ds.feature_names), models
+
+
+# ---------------------------------------------------------------------- claims
+def _claims(ctx: StudyContext, rows: list[dict[str, Any]], kruskal: dict[tuple[str, str], float],
+            class_rows: list[dict[str, Any]], gt_rows: list[dict[str, Any]],
+            reg_rows: list[dict[str, Any]]) -> None:
+    def lowest(table: list[dict[str, Any]], col: str) -> tuple[dict[str, str],
+                                                                dict[str, dict[str, float]]]:
+        best, cvs = {}, {}
+        for s in SAMPLERS:
+            cvs[s] = {r["explainer"]: round(r[col], 4) for r in table if r["sampler"] == s}
+            best[s] = min(cvs[s], key=cvs[s].get)
+        return best, cvs
+
+    def gbp_claim(table: list[dict[str, Any]], text: str, paper: str) -> None:
+        best, cvs = lowest(table, "mean_cv")
+        best_abs, cvs_abs = lowest(table, "mean_cv_abs")
+        n_gbp = sum(b == "Guided Backprop" for b in best.values())
+        n_abs = sum(b == "Guided Backprop" for b in best_abs.values())
+        ctx.claim(text, n_gbp == len(SAMPLERS),
+                  {"lowest_per_sampler": best, "gbp_lowest_for": f"{n_gbp}/{len(SAMPLERS)}",
+                   "mean_cv": cvs, "lowest_per_sampler_abs_maps": best_abs,
+                   "gbp_lowest_for_abs_maps": f"{n_abs}/{len(SAMPLERS)}",
+                   "mean_cv_abs_maps": cvs_abs}, paper=paper)
+
+    gbp_claim(rows, "Guided Backprop gives the explanations with the lowest uncertainty (lowest "
+              "mean CV) under every uncertainty method (digits CNN)",
+              "Explanations generated with Guided Backpropagation have low uncertainty: GBP "
+              "shows lower CV than Integrated Gradients and LIME across the uncertainty "
+              "methods on CIFAR-10 and FER+ (miniVGG)")
+    gbp_claim(reg_rows, "Guided Backprop also gives the lowest explanation uncertainty (mean "
+              "CV over features) for the regression MLP, under every uncertainty method "
+              "(diabetes)",
+              "On California Housing (MLP regression) the GBP explanations also have low "
+              "uncertainty")
+
+    wins, total, per_cell = 0, 0, {}
+    for r in rows:
+        d_ok = r["deletion_mean"] < r["deletion_std"]
+        i_ok = r["insertion_mean"] > r["insertion_std"]
+        wins += int(d_ok) + int(i_ok)
+        total += 2
+        per_cell[f"{r['sampler']} / {r['explainer']}"] = {
+            "deletion_mean": round(r["deletion_mean"], 4),
+            "deletion_std": round(r["deletion_std"], 4),
+            "insertion_mean": round(r["insertion_mean"], 4),
+            "insertion_std": round(r["insertion_std"], 4)}
+    ctx.claim(
+        "Ranking pixels by the mean map E_mu is more faithful than ranking them by the std "
+        "map E_sigma (lower deletion and higher insertion AUC) in most sampler x explainer "
+        "comparisons",
+        wins > total / 2,
+        {"mean_map_better": f"{wins}/{total}", "auc": per_cell},
+        paper="The modified pixel deletion / insertion scores E_mu and E_sigma heatmaps "
+        "separately (lower deletion AUC, higher insertion AUC = better explanation); E_mu is "
+        "the explanation and E_sigma its uncertainty")
+
+    sig = {f"{s} / {e}": float(f"{p:.3g}") for (s, e), p in kruskal.items()}
+    n_sig = sum(p < ALPHA for p in kruskal.values())
+    highest = [r["highest"] for r in class_rows]
+    top = max(set(highest), key=highest.count)
+    ctx.claim(
+        f"Explanation uncertainty differs between classes: the per-image mean CV differs "
+        f"across digit classes (Kruskal-Wallis p < {ALPHA}) in most sampler x explainer pairs",
+        n_sig > len(kruskal) / 2,
+        {"significant_pairs": f"{n_sig}/{len(kruskal)}", "kruskal_p": sig,
+         "most_uncertain_class_per_pair": {f"{r['sampler']} / {r['explainer']}": r["highest"]
+                                           for r in class_rows},
+         "most_frequent_most_uncertain_class": f"{top} ({highest.count(top)}/{len(highest)})"},
+        paper="Class-level analysis: some classes have higher explanation uncertainty than "
+        "others (e.g. deer on CIFAR-10)")
+
+    if gt_rows:
+        r_mean = {r["explainer"]: round(r["pearson_r_mean"], 4) for r in gt_rows}
+        ctx.claim(
+            f"Explaining the ground-truth class instead of the predicted one does not "
+            f"drastically alter the mean explanation (mean Pearson r of the two E_mu maps >= "
+            f"{GT_MIN_R} for every explainer, on misclassified test images, MC-Dropout)",
+            all(v >= GT_MIN_R for v in r_mean.values()),
+            {"pearson_r_mean": r_mean, "n_images": gt_rows[0]["n_images"],
+             "mean_cv": {r["explainer"]: {"predicted": round(r["mean_cv_predicted"], 4),
+                                          "ground_truth": round(r["mean_cv_ground_truth"], 4)}
+                         for r in gt_rows}},
+            paper="Computing the gradients for the ground-truth logit instead of the predicted "
+            "one (FER+, where predictions often miss the label) does not drastically alter the "
+            "generated explanations")
+
+
+# ---------------------------------------------------------------------- figures
+def _plot_maps(x: np.ndarray, labels: np.ndarray, dists: dict[tuple[str, str], Any],
+               sampler: str, n_show: int = 3) -> Any:
+    from calix.plot import _plt
+
+    plt = _plt()
+    show = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)[:n_show]]
+    cols = 1 + 3 * len(EXPLAINERS)
+    fig, axes = plt.subplots(len(show), cols, figsize=(1.45 * cols, 1.6 * len(show) + 0.6),
+                             squeeze=False)
+    for r, i in enumerate(show):
+        ax = axes[r, 0]
+        ax.imshow(x[i, 0], cmap="gray")
+        ax.set_title(f"input ({labels[i]})" if r == 0 else str(labels[i]), fontsize=8)
+        for j, e_name in enumerate(EXPLAINERS):
+            d = dists[sampler, e_name]
+            mu, sd, cv = d.values[i].sum(0), d.std[i].sum(0), d.extra["cv"][i].sum(0)
+            lim = float(np.abs(mu).max()) or 1.0
+            cv_hi = float(np.quantile(cv, 0.98)) or 1.0
+            panels = ((mu, "RdBu_r", -lim, lim, "E_mu"), (sd, "viridis", 0, None, "E_sigma"),
+                      (cv, "magma", 0, cv_hi, "CV"))
+            for k, (img, cmap, lo, hi, name) in enumerate(panels):
+                ax = axes[r, 1 + 3 * j + k]
+                ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi)
+                if r == 0:
+                    short = {"Guided Backprop": "GBP", "Integrated Gradients": "IG"}
+                    ax.set_title(f"{short.get(e_name, e_name)} {name}", fontsize=8)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"Explanation distributions under {sampler}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _plot_curves(curves: dict[tuple[str, str], Any], random_auc: dict[str, Any]) -> Any:
+    from calix.plot import _plt
+
+    plt = _plt()
+    colors = dict(zip(EXPLAINERS, ("tab:red", "tab:blue", "tab:green"), strict=True))
+    fig, axes = plt.subplots(len(SAMPLERS), 2, figsize=(9, 2.4 * len(SAMPLERS)), squeeze=False,
+                             sharex=True)
+    for r, s_name in enumerate(SAMPLERS):
+        for c, mode in enumerate(("deletion", "insertion")):
+            ax = axes[r, c]
+            for e_name in EXPLAINERS:
+                for stat, style in (("mean", "-"), ("std", "--")):
+                    cur = curves[s_name, e_name][f"{mode}_{stat}"]
+                    ax.plot(cur.fractions, cur.scores.mean(0), style, color=colors[e_name],
+                            label=f"{e_name} E_{'mu' if stat == 'mean' else 'sigma'} "
+                            f"({cur.auc.mean():.3f})")
+            rnd = random_auc[s_name][c]
+            ax.plot(rnd.fractions, rnd.scores.mean(0), ":", color="gray",
+                    label=f"random ({rnd.auc.mean():.3f})")
+            ax.set_title(f"{s_name}: {mode}", fontsize=9)
+            ax.set_ylabel("target prob. / clean", fontsize=8)
+            ax.legend(fontsize=6, loc="best")
+    for ax in axes[-1]:
+        ax.set_xlabel(f"fraction of pixels {'removed' if ax is axes[-1, 0] else 'inserted'}",
+                      fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _plot_cv_overall(rows: list[dict[str, Any]]) -> Any:
+    from calix.plot import _plt
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    width = 0.8 / len(EXPLAINERS)
+    pos = np.arange(len(SAMPLERS))
+    for j, e_name in enumerate(EXPLAINERS):
+        vals = [next(r["mean_cv"] for r in rows if r["sampler"] == s and r["explainer"] == e_name)
+                for s in SAMPLERS]
+        ax.bar(pos + (j - 1) * width, vals, width, label=e_name)
+    ax.set_xticks(pos, SAMPLERS)
+    ax.set_ylabel("mean CV")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _plot_cv_by_class(class_rows: list[dict[str, Any]]) -> Any:
+    from calix.plot import _plt
+
+    plt = _plt()
+    fig, axes = plt.subplots(2, 2, figsize=(10, 5.5), squeeze=False)
+    width = 0.8 / len(EXPLAINERS)
+    for ax, s_name in zip(axes.ravel(), SAMPLERS, strict=True):
+        for j, e_name in enumerate(EXPLAINERS):
+            row = next(r for r in class_rows if r["sampler"] == s_name
+                       and r["explainer"] == e_name)
+            classes = sorted(int(k.split("_")[1]) for k in row if k.startswith("class_"))
+            ax.bar(np.asarray(classes) + (j - 1) * width,
+                   [row[f"class_{c}"] for c in classes], width, label=e_name)
+            ax.set_xticks(classes)
+        ax.set_yscale("log")
+        ax.set_title(s_name, fontsize=9)
+        ax.set_xlabel("digit class", fontsize=8)
+        ax.set_ylabel("mean CV", fontsize=8)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _plot_regression(dists: dict[tuple[str, str], Any], x: np.ndarray, names: list[str]) -> Any:
+    from calix.plot import _plt
+
+    plt = _plt()
+    fig, axes = plt.subplots(len(EXPLAINERS), 2, figsize=(10, 2.5 * len(EXPLAINERS)),
+                             squeeze=False)
+    pos = np.arange(len(names))
+    for r, e_name in enumerate(EXPLAINERS):
+        d = dists["MC-Dropout", e_name]
+        a0, a1 = axes[r]
+        a0.bar(pos, d.values[0], yerr=d.std[0], capsize=3,
+               color=["tab:red" if v > 0 else "tab:blue" for v in d.values[0]])
+        a0.axhline(0, color="k", lw=0.7)
+        a0.set_title(f"{e_name}: first test input, E_mu +- E_sigma", fontsize=9)
+        a1.bar(pos, np.abs(d.values).mean(0), yerr=d.std.mean(0), capsize=3, color="tab:gray")
+        a1.set_title(f"{e_name}: mean |E_mu| +- mean E_sigma over {len(x)} inputs", fontsize=9)
+        for ax in (a0, a1):
+            ax.set_xticks(pos, names, fontsize=7)
+    fig.tight_layout()
+    return fig
