@@ -24,7 +24,7 @@ demo: $(VENV)/.runtime
 	$(BIN)/calix demo --out results/demo
 
 test: $(VENV)/.dev
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests benchmarks
