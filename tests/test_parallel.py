@@ -68,12 +68,27 @@ def test_bad_input(cache):
         explain_dataset("digits", "cnn", "saliency", out=cache / "x", chunk_size=0)
     with pytest.raises(ValueError, match="needs executor='dask'"):
         explain_dataset("digits", "cnn", "saliency", out=cache / "x", scheduler="tcp://h:1")
+    with pytest.raises(ValueError, match="n_workers must be >= 1"):
+        explain_dataset("digits", "cnn", "saliency", out=cache / "x", executor="dask",
+                        n_workers=0)
+    # a model that does not fit the data fails before the run folder is claimed
+    with pytest.raises(ValueError, match="needs image data"):
+        explain_dataset("iris", "cnn", "saliency", out=cache / "iris-cnn")
+    assert not (cache / "iris-cnn" / "manifest.json").exists()
+    with pytest.raises(ValueError, match="JSON values"):
+        explain_dataset("iris", "mlp", "lime", out=cache / "bad-kw",
+                        method_kwargs={"n_samples": object()})
     with pytest.raises(FileNotFoundError, match="no finished chunks"):
         load_chunks(cache / "nothing")
     out = cache / "iris"
     explain_dataset("iris", "mlp", "saliency", out=out, chunk_size=50)
     with pytest.raises(ValueError, match="another configuration"):
         explain_dataset("iris", "mlp", "saliency", out=out, chunk_size=10)
+    # tuples in method_kwargs compare equal to the JSON lists they are saved as
+    kw = {"method_kwargs": {"n_samples": 50, "kernel_width": 0.75}}
+    explain_dataset("iris", "mlp", "lime", out=cache / "kw", chunk_size=50, **kw)
+    assert explain_dataset("iris", "mlp", "lime", out=cache / "kw", chunk_size=50,
+                           **kw).computed == []
 
 
 def test_cli_explain_dataset(cache):

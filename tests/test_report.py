@@ -62,6 +62,28 @@ def test_report_loads_in_chromium(study_dir):
     assert "a beats b" in page["text"] and "does not hold" in page["text"]
 
 
+def test_report_only_selected_folders(study_dir):
+    html = write_report(study_dir, only=["toy-two"]).read_text()
+    assert "toy-two" in html and "toy-one" not in html
+
+
+def test_rerun_never_leaves_stale_results(tmp_path, monkeypatch):
+    """A recomputation removes the old results.json first, so an interrupted rerun is not
+    read back as finished."""
+    import calix.studies as studies
+
+    def boom(ctx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(studies, "_module", lambda name: type("M", (), {"run": boom}))
+    out = tmp_path / "s"
+    run_in_context("recalx", _toy_study, StudyContext("recalx", out))
+    assert studies.is_finished("recalx", out, quick=True, seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        studies.run_study("recalx", out, quick=True, seed=0, resume=False)
+    assert not studies.is_finished("recalx", out, quick=True, seed=0)
+
+
 def test_report_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="results folder not found"):
         write_report(tmp_path / "missing")

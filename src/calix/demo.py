@@ -57,6 +57,7 @@ def run_demo(
             s = summary[name]
             console.print(f"{name}: {s['claims_holding']}/{s['claims']} claims hold "
                           f"({doc['wall_time_s']:.0f} s)")
-    report = write_report(out, title="calix demo: five studies (quick mode)" if quick
-                          else "calix: five studies")
+    size = "quick mode" if quick else "full size"
+    report = write_report(out, title=f"calix demo: {len(names)} studies ({size}, seed {seed})",
+                          only=names)
     return {"report": str(report), "studies": summary}

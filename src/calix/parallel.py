@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,11 @@ def _write_chunk(out: Path, start: int, stop: int, arrays: dict[str, np.ndarray]
 
 def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
     path = out / "manifest.json"
+    try:
+        manifest = json.loads(json.dumps(manifest))  # compare as it reads back from disk
+    except TypeError as exc:
+        raise ValueError(f"method_kwargs must be JSON values (numbers, strings, lists): {exc}"
+                         ) from exc
     if path.is_file():
         old = json.loads(path.read_text())
         if old != manifest:
@@ -165,7 +171,8 @@ def explain_dataset(
 
     Parameters
     ----------
-    data : shipped dataset name (``calix.data.DATASETS``).
+    data : shipped dataset name (``calix.data.DATASETS``); workers load it themselves, so a
+        remote cluster needs calix installed, not the caller's files.
     model : zoo model name (``"cnn"``, ``"mlp"``), trained (and cached) with ``seed``.
     method : explainer name (``calix.explain.METHODS``).
     out : run folder: ``manifest.json`` and ``chunks/*.npz``. Rerunning with the same
@@ -195,22 +202,26 @@ def explain_dataset(
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if scheduler is not None and executor != "dask":
         raise ValueError("a scheduler address needs executor='dask'")
+    if n_workers < 1:
+        raise ValueError(f"n_workers must be >= 1, got {n_workers}")
+    from calix import zoo
+
     ds = data_mod.load(data, seed=seed)  # fails early on an unknown dataset
+    # the model is trained (and cached) once here rather than by every worker at once; a model
+    # that does not fit the data fails before anything is written
+    zoo.train(model, ds, seed=seed, progress=progress)
     spec = _spec(data, model, method, uncertainty, n_samples, seed, dict(method_kwargs or {}))
     out = Path(out)
     _check_manifest(out, {**spec, "chunk_size": chunk_size, "n": len(ds.X_test)})
     chunks = _chunks(len(ds.X_test), chunk_size)
     todo = [c for c in chunks if not _chunk_path(out, *c).is_file()]
-    if todo:
-        # the model is trained (and cached) once here rather than by every worker at once
-        from calix import zoo
-
-        zoo.train(model, ds, seed=seed, progress=progress)
     results = (_run_local(spec, todo) if executor == "local"
                else _run_dask(spec, todo, scheduler, n_workers))
-    for (start, stop), arrays in progress_bar(results, total=len(todo), enabled=progress,
-                                              description=f"explain {data} ({executor})"):
-        _write_chunk(out, start, stop, arrays)
+    with closing(results):  # an error or Ctrl-C here still shuts a Dask cluster down
+        for (start, stop), arrays in progress_bar(
+                results, total=len(todo), enabled=progress,
+                description=f"explain {data} ({executor})"):
+            _write_chunk(out, start, stop, arrays)
     res = load_chunks(out)
     res.computed = todo
     return res
@@ -228,20 +239,21 @@ def _run_dask(spec: dict[str, Any], todo: list[tuple[int, int]], scheduler: str 
         return
     from distributed import Client, LocalCluster, as_completed
 
-    cluster = None
-    if scheduler is None:
-        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
-        client = Client(cluster)
-    else:
-        client = Client(scheduler)
+    cluster = client = None
     try:
+        if scheduler is None:
+            cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=None)
+            client = Client(cluster)
+        else:
+            client = Client(scheduler)
         futures = {client.submit(explain_chunk, spec, s, e, pure=False): (s, e)
                    for s, e in todo}
         for fut in as_completed(futures):
             yield futures[fut], fut.result()
     finally:
-        client.close()
+        if client is not None:
+            client.close()
         if cluster is not None:
             cluster.close()
 

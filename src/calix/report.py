@@ -68,13 +68,17 @@ def find_results(root: str | Path) -> list[tuple[Path, dict[str, Any]]]:
 
 
 def write_report(root: str | Path, out: str | Path | None = None, *,
-                 title: str = "calix report") -> Path:
+                 title: str = "calix report", only: list[str] | None = None) -> Path:
     """Write ``report.html`` for the studies under ``root``; returns its path.
 
+    ``only`` restricts the page to the study folders with these names (``root/<name>``).
     Raises FileNotFoundError when ``root`` holds no study results.
     """
     root = Path(root)
     studies = find_results(root)
+    if only is not None:
+        studies = [(folder, doc) for folder, doc in studies
+                   if folder != root and folder.name in only]
     if not studies:
         raise FileNotFoundError(
             f"no study results.json in {root} or its subfolders (run `calix reproduce` first)")

@@ -84,6 +84,8 @@ def run_study(
     module = _module(name)
     if resume and is_finished(name, out, quick=quick, seed=seed):
         return load_results(out)
+    # a stale results.json must not outlive an interrupted rerun and be read back as finished
+    (Path(out) / RESULTS_FILE).unlink(missing_ok=True)
     ctx = StudyContext(name, Path(out), quick=quick, seed=seed, progress=progress,
                        console=console)
     return run_in_context(name, module.run, ctx)

@@ -96,8 +96,10 @@ class StudyContext:
         c = Claim(text, bool(holds), dict(evidence), paper)
         self.claims.append(c)
         if self.console is not None:
+            from rich.markup import escape
+
             mark = "holds" if c.holds else "does not hold"
-            self.console.print(f"  [{'green' if c.holds else 'red'}]{mark}[/]: {text}")
+            self.console.print(f"  [{'green' if c.holds else 'red'}]{mark}[/]: {escape(text)}")
         return c
 
     def figure(self, name: str, fig: Any, *, caption: str = "") -> Path:

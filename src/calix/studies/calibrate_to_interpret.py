@@ -8,7 +8,7 @@ explained: uncalibrated, temperature-scaled, and Dirichlet-calibrated (ODIR), bo
 fitted on the validation split; every explainer differentiates or queries the *calibrated*
 softmax (:func:`calix.calibrate.calibrated`).
 
-Protocol (SPECS section 7), on ``n_images`` test images drawn with the seed:
+Protocol (from the paper and its released code), on ``n_images`` test images drawn with the seed:
 
 - explainers: Sensitivity (|gradient| of the target probability summed over channels),
   Integrated Gradients (black and white references averaged, 30 right-Riemann steps), RISE

@@ -2,11 +2,11 @@
 perturbation selection for a Bayesian linear surrogate, against LIME, GLIME, US-LIME and
 BayesLIME at equal query budgets.
 
-Reproduces the empirical claims of the abstract (papers/eagle.md; the full paper is not
-public, so the protocol follows SPECS section 6): EAGLE gives more reproducible explanations
-across runs, higher neighbourhood stability and better perturbation sample quality than
-BayesLIME, US-LIME and GLIME; its cumulative information gain obeys the O(d log t) bound; and
-(from the spec) its 95% credible intervals cover the truth at close to the nominal rate.
+Reproduces the empirical claims of the abstract (the full paper is not public, so the
+protocol beyond the abstract is calix's own choice, documented here): EAGLE gives more
+reproducible explanations across runs, higher neighbourhood stability and better perturbation
+sample quality than BayesLIME, US-LIME and GLIME; its cumulative information gain obeys the
+O(d log t) bound; and its 95% credible intervals cover the truth at close to the nominal rate.
 
 Protocol
 --------

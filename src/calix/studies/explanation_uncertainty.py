@@ -1,4 +1,4 @@
-"""Explanation uncertainty (Mulye & Valdenegro-Toro 2024, arXiv 2403.17224; SPECS §5).
+"""Explanation uncertainty (Mulye & Valdenegro-Toro 2024, arXiv 2403.17224).
 
 The paper runs an explainer on every stochastic version of a network (MC-Dropout,
 MC-DropConnect, a deep ensemble, Flipout) and summarises the T maps per input by their mean

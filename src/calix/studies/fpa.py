@@ -2,10 +2,10 @@
 models trained with and without perturbed inputs.
 
 Reproduces the testable claims of Brocki & Chung, "Feature Perturbation Augmentation for
-Reliable Evaluation of Importance Estimators in Neural Networks" (papers/fpa.md, SPECS
-section 8) on small CPU models: training with FPA delays the drop of the predicted logit when
-the most important pixels are zeroed (MIF), makes the logit rise when the least important
-(most negative) pixels are zeroed first (LIF), lets signed estimators beat unsigned ones, and
+Reliable Evaluation of Importance Estimators in Neural Networks" (arXiv 2303.01538) on small
+CPU models: training with FPA delays the drop of the predicted logit when the most important
+pixels are zeroed (MIF), makes the logit rise when the least important (most negative) pixels
+are zeroed first (LIF), lets signed estimators beat unsigned ones, and
 costs little accuracy, while making the model robust to zeroed pixels.
 
 Protocol

@@ -1,7 +1,7 @@
 """ReCalX (Decker et al., "Improving Perturbation-based Explanations by Understanding the Role
 of Uncertainty Calibration"): one temperature per perturbation-level bin.
 
-Protocol (SPECS §1), on calix's zoo models:
+Protocol, on calix's zoo models:
 
 1. **Calibration by perturbation level.** For each case (model, data, fill) fit temperature
    scaling on clean validation logits and ReCalX on perturbed validation samples (``n_fit``
@@ -178,7 +178,7 @@ def _sensitivity(ctx: StudyContext, cfg: dict[str, Any], recalx: dict[Any, Any])
         key = f"{r['case']}/{r['explainer']}"
         pairs.setdefault(key, {})[r["calibration"]] = (r["avg_sensitivity"],
                                                         r["max_sensitivity"])
-    lower = {k: {"avg": v["recalx"][0] <= v["none"][0], "max": v["recalx"][1] <= v["none"][1]}
+    lower = {k: {"avg": v["recalx"][0] < v["none"][0], "max": v["recalx"][1] < v["none"][1]}
              for k, v in pairs.items()}
     n_lower = sum(v["avg"] + v["max"] for v in lower.values())
     ctx.claim(
