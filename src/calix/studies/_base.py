@@ -18,14 +18,16 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["StudyContext", "Claim", "write_json_atomic", "to_jsonable", "RESULTS_FILE"]
+__all__ = ["StudyContext", "Claim", "write_json_atomic", "to_jsonable", "torch_threads",
+           "RESULTS_FILE"]
 
 RESULTS_FILE = "results.json"
 
@@ -144,6 +146,24 @@ def run_in_context(study: str, fn: Callable[[StudyContext], None], ctx: StudyCon
     doc = ctx.results(time.perf_counter() - t0)
     write_json_atomic(ctx.out / RESULTS_FILE, doc)
     return doc
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` torch intra-op threads, then restore the previous count.
+
+    Studies whose model passes are small (8x8 / 16x16 images, small tables) run on one thread:
+    it loses little on an idle machine and avoids the order-of-magnitude slow-down of
+    oversubscribed intra-op threads when other jobs share the cores.
+    """
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def write_json_atomic(path: str | Path, doc: Any) -> None:

@@ -41,8 +41,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -64,7 +62,7 @@ from calix.metrics.robustness import local_lipschitz
 from calix.metrics.similarity import minmax, otsu_tv, ssim
 from calix.models import Model
 from calix.perturb import Blur
-from calix.studies._base import StudyContext
+from calix.studies._base import StudyContext, torch_threads
 
 __all__ = ["run"]
 
@@ -153,21 +151,8 @@ def run(ctx: StudyContext) -> None:
         dirichlet_reg=ctx.size("fixed lambda=1, mu=0.1", "3-fold CV on {0.01, 0.1, 1}^2"),
         ece_bins=15, torch_threads=1,
     )
-    with _torch_threads(cfg["torch_threads"]):
+    with torch_threads(cfg["torch_threads"]):
         _run(ctx, cfg)
-
-
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """Run with ``n`` torch threads, then restore the previous count. The study's model
-    passes are small (16x16 images), so one thread loses little on an idle machine and avoids
-    the large slow-down of oversubscribed intra-op threads when other jobs share the cores."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _run(ctx: StudyContext, cfg: dict[str, Any]) -> None:

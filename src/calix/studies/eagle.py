@@ -81,7 +81,7 @@ from calix.metrics.stability import (
 )
 from calix.models import wrap
 from calix.perturb import Columns, Constant, Mean, PatchGrid
-from calix.studies._base import StudyContext
+from calix.studies._base import StudyContext, torch_threads
 
 __all__ = ["run", "METHODS", "BASELINES", "INTERVAL_METHODS", "DATASETS"]
 
@@ -473,12 +473,8 @@ def run(ctx: StudyContext) -> None:
     many small tensor operations (EAGLE's greedy batch selection above all), which run an
     order of magnitude slower when torch's threads compete with other load on the machine.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         _run(ctx)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(ctx: StudyContext) -> None:

@@ -65,7 +65,7 @@ from calix._progress import progress_bar
 from calix.explain import LIME, Explainer, Explanation, GuidedBackprop, IntegratedGradients
 from calix.metrics.faithfulness import deletion_curve, insertion_curve
 from calix.models import Model, wrap
-from calix.studies._base import StudyContext
+from calix.studies._base import StudyContext, torch_threads
 from calix.uncertainty import (
     DeepEnsemble,
     Flipout,
@@ -173,15 +173,10 @@ def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------- the study
 def run(ctx: StudyContext) -> None:
     """Run the explanation-uncertainty study (see the module docstring)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(TORCH_THREADS)
-    try:
-        with warnings.catch_warnings():
-            # Captum: IG on T·n rows can exceed the model's batch size (harmless)
-            warnings.filterwarnings("ignore", message="Internal batch size cannot be less")
-            _run(ctx)
-    finally:
-        torch.set_num_threads(threads)
+    with torch_threads(TORCH_THREADS), warnings.catch_warnings():
+        # Captum: IG on T·n rows can exceed the model's batch size (harmless)
+        warnings.filterwarnings("ignore", message="Internal batch size cannot be less")
+        _run(ctx)
 
 
 def _run(ctx: StudyContext) -> None:
