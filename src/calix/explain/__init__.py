@@ -4,7 +4,7 @@ Gradient family (needs a differentiable model): :class:`Saliency`, :class:`Integ
 :class:`SmoothGrad` (``squared=True`` for SmoothGrad²), :class:`GuidedBackprop`, and
 :class:`CaptumExplainer` for any Captum attribution. Perturbation family (any model, on the
 shared perturbation engine): :class:`Occlusion`, :class:`RISE`, :class:`LIME`,
-:class:`KernelSHAP`, :class:`MeaningfulPerturbation`.
+:class:`KernelSHAP`, :class:`PolySHAP`, :class:`MeaningfulPerturbation`.
 """
 
 from calix.explain.base import Explainer, Explanation, reduce_channels, score
@@ -17,6 +17,7 @@ from calix.explain.gradient import (
     as_forward,
 )
 from calix.explain.perturbation import RISE, FeatureExplainer, MeaningfulPerturbation, Occlusion
+from calix.explain.polyshap import PolySHAP
 from calix.explain.surrogate import (
     GLIME,
     LIME,
@@ -35,13 +36,14 @@ METHODS = {
     "rise": RISE,
     "lime": LIME,
     "kernel_shap": KernelSHAP,
+    "poly_shap": PolySHAP,
     "meaningful_perturbation": MeaningfulPerturbation,
 }
 
 __all__ = [
     "Explainer", "Explanation", "reduce_channels", "score", "as_forward", "CaptumExplainer",
     "GuidedBackprop", "IntegratedGradients", "Saliency", "SmoothGrad", "FeatureExplainer",
-    "MeaningfulPerturbation", "Occlusion", "RISE", "LIME", "KernelSHAP", "METHODS",
+    "MeaningfulPerturbation", "Occlusion", "RISE", "LIME", "KernelSHAP", "PolySHAP", "METHODS",
     "shapley_kernel_weights", "weighted_ridge",
 ]
 
