@@ -162,7 +162,7 @@ def calibrate(data_name: str, model_name: str | None, method: str, fill: str | N
 # ---------------------------------------------------------------------- explain
 _EXPLAIN_METHODS = ["saliency", "integrated_gradients", "smoothgrad", "smoothgrad_squared",
                     "guided_backprop", "occlusion", "rise", "lime", "kernel_shap",
-                    "meaningful_perturbation"]
+                    "poly_shap", "meaningful_perturbation"]
 
 
 @main.command()
@@ -276,7 +276,8 @@ def report(folder: Path, out: Path | None) -> None:
 
 # ---------------------------------------------------------------------- dataset scale
 _DATASET_METHODS = ["saliency", "integrated_gradients", "smoothgrad", "guided_backprop",
-                    "occlusion", "rise", "lime", "kernel_shap", "meaningful_perturbation",
+                    "occlusion", "rise", "lime", "kernel_shap", "poly_shap",
+                    "meaningful_perturbation",
                     "bayes_lime", "bayes_shap", "eagle", "glime", "us_lime"]
 
 @main.command("explain-dataset")

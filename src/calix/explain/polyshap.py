@@ -167,9 +167,10 @@ class PolySHAP(FeatureExplainer):
     (no new queries) and fills ``std`` and the percentile interval ``lower``/``upper`` at
     ``level``. The interval reflects the sampling of coalitions, not the surrogate's bias.
 
-    ``extra`` holds ``base_value`` s(∅) (n,), ``full_value`` s(x) (n,), ``r2`` (n,) -- R² of g
-    against the queried scores --, ``efficiency_gap`` (n,) = Σφ − (s(x) − s(∅)), ``link`` and
-    ``exact``.
+    ``extra`` holds ``base_value`` s(∅) (n,) (also as ``intercept``, φ0 of SHAP's additive
+    explanation model φ0 + Σ φ_i z_i), ``full_value`` s(x) (n,), ``r2`` (n,) -- R² of g
+    against the queried scores, end coalitions excluded --, ``efficiency_gap`` (n,) =
+    Σφ − (s(x) − s(∅)), ``link`` and ``exact``.
 
     Parameters
     ----------
@@ -287,7 +288,9 @@ class PolySHAP(FeatureExplainer):
             if self.n_bootstrap:
                 std, lower, upper = self._bootstrap(zs, ys, y0, y1, perms, g)
         gap = phi.sum(1) - (full - empty)
+        # intercept: φ0 of SHAP's additive explanation model φ0 + Σ φ_i z_i, i.e. s(∅)
         out = self._result(phi.float(), seg, base_value=empty.cpu().numpy(),
+                           intercept=empty.cpu().numpy(),
                            full_value=full.cpu().numpy(), r2=extra["r2"].cpu().numpy(),
                            efficiency_gap=gap.cpu().numpy(), link=self.resolved_link,
                            exact=exact)
