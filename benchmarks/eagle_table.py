@@ -9,7 +9,7 @@ Models and features:
   (``PatchGrid(2)``), fill = ``Constant(0.0)``.
 
 Methods (calix): EAGLE, BayesLIME, BayesSHAP, LIME, GLIME (binomial), USLIME, and PolySHAP
-(not in the EAGLE paper; 20 bootstrap refits give its intervals), each built as
+(not in the EAGLE paper; 20 half-sample refits give its intervals), each built as
 ``Method(model, n_samples=budget, seed=seed, features=..., fill=...)``, explaining the softmax
 probability of the predicted class. Budgets: 100, 300 and 1000 queries per input. For every
 (dataset, method, budget), on the first 10 test inputs:
@@ -24,7 +24,7 @@ probability of the predicted class. Budgets: 100, 300 and 1000 queries per input
   share of features whose 95% interval contains the same method's own 10000-query estimate
   (seed 99), "coverage vs own 10k-query estimate", mean over seeds 0, 1, 2. The EAGLE reference uses
   ``batch=250`` (its default batch of budget / 10 = 1000 makes the greedy selection take
-  minutes at 10000 queries) and the PolySHAP reference no bootstrap; every other setting is the
+  minutes at 10000 queries) and the PolySHAP reference no intervals; every other setting is the
   default.
 - q->0.9: queries-to-stability per method -- the smallest budget of (100, 300, 1000, 3000)
   whose reproducibility (3 seeds) reaches 0.9 (``queries_to_stability``), or "> 3000".
@@ -72,10 +72,10 @@ METHODS: dict[str, Callable[..., Any]] = {
     "LIME": LIME,
     "GLIME (binomial)": lambda model, **kw: GLIME(model, variant="binomial", **kw),
     "USLIME": USLIME,
-    "PolySHAP": lambda model, **kw: PolySHAP(model, n_bootstrap=20, **kw),
+    "PolySHAP": lambda model, **kw: PolySHAP(model, **{"n_resamples": 20, **kw}),
 }
 INTERVALS = ("EAGLE", "BayesLIME", "BayesSHAP", "PolySHAP")
-REF_KWARGS = {"EAGLE": {"batch": 250}, "PolySHAP": {"n_bootstrap": 0}}  # see the docstring
+REF_KWARGS = {"EAGLE": {"batch": 250}, "PolySHAP": {"n_resamples": 0}}  # see the docstring
 
 
 class Cached:

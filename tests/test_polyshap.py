@@ -140,17 +140,63 @@ def test_reproducibility_target_on_the_breast_cancer_mlp(breast_cancer_mlp):
     assert rep["spearman"].mean() >= 0.95
 
 
-def test_bootstrap_intervals_shrink_with_budget(breast_cancer_mlp):
+def test_intervals_shrink_with_budget(breast_cancer_mlp):
     model, x = breast_cancer_mlp
-    small = PolySHAP(model, n_samples=300, n_bootstrap=30, n_permutations=1024,
+    small = PolySHAP(model, n_samples=300, n_resamples=20, n_permutations=1024,
                      seed=0).explain(x[:3])
-    large = PolySHAP(model, n_samples=2000, n_bootstrap=30, n_permutations=1024,
+    large = PolySHAP(model, n_samples=2000, n_resamples=20, n_permutations=1024,
                      seed=0).explain(x[:3])
     for e in (small, large):
-        assert e.std.shape == e.feature_values.shape and np.all(e.std >= 0)
-        assert np.all(e.lower <= e.upper)
+        assert e.std.shape == e.feature_values.shape and np.all(e.std > 0)
+        np.testing.assert_allclose(e.upper - e.feature_values, 1.959964 * e.std, rtol=1e-5,
+                                   atol=1e-7)
+        np.testing.assert_allclose(e.feature_values - e.lower, 1.959964 * e.std, rtol=1e-5,
+                                   atol=1e-7)
     assert np.median(large.std) < 0.7 * np.median(small.std)
-    assert np.median(large.upper - large.lower) < np.median(small.upper - small.lower)
+
+
+@pytest.fixture(scope="module")
+def wine_exact():
+    """The zoo wine MLP (13 columns), 10 test inputs and their exact Shapley values (all 8192
+    coalitions)."""
+    from calix import zoo
+    from calix.perturb import Mean
+
+    trained = zoo.train("mlp", "wine", seed=0)
+    model, fill = trained.wrap(), Mean().fit(trained.dataset.X_train)
+    x = torch.as_tensor(np.asarray(trained.dataset.X_test[:10]))
+    exact = PolySHAP(model, n_samples=2**13, fill=fill).explain(x)
+    assert exact.extra["exact"]
+    return model, fill, x, exact.feature_values.astype(np.float64)
+
+
+def test_more_accurate_than_kernelshap_against_exact_values(wine_exact):
+    # mean |phi - exact| over 10 inputs x 13 features and seeds 0-2 at 1000 queries; measured
+    # KernelSHAP 0.0034, PolySHAP unadjusted 0.0031, adjusted 0.0019 (benchmarks/stability.py
+    # has the breast_cancer numbers): the adjustment must help and both must beat KernelSHAP
+    model, fill, x, exact = wine_exact
+
+    def err(make):
+        return np.mean([np.abs(make(s).explain(x).feature_values - exact).mean()
+                        for s in range(3)])
+
+    kernel = err(lambda s: KernelSHAP(model, n_samples=1000, seed=s, fill=fill))
+    plain = err(lambda s: PolySHAP(model, n_samples=1000, adjust=False, seed=s, fill=fill))
+    adjusted = err(lambda s: PolySHAP(model, n_samples=1000, seed=s, fill=fill))
+    assert adjusted < plain < kernel
+
+
+def test_interval_coverage_against_exact_values(wine_exact):
+    # 95% delete-half-jackknife intervals at 1000 queries (adjusted, > 10 d): measured coverage
+    # of the exact values 0.918 over 3 seeds x 10 inputs x 13 features; 0.85 leaves room for
+    # the seeds without accepting the bootstrap's 0.83 or the unadjusted intervals' 0.54
+    from calix.metrics.stability import interval_coverage
+
+    model, fill, x, exact = wine_exact
+    cov = np.mean([interval_coverage(PolySHAP(model, n_samples=1000, n_resamples=30, seed=s,
+                                              fill=fill).explain(x), exact)
+                   for s in range(3)])
+    assert cov >= 0.85
 
 
 def test_constant_game_gives_zero_attributions():
@@ -183,7 +229,9 @@ def test_bad_input():
     with pytest.raises(ValueError, match="link='logit' needs a classifier"):
         PolySHAP(model, link="logit", output="logit")
     with pytest.raises(ValueError, match="alpha"):
-        PolySHAP(model, alpha=-1.0)
+        PolySHAP(model, alpha=0.0)
+    with pytest.raises(ValueError, match="n_resamples"):
+        PolySHAP(model, n_resamples=1)
     with pytest.raises(ValueError, match="n_permutations"):
         PolySHAP(model, n_permutations=0)
     wide = wrap(_Quadratic(80, 0, classifier=True))
