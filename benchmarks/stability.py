@@ -8,8 +8,9 @@ For every method and budget (100, 300, 1000, 3000 queries per input) the 10 inpu
 explained with seeds 0..4; the score is the mean over inputs of the mean pairwise Spearman rank
 correlation of |attributions| across the 5 seeds (1 = the same ranking for every seed).
 
-- calix: LIME, KernelSHAP, PolySHAP, BayesLIME, BayesSHAP, EAGLE, GLIME (binomial), USLIME,
-  all with ``n_samples=budget, seed=seed, fill=fill``; scored by
+- calix: LIME, KernelSHAP, PolySHAP (default: regression-adjusted from 10 d = 300 queries; and
+  the surrogate's values alone, ``adjust=False``), BayesLIME, BayesSHAP, EAGLE, GLIME
+  (binomial), USLIME, all with ``n_samples=budget, seed=seed, fill=fill``; scored by
   :func:`calix.metrics.stability.reproducibility`. (KernelSHAP also queries the full and the
   empty coalition: budget + 2 queries per input; PolySHAP's budget includes them.)
 - lime ``LimeTabularExplainer`` (training data = X_train, ``discretize_continuous=False``,
@@ -72,13 +73,15 @@ CALIX: dict[str, Callable[..., Any]] = {
     "LIME": LIME,
     "KernelSHAP": KernelSHAP,
     "PolySHAP": PolySHAP,
+    "PolySHAP (adjust=False)": lambda model, **kw: PolySHAP(model, adjust=False, **kw),
     "BayesLIME": BayesLIME,
     "BayesSHAP": BayesSHAP,
     "EAGLE": EAGLE,
     "GLIME (binomial)": lambda model, **kw: GLIME(model, variant="binomial", **kw),
     "USLIME": USLIME,
 }
-SHAP_TYPE = ("KernelSHAP", "PolySHAP", "BayesSHAP", "shap KernelExplainer")
+SHAP_TYPE = ("KernelSHAP", "PolySHAP", "PolySHAP (adjust=False)", "BayesSHAP",
+             "shap KernelExplainer")
 
 
 def lime_attributions(model: Any, X_train: np.ndarray, X: np.ndarray, targets: np.ndarray,

@@ -171,25 +171,27 @@ def wine_exact():
 
 
 def test_more_accurate_than_kernelshap_against_exact_values(wine_exact):
-    # mean |phi - exact| over 10 inputs x 13 features and seeds 0-2 at 1000 queries; measured
-    # KernelSHAP 0.0034, PolySHAP unadjusted 0.0031, adjusted 0.0019 (benchmarks/stability.py
-    # has the breast_cancer numbers): the adjustment must help and both must beat KernelSHAP
+    # mean |phi - exact| over 10 inputs x 13 features and seeds 0-4 at 1000 queries; measured
+    # KernelSHAP 0.0034, PolySHAP 0.0015, and 0.0036 for the surrogate's values alone
+    # (adjust=False: its bias does not shrink with the budget). The adjusted estimate must beat
+    # both by a clear margin (2x here; the measured ratios are 2.3 and 2.4).
     model, fill, x, exact = wine_exact
 
     def err(make):
         return np.mean([np.abs(make(s).explain(x).feature_values - exact).mean()
-                        for s in range(3)])
+                        for s in range(5)])
 
     kernel = err(lambda s: KernelSHAP(model, n_samples=1000, seed=s, fill=fill))
     plain = err(lambda s: PolySHAP(model, n_samples=1000, adjust=False, seed=s, fill=fill))
     adjusted = err(lambda s: PolySHAP(model, n_samples=1000, seed=s, fill=fill))
-    assert adjusted < plain < kernel
+    assert 2 * adjusted < kernel and 2 * adjusted < plain
 
 
 def test_interval_coverage_against_exact_values(wine_exact):
     # 95% delete-half-jackknife intervals at 1000 queries (adjusted, > 10 d): measured coverage
-    # of the exact values 0.918 over 3 seeds x 10 inputs x 13 features; 0.85 leaves room for
-    # the seeds without accepting the bootstrap's 0.83 or the unadjusted intervals' 0.54
+    # of the exact values 0.882 over 3 seeds x 10 inputs x 13 features (0.93 at 300 queries);
+    # 0.85 leaves room for the seeds without accepting the bootstrap's 0.83 or the unadjusted
+    # estimate's 0.54
     from calix.metrics.stability import interval_coverage
 
     model, fill, x, exact = wine_exact

@@ -132,19 +132,26 @@ def quadratic_shapley(b: Tensor, c: Tensor) -> Tensor:
     return b + 0.5 * c.sum(-1)
 
 
-def residual_shapley(z: Tensor, r: Tensor) -> Tensor:
+def residual_shapley(z: Tensor, r: Tensor, n_fixed: int = 0) -> Tensor:
     """Shapley values of a residual game r with r(∅) = r(full) = 0, by the Shapley-kernel
-    regression on coalitions whose sizes are uniform on 1..d−1.
+    regression on :meth:`PolySHAP.sample`'s design.
 
-    Minimises Σ w(S) (r(S) − Σ_{i∈S} ψ_i)² subject to Σψ = 0, with w = 1/(|S|(d − |S|)), the
-    Shapley kernel divided by the sampling density (KernelSHAP's estimator on this design).
+    Minimises Σ_S μ(S) (r(S) − Σ_{i∈S} ψ_i)² subject to Σψ = 0, μ(S) = 1/(C(d,|S|) |S|(d−|S|))
+    the Shapley kernel (KernelSHAP's estimator). The first ``n_fixed`` rows are the enumerated
+    coalitions of size 1 and d − 1 (weight μ(S): their part of the sum is exact); the others
+    were drawn with sizes uniform on the remaining K sizes, so their weight μ(S)/p(S)/m' =
+    K/(|S|(d−|S|) m') makes their part an unbiased estimate of the rest of the sum.
 
-    z (n, m, d) bool, r (n, m) -> ψ (n, d), float64.
+    z (n, m, d) bool, r (n, m), n_fixed int -> ψ (n, d), float64.
     """
-    d = z.shape[-1]
+    d, m = z.shape[-1], z.shape[-2]
     zz = z.double()
     size = zz.sum(-1)
-    w = 1.0 / (size * (d - size)).clamp(min=1.0)
+    spread = (size * (d - size)).clamp(min=1.0)
+    n_sizes = d - 3 if n_fixed else d - 1
+    w = n_sizes / (spread * max(1, m - n_fixed))
+    if n_fixed:
+        w[:, :n_fixed] = 1.0 / (d * (d - 1))  # μ(S) = 1/(C(d, 1)·1·(d − 1)) for |S| = 1, d − 1
     zr = zz[..., :-1] - zz[..., -1:]  # eliminate ψ_d = −Σ_{j<d} ψ_j
     a = zr.transpose(1, 2) @ (w[..., None] * zr)
     a.diagonal(dim1=1, dim2=2).add_(1e-10 * (1 + a.diagonal(dim1=1, dim2=2).mean(-1, True)))
@@ -189,9 +196,11 @@ def sigmoid_quadratic_shapley(a: Tensor, b: Tensor, c: Tensor, perms: Tensor,
 class PolySHAP(FeatureExplainer):
     """Shapley values of a second-order surrogate of the game, fitted on a link scale.
 
-    Queries the full and the empty coalition and ``n_samples − 2`` paired coalitions (a random
-    subset and its complement) whose sizes are uniform on 1..d−1, the leverage-score
-    distribution of the Shapley regression (Musco & Witter 2025). Fits
+    Queries the full and the empty coalition, every coalition of size 1 and d − 1 when they take
+    at most a quarter of the budget (the sizes the Shapley kernel weighs most: enumerated, they
+    are the same for every seed), and paired coalitions (a random subset and its complement)
+    with sizes uniform on the other sizes, the leverage-score distribution of the Shapley
+    regression (Musco & Witter 2025); ``n_samples`` queries per input in all. Fits
     q(z) = a + Σ b_i z_i + Σ_{i<j} C_ij z_i z_j to the link of the explained score by ridge
     regression (``alpha``) through the full and the empty coalition exactly, and takes the
     Shapley values of the surrogate g:
@@ -274,16 +283,28 @@ class PolySHAP(FeatureExplainer):
                 "n_permutations": self.n_permutations, "n_resamples": self.n_resamples,
                 "level": self.level, "seed": self.seed}
 
+    def n_fixed(self, d: int) -> int:
+        """How many coalitions :meth:`sample` enumerates: all 2 d of size 1 and d − 1 when
+        they take at most a quarter of the budget, else none."""
+        return 2 * d if d >= 5 and 8 * d <= self.n_samples - 2 else 0
+
     def sample(self, n: int, d: int, g: torch.Generator) -> Tensor:
-        """Coalitions (n, n_samples, d): full, empty, then pairs (S, complement of S) with |S|
-        uniform on 1..d−1."""
-        m = self.n_samples - 2
+        """Coalitions (n, n_samples, d): the full and the empty one; then, when
+        :meth:`n_fixed` allows, every singleton {i} followed by its complement (the sizes the
+        Shapley kernel weighs most, so the same for every seed); then pairs (S, complement of S)
+        with |S| uniform on the sizes not enumerated (1..d−1 or 2..d−2)."""
+        fixed = self.n_fixed(d)
+        m = self.n_samples - 2 - fixed
         half = (m + 1) // 2
-        sizes = torch.randint(1, d, (n * half,), generator=g)
+        lo = 2 if fixed else 1
+        sizes = torch.randint(lo, d - lo + 1, (n * half,), generator=g)
         drawn = _subsets_of_size(sizes, d, g).reshape(n, half, d)
         pairs = torch.stack([drawn, ~drawn], 2).reshape(n, 2 * half, d)[:, :m]
+        eye = torch.eye(d, dtype=torch.bool)
+        single = torch.stack([eye, ~eye], 1).reshape(2 * d, d)[:fixed]
         ends = torch.stack([torch.ones(d, dtype=torch.bool), torch.zeros(d, dtype=torch.bool)])
-        return torch.cat([ends[None].expand(n, -1, -1), pairs], 1)
+        head = torch.cat([ends, single])
+        return torch.cat([head[None].expand(n, -1, -1), pairs], 1)
 
     def _link_scores(self, outputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         """Explained scores (n, m) and their link (n, m), float64."""
@@ -304,7 +325,8 @@ class PolySHAP(FeatureExplainer):
     def _estimate(self, z: Tensor, y: Tensor, s: Tensor, y0: Tensor, y1: Tensor,
                   perms: Tensor | None) -> tuple[Tensor, Tensor]:
         """Fit on (N, m, d) coalitions with links y and scores s (N, m) and the ends' links y0,
-        y1 (N,): Shapley values (N, d) and the surrogate's values g(z) (N, m)."""
+        y1 (N,): Shapley values (N, d) and the surrogate's values g(z) (N, m). The first
+        :meth:`n_fixed` rows of z are the enumerated ones."""
         a, b, c = _fit(z, y, y0, y1, self.alpha, self.order)
         q = _quadratic(z, a, b, c)
         if perms is None:
@@ -312,7 +334,7 @@ class PolySHAP(FeatureExplainer):
         else:
             phi, fitted = sigmoid_quadratic_shapley(a, b, c, perms), torch.sigmoid(q)
         if self.adjusts(z.shape[-1]):
-            phi = phi + residual_shapley(z, s - fitted)
+            phi = phi + residual_shapley(z, s - fitted, self.n_fixed(z.shape[-1]))
         return phi, fitted
 
     def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
@@ -367,12 +389,12 @@ class PolySHAP(FeatureExplainer):
                       perms: Tensor | None, g: torch.Generator) -> Tensor:
         """Standard errors (n, d) by the delete-half jackknife (Shao & Wu 1989).
 
-        The estimate is repeated on ``n_resamples`` random halves of the queried pairs
-        (S, complement of S) -- the ends always kept --, and Var(φ) is estimated by the variance
-        of those half-sample estimates (the delete-d jackknife's factor (m − d)/d is 1 for
-        d = m/2). Unlike the bootstrap, no coalition is counted twice, which would let the
-        surrogate fit the duplicates too closely: against exact Shapley values the bootstrap's
-        95% intervals covered only 54-87%.
+        The estimate is repeated on ``n_resamples`` random halves of the sampled pairs
+        (S, complement of S) -- the ends and the enumerated coalitions always kept --, and
+        Var(φ) is estimated by the variance of those half-sample estimates (the delete-d
+        jackknife's factor (m − d)/d is 1 for d = m/2). Unlike the bootstrap, no coalition is
+        counted twice, which would let the surrogate fit the duplicates too closely: against
+        exact Shapley values the bootstrap's 95% intervals covered only 54-87%.
 
         The refits share the first (at most) 1024 permutations: their quadrature error is
         nearly the same for every refit, so it barely adds to the spread, and it costs a
@@ -380,9 +402,13 @@ class PolySHAP(FeatureExplainer):
         """
         n, m, d = z.shape
         nr = self.n_resamples
-        pairs = torch.argsort(torch.rand(n * nr, m // 2, generator=g), -1)[:, :max(1, m // 4)]
-        pick = torch.stack([2 * pairs, 2 * pairs + 1], -1).reshape(n * nr, -1)
-        if m % 2:  # the last coalition has no partner: kept in every half
+        fixed = self.n_fixed(d)  # enumerated, not sampled: in every half
+        n_pairs = (m - fixed) // 2
+        order = torch.argsort(torch.rand(n * nr, n_pairs, generator=g), -1)
+        pairs = order[:, :max(1, n_pairs // 2)]
+        pick = torch.stack([fixed + 2 * pairs, fixed + 2 * pairs + 1], -1).reshape(n * nr, -1)
+        pick = torch.cat([torch.arange(fixed).expand(n * nr, -1), pick], 1)
+        if (m - fixed) % 2:  # the last coalition has no partner: kept in every half
             pick = torch.cat([pick, torch.full((n * nr, 1), m - 1)], 1)
         pick = pick.to(z.device)
         rows = torch.arange(n, device=z.device).repeat_interleave(nr)[:, None]
