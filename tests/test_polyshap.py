@@ -187,6 +187,29 @@ def test_more_accurate_than_kernelshap_against_exact_values(wine_exact):
     assert 2 * adjusted < kernel and 2 * adjusted < plain
 
 
+def test_more_accurate_than_shap_kernel_explainer(wine_exact):
+    # the peer at the same budget and on the same game (background = the fill's mean row):
+    # measured mean |phi - exact| 0.0094 for shap's KernelExplainer at nsamples=1000 (seeds
+    # 0-2) against PolySHAP's 0.0015; the test asks for a factor 2
+    import shap
+
+    model, fill, x, exact = wine_exact
+    background = fill.mean_.numpy()[None]
+    targets = model.predict_proba(x.numpy()).argmax(1)
+    errs = []
+    for seed in range(3):
+        np.random.seed(seed)  # noqa: NPY002 -- shap draws from numpy's global RNG
+        phi = np.stack([
+            np.asarray(shap.KernelExplainer(lambda a, t=int(t): model.predict_proba(a)[:, t],
+                                            background)
+                       .shap_values(xi[None], nsamples=1000, silent=True)).reshape(-1)
+            for xi, t in zip(x.numpy(), targets, strict=True)])
+        errs.append(np.abs(phi - exact).mean())
+    ours = np.mean([np.abs(PolySHAP(model, n_samples=1000, seed=s, fill=fill).explain(x)
+                           .feature_values - exact).mean() for s in range(3)])
+    assert 2 * ours < np.mean(errs)
+
+
 def test_interval_coverage_against_exact_values(wine_exact):
     # 95% delete-half-jackknife intervals at 1000 queries (adjusted, > 10 d): measured coverage
     # of the exact values 0.882 over 3 seeds x 10 inputs x 13 features (0.93 at 300 queries);
