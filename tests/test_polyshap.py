@@ -81,8 +81,8 @@ def test_identity_link_recovers_a_quadratic_game_exactly():
 
 def test_logit_link_recovers_a_logistic_quadratic_game():
     # p = sigmoid(q(x)) with q quadratic: the logit fit is exact, so the only error left is the
-    # permutation quadrature on the surrogate. 2 x 20000 walks of marginal contributions in
-    # [-1, 1]: the standard error is below 1/sqrt(40000) = 0.005; 0.01 is two of them.
+    # permutation quadrature on the surrogate: 20000 antithetic pairs of walks, each pair's
+    # mean contribution in [-1, 1], so the standard error is below 1/sqrt(20000) = 0.007.
     d = 8
     model = wrap(_Quadratic(d, 3, classifier=True))
     x = _inputs(d) * 0.7
@@ -174,7 +174,7 @@ def test_more_accurate_than_kernelshap_against_exact_values(wine_exact):
     # mean |phi - exact| over 10 inputs x 13 features and seeds 0-4 at 1000 queries; measured
     # KernelSHAP 0.0034, PolySHAP 0.0015, and 0.0036 for the surrogate's values alone
     # (adjust=False: its bias does not shrink with the budget). The adjusted estimate must beat
-    # both by a clear margin (2x here; the measured ratios are 2.3 and 2.4).
+    # both by a clear margin: 1.5x here, for measured ratios of 2.3 and 2.4.
     model, fill, x, exact = wine_exact
 
     def err(make):
@@ -184,7 +184,7 @@ def test_more_accurate_than_kernelshap_against_exact_values(wine_exact):
     kernel = err(lambda s: KernelSHAP(model, n_samples=1000, seed=s, fill=fill))
     plain = err(lambda s: PolySHAP(model, n_samples=1000, adjust=False, seed=s, fill=fill))
     adjusted = err(lambda s: PolySHAP(model, n_samples=1000, seed=s, fill=fill))
-    assert 2 * adjusted < kernel and 2 * adjusted < plain
+    assert 1.5 * adjusted < kernel and 1.5 * adjusted < plain
 
 
 def test_more_accurate_than_shap_kernel_explainer(wine_exact):
@@ -202,12 +202,13 @@ def test_more_accurate_than_shap_kernel_explainer(wine_exact):
         phi = np.stack([
             np.asarray(shap.KernelExplainer(lambda a, t=int(t): model.predict_proba(a)[:, t],
                                             background)
-                       .shap_values(xi[None], nsamples=1000, silent=True)).reshape(-1)
+                       .shap_values(xi[None], nsamples=1000, l1_reg=False, silent=True))
+            .reshape(-1)
             for xi, t in zip(x.numpy(), targets, strict=True)])
         errs.append(np.abs(phi - exact).mean())
     ours = np.mean([np.abs(PolySHAP(model, n_samples=1000, seed=s, fill=fill).explain(x)
                            .feature_values - exact).mean() for s in range(3)])
-    assert 2 * ours < np.mean(errs)
+    assert 1.5 * ours < np.mean(errs)
 
 
 def test_interval_coverage_against_exact_values(wine_exact):
@@ -237,8 +238,8 @@ def test_saturated_sklearn_probabilities_stay_finite():
                  output="probabilities")
     x = np.ones((2, 10))
     e = PolySHAP(model, n_samples=100, fill=Constant(-1.0)).explain(x, target=1)
-    assert np.all(np.isfinite(e.feature_values))
-    assert e.feature_values[:, 0].min() > 0.5  # the only feature that matters
+    # only feature 0 matters: φ = (1, 0, ..., 0) exactly
+    np.testing.assert_allclose(e.feature_values, np.eye(10)[[0, 0]], atol=1e-3)
 
 
 def test_bad_input():
@@ -265,3 +266,82 @@ def test_bad_input():
     # order 1 has few enough terms for the same input
     assert PolySHAP(wide, n_samples=500, order=1).explain(_inputs(80)).feature_values.shape == (
         3, 80)
+
+
+def test_residual_shapley_against_enumeration():
+    # a random game with zero ends on the explainer's own design (enumerated sizes 1 and d - 1,
+    # then pairs with sizes uniform on 2..d-2): the weighted regression converges to the exact
+    # values; with the enumerated rows weighted like the sampled ones it is off by ~0.4
+    from calix.explain.polyshap import residual_shapley
+
+    d = 8
+    coal = all_coalitions(d)
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(1, 2**d, generator=g, dtype=torch.float64)
+    table[:, 0] = table[:, -1] = 0.0
+    exact = exact_shapley(table, coal)
+    ex = PolySHAP(wrap(_Quadratic(d, 0, classifier=True)), n_samples=200_000, seed=0)
+    assert ex.n_fixed(d) == 2 * d
+    z = ex.sample(1, d, g)[:, 2:]
+    index = (z.long() << torch.arange(d)).sum(-1)  # row of all_coalitions
+    r = table.gather(1, index)
+    np.testing.assert_allclose(residual_shapley(z, r, 2 * d), exact, atol=0.03)
+    assert np.abs(residual_shapley(z, r, 0) - exact.numpy()).max() > 0.1
+
+
+def test_sample_layout():
+    d = 10
+    model = wrap(_Quadratic(d, 0, classifier=True))
+    g = torch.Generator().manual_seed(0)
+    for n_samples, fixed in ((81, 0), (82, 20), (301, 20)):
+        ex = PolySHAP(model, n_samples=n_samples)
+        assert ex.n_fixed(d) == fixed
+        z = ex.sample(2, d, g)
+        assert z.shape == (2, n_samples, d)
+        assert z[:, 0].all() and not z[:, 1].any()
+        head = z[:, 2:2 + fixed]
+        assert (head.sum(-1) == torch.tensor([1, d - 1] * (fixed // 2))).all()
+        rest = z[:, 2 + fixed:]
+        size = rest.sum(-1)
+        low = 2 if fixed else 1
+        assert size.min() >= low and size.max() <= d - low
+        pairs = rest[:, : 2 * (rest.shape[1] // 2)].reshape(2, -1, 2, d)
+        assert (pairs[:, :, 0] == ~pairs[:, :, 1]).all()  # (S, complement of S)
+
+
+def test_symmetric_game_gets_symmetric_values():
+    # v(S) = 0.2 |S| for 40 exchangeable features, below 10 d queries (surrogate alone): every
+    # feature's value, averaged over 30 inputs, equals 0.2 -- the constraint does not load the
+    # ridge shrinkage onto one coefficient
+    d = 40
+    model = wrap(lambda a: 0.2 * a.sum(1, keepdims=True), task="regression")
+    e = PolySHAP(model, n_samples=150, fill=Constant(0.0)).explain(np.ones((30, d)))
+    mean = e.feature_values.mean(0)
+    np.testing.assert_allclose(e.feature_values.sum(1), 0.2 * d, atol=1e-4)
+    assert np.abs(mean - 0.2).max() < 1.5e-3  # measured 4e-4; 3.1e-3 with b_d unpenalised
+
+
+def test_intervals_edge_cases():
+    d = 6
+    model = wrap(_Quadratic(d, 0, classifier=True))
+    x = _inputs(d)
+    exact = PolySHAP(model, n_samples=64, n_resamples=10).explain(x)  # 2^6 = 64: enumerated
+    np.testing.assert_array_equal(exact.std, 0.0)
+    np.testing.assert_array_equal(exact.lower, exact.upper)
+    assert np.isnan(exact.extra["r2"]).all()
+    with pytest.raises(ValueError, match="at least 4 sampled pairs"):
+        PolySHAP(model, n_samples=9, n_resamples=10).explain(x)
+    odd = PolySHAP(model, n_samples=33, n_resamples=10).explain(x)  # 31 sampled: one unpaired
+    assert np.all(odd.std > 0) and np.all(np.isfinite(odd.std))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    d = 8
+    x = _inputs(d)
+    for n_samples in (2**d, 200):  # exact and sampled paths
+        cpu = PolySHAP(wrap(_Quadratic(d, 0, classifier=True)), n_samples=n_samples,
+                       n_resamples=4).explain(x)
+        gpu = PolySHAP(wrap(_Quadratic(d, 0, classifier=True), device="cuda"),
+                       n_samples=n_samples, n_resamples=4).explain(x)
+        np.testing.assert_allclose(gpu.feature_values, cpu.feature_values, atol=1e-4)

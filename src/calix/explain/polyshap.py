@@ -45,7 +45,8 @@ def exact_shapley(values: Tensor, coalitions: Tensor) -> Tensor:
 
     Parameters
     ----------
-    values : Tensor (n, 2**d) -- v(S) per input, rows ordered as ``coalitions``.
+    values : Tensor (n, 2**d) -- v(S) per input, columns ordered as the rows of
+        ``coalitions``.
     coalitions : Tensor (2**d, d) bool -- every coalition once (as
         :func:`calix.perturb.all_coalitions`).
 
@@ -56,7 +57,7 @@ def exact_shapley(values: Tensor, coalitions: Tensor) -> Tensor:
     d = coalitions.shape[1]
     z = coalitions.double().to(values.device)
     s = z.sum(1)
-    lw = torch.lgamma(torch.arange(1, d + 2, dtype=torch.float64))  # log k! for k = 0..d
+    lw = torch.lgamma(torch.arange(1, d + 2, dtype=torch.float64, device=values.device))  # log k!
     fact = lambda k: torch.exp(lw[k.long()])  # noqa: E731
     # v(S) enters φ_i with +w(|S|−1) when i ∈ S and −w(|S|) when i ∉ S, w(k) = k!(d−k−1)!/d!
     w_in = torch.where(s > 0, fact((s - 1).clamp(min=0)) * fact(d - s) / math.factorial(d), 0.0)
@@ -95,24 +96,24 @@ def _fit(z: Tensor, y: Tensor, y0: Tensor, y1: Tensor, alpha: float, order: int
          ) -> tuple[Tensor, Tensor, Tensor]:
     """Ridge fit of y ≈ q(z) = a + b·z + Σ_{i<j} C_ij z_i z_j through both end coalitions.
 
-    q(∅) = a = y0 and q(full) = a + Σb + ΣC = y1 hold exactly: the intercept is fixed and the
-    last linear coefficient is eliminated (b_d = y1 − y0 − the other coefficients' sum), as
-    KernelSHAP enforces efficiency; the other coefficients get the ridge penalty ``alpha``.
+    q(∅) = a = y0 and q(full) = a + Σb + ΣC = y1 hold exactly, as KernelSHAP enforces
+    efficiency: the intercept is fixed, and the coefficients c = (b, C) minimise
+    ‖F c − (y − y0)‖² + alpha ‖c‖² subject to 1ᵀc = y1 − y0 (a Lagrange multiplier:
+    c = c0 + A⁻¹1 (δ − 1ᵀc0) / (1ᵀA⁻¹1), with A = FᵀF + alpha I and c0 = A⁻¹Fᵀ(y − y0);
+    every coefficient gets the same penalty).
 
     z (n, m, d) bool (no end coalitions), y (n, m), y0 and y1 (n,) -> a (n,), b (n, d),
     C (n, d, d) symmetric with a zero diagonal (zeros for order 1).
     """
     n, _, d = z.shape
     f = _design(z, order)
-    last = d - 1  # the eliminated column: z_d's linear term
-    keep = torch.arange(f.shape[-1], device=f.device) != last
-    fk = f[..., keep] - f[..., last:last + 1]
-    delta = y1 - y0
-    r = y - y0[:, None] - f[..., last] * delta[:, None]
-    a = fk.transpose(1, 2) @ fk
+    a = f.transpose(1, 2) @ f
     a.diagonal(dim1=1, dim2=2).add_(alpha)
-    head = _spd_solve(a, fk.transpose(1, 2) @ r[..., None])[..., 0]
-    coef = torch.cat([head[:, :last], (delta - head.sum(1))[:, None], head[:, last:]], 1)
+    rhs = torch.cat([f.transpose(1, 2) @ (y - y0[:, None])[..., None],
+                     torch.ones_like(a[..., :1])], -1)
+    sol = _spd_solve(a, rhs)
+    c0, u = sol[..., 0], sol[..., 1]
+    coef = c0 + u * ((y1 - y0 - c0.sum(1)) / u.sum(1))[:, None]
     c = torch.zeros(n, d, d, dtype=coef.dtype, device=coef.device)
     if order == 2:
         i, j = torch.triu_indices(d, d, 1, device=z.device)
@@ -225,11 +226,13 @@ class PolySHAP(FeatureExplainer):
     ``n_resamples > 0`` repeats the estimate on that many random halves of the queried pairs
     (no new queries; the delete-half jackknife, see :meth:`_half_samples`) and fills ``std`` and
     the normal interval ``lower``/``upper`` = φ ∓ z·std at ``level``. The interval reflects the
-    sampling of coalitions; without the adjustment it misses the surrogate's bias.
+    sampling of coalitions; without the adjustment it misses the surrogate's bias. On the exact
+    path the interval has zero width.
 
     ``extra`` holds ``base_value`` s(∅) (n,) (also as ``intercept``, φ0 of SHAP's additive
     explanation model φ0 + Σ φ_i z_i), ``full_value`` s(x) (n,), ``r2`` (n,) -- R² of g
-    against the queried scores, end coalitions excluded --, ``efficiency_gap`` (n,) =
+    against the queried scores, end coalitions excluded; NaN for constant scores and on the
+    exact path --, ``efficiency_gap`` (n,) =
     Σφ − (s(x) − s(∅)), ``link``, ``adjusted`` and ``exact``.
 
     Parameters
@@ -242,13 +245,21 @@ class PolySHAP(FeatureExplainer):
     n_permutations : int -- permutations (each also walked reversed) for ``link="logit"``.
     n_resamples : int; level : float -- jackknife intervals (see above).
     seed : int, Generator or None -- coalitions, permutations and half-samples.
+
+    Raises
+    ------
+    ValueError
+        For n_samples < d + 1, an unknown order or link, the logit link on anything but a
+        classifier's probability, alpha <= 0, n_permutations < 1, n_resamples == 1, more than
+        2500 surrogate terms, or intervals from fewer than 4 sampled pairs.
     """
 
     name = "poly_shap"
 
     def __init__(self, model: Any, *, n_samples: int = 1000, order: int = 2, link: str = "auto",
                  alpha: float = 0.3, adjust: bool | None = None, n_permutations: int = 4096,
-                 n_resamples: int = 0, level: float = 0.95, seed: int | None = 0,
+                 n_resamples: int = 0, level: float = 0.95,
+                 seed: int | torch.Generator | None = 0,
                  **kwargs: Any):
         super().__init__(model, **kwargs)
         if order not in (1, 2):
@@ -317,6 +328,12 @@ class PolySHAP(FeatureExplainer):
         rest = torch.logsumexp(lp.scatter(-1, idx, float("-inf")), -1)
         return s, (own - rest).clamp(-_LOGIT_CLIP, _LOGIT_CLIP)
 
+    def _step(self, m: int, d: int) -> int:
+        """Fits per batched solve for m coalitions: bounds the memory of the designs (about
+        2^25 entries) and of the normal equations (2^24)."""
+        terms = d + (d * (d - 1) // 2 if self.order == 2 else 0)
+        return max(1, min(2**25 // (max(1, m) * terms), 2**24 // terms**2))
+
     def adjusts(self, d: int) -> bool:
         """Whether the residual correction is added for ``d`` features (``adjust=None``: when
         ``n_samples >= 10 d``)."""
@@ -355,30 +372,40 @@ class PolySHAP(FeatureExplainer):
         res = self.engine(x).query(self.model, x, masks, seed=g)
         s, y = self._link_scores(res.outputs, targets)
         z = masks.to(s.device)
+        std = None
         if exact:
             full, empty = s[:, -1], s[:, 0]
             phi = exact_shapley(s, z[0])
-            extra: dict[str, Any] = {"r2": torch.ones(n, dtype=torch.float64)}
-            lower = upper = std = None
+            r2 = torch.full((n,), float("nan"), dtype=torch.float64)  # no surrogate
+            if self.n_resamples:
+                std = torch.zeros_like(phi)  # nothing was sampled
         else:
             full, empty = s[:, 0], s[:, 1]
             logit = self.resolved_link == "logit"
             perms = (torch.argsort(torch.rand(self.n_permutations, d, generator=g), -1)
                      if logit else None)
-            zs, ys, y1, y0 = z[:, 2:], y[:, 2:], y[:, 0], y[:, 1]
-            phi, fitted = self._estimate(zs, ys, s[:, 2:], y0, y1, perms)
-            resid = ((s[:, 2:] - fitted) ** 2).mean(1)
-            extra = {"r2": 1 - resid / s[:, 2:].var(1, unbiased=False).clamp(min=1e-300)}
-            std = lower = upper = None
+            zs, ys, ss, y1, y0 = z[:, 2:], y[:, 2:], s[:, 2:], y[:, 0], y[:, 1]
+            step = self._step(zs.shape[1], d)  # inputs per fit
+            parts = [self._estimate(*args, perms) for args in zip(
+                zs.split(step), ys.split(step), ss.split(step), y0.split(step), y1.split(step),
+                strict=True)]
+            phi = torch.cat([p[0] for p in parts])
+            fitted = torch.cat([p[1] for p in parts])
+            var = ss.var(1, unbiased=False)
+            r2 = torch.where(var > 1e-12 * (1 + (ss**2).mean(1)),
+                             1 - ((ss - fitted) ** 2).mean(1) / var.clamp(min=1e-300),
+                             float("nan"))
             if self.n_resamples:
-                std = self._half_samples(zs, ys, s[:, 2:], y0, y1, perms, g)
-                half_width = _normal_quantile((1 + self.level) / 2) * std
-                lower, upper = phi - half_width, phi + half_width
+                std = self._half_samples(zs, ys, ss, y0, y1, perms, g)
+        lower = upper = None
+        if std is not None:
+            half_width = _normal_quantile((1 + self.level) / 2) * std
+            lower, upper = phi - half_width, phi + half_width
         gap = phi.sum(1) - (full - empty)
         # intercept: φ0 of SHAP's additive explanation model φ0 + Σ φ_i z_i, i.e. s(∅)
         out = self._result(phi.float(), seg, base_value=empty.cpu().numpy(),
                            intercept=empty.cpu().numpy(),
-                           full_value=full.cpu().numpy(), r2=extra["r2"].cpu().numpy(),
+                           full_value=full.cpu().numpy(), r2=r2.cpu().numpy(),
                            efficiency_gap=gap.cpu().numpy(), link=self.resolved_link,
                            adjusted=not exact and self.adjusts(d), exact=exact)
         if std is not None:
@@ -391,8 +418,8 @@ class PolySHAP(FeatureExplainer):
 
         The estimate is repeated on ``n_resamples`` random halves of the sampled pairs
         (S, complement of S) -- the ends and the enumerated coalitions always kept --, and
-        Var(φ) is estimated by the variance of those half-sample estimates (the delete-d
-        jackknife's factor (m − d)/d is 1 for d = m/2). Unlike the bootstrap, no coalition is
+        Var(φ) is estimated by the variance of those half-sample estimates (the delete-k
+        jackknife's factor (m − k)/k is 1 for k = m/2). Unlike the bootstrap, no coalition is
         counted twice, which would let the surrogate fit the duplicates too closely: against
         exact Shapley values the bootstrap's 95% intervals covered only 54-87%.
 
@@ -404,17 +431,18 @@ class PolySHAP(FeatureExplainer):
         nr = self.n_resamples
         fixed = self.n_fixed(d)  # enumerated, not sampled: in every half
         n_pairs = (m - fixed) // 2
+        if n_pairs < 4:
+            raise ValueError(f"intervals need at least 4 sampled pairs of coalitions, got "
+                             f"{n_pairs}; raise n_samples or set n_resamples=0")
         order = torch.argsort(torch.rand(n * nr, n_pairs, generator=g), -1)
-        pairs = order[:, :max(1, n_pairs // 2)]
+        pairs = order[:, :n_pairs // 2]
         pick = torch.stack([fixed + 2 * pairs, fixed + 2 * pairs + 1], -1).reshape(n * nr, -1)
         pick = torch.cat([torch.arange(fixed).expand(n * nr, -1), pick], 1)
         if (m - fixed) % 2:  # the last coalition has no partner: kept in every half
             pick = torch.cat([pick, torch.full((n * nr, 1), m - 1)], 1)
         pick = pick.to(z.device)
         rows = torch.arange(n, device=z.device).repeat_interleave(nr)[:, None]
-        terms = d + (d * (d - 1) // 2 if self.order == 2 else 0)
-        # halves per fit: bounds the memory of the designs and of the normal equations
-        step = max(1, min(2**25 // (pick.shape[1] * terms), 2**24 // terms**2))
+        step = self._step(pick.shape[1], d)
         walks = None if perms is None else perms[:1024]
         phis = torch.cat([
             self._estimate(z[r, p], y[r, p], s[r, p], y0[r[:, 0]], y1[r[:, 0]], walks)[0]
