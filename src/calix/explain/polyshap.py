@@ -28,6 +28,7 @@ from torch import Tensor
 
 from calix.explain.base import Explanation
 from calix.explain.perturbation import FeatureExplainer
+from calix.explain.surrogate import efficiency_constrained_wls
 from calix.perturb import _subsets_of_size, all_coalitions, make_generator
 
 __all__ = ["PolySHAP", "exact_shapley", "quadratic_shapley", "sigmoid_quadratic_shapley",
@@ -153,12 +154,9 @@ def residual_shapley(z: Tensor, r: Tensor, n_fixed: int = 0) -> Tensor:
     w = n_sizes / (spread * max(1, m - n_fixed))
     if n_fixed:
         w[:, :n_fixed] = 1.0 / (d * (d - 1))  # μ(S) = 1/(C(d, 1)·1·(d − 1)) for |S| = 1, d − 1
-    zr = zz[..., :-1] - zz[..., -1:]  # eliminate ψ_d = −Σ_{j<d} ψ_j
-    a = zr.transpose(1, 2) @ (w[..., None] * zr)
-    a.diagonal(dim1=1, dim2=2).add_(1e-10 * (1 + a.diagonal(dim1=1, dim2=2).mean(-1, True)))
-    head = _spd_solve(a, zr.transpose(1, 2) @ (w * r.double())[..., None],
-                      "the residual regression needs more queries (or adjust=False)")[..., 0]
-    return torch.cat([head, -head.sum(1, keepdim=True)], 1)
+    fix = "the residual regression needs more queries (or adjust=False)"
+    return efficiency_constrained_wls(zz, r, w, torch.zeros_like(r[:, 0]),
+                                      solve=lambda a, b: _spd_solve(a, b, fix))
 
 
 def sigmoid_quadratic_shapley(a: Tensor, b: Tensor, c: Tensor, perms: Tensor,

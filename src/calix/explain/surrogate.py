@@ -18,7 +18,7 @@ from calix.explain.perturbation import FeatureExplainer
 from calix.perturb import ShapleyKernel, _subsets_of_size, all_coalitions, make_generator
 
 __all__ = ["LIME", "KernelSHAP", "GLIME", "USLIME", "weighted_ridge", "shapley_kernel_weights",
-           "lime_kernel"]
+           "lime_kernel", "efficiency_constrained_wls"]
 
 
 def weighted_ridge(z: Tensor, y: Tensor, w: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
@@ -44,6 +44,33 @@ def weighted_ridge(z: Tensor, y: Tensor, w: Tensor, alpha: float) -> tuple[Tenso
     b = zc.transpose(1, 2) @ (w * yc)[..., None]
     coef = torch.linalg.solve(a, b)[..., 0]
     return coef, ym - (zm * coef).sum(1)
+
+
+def efficiency_constrained_wls(z: Tensor, y: Tensor, w: Tensor, total: Tensor, *,
+                               solve: Any = torch.linalg.solve) -> Tensor:
+    """KernelSHAP's estimator: argmin_φ Σ w (y − z·φ)² subject to Σφ = ``total``, batched.
+
+    The constraint is eliminated (φ_d = total − Σ_{j<d} φ_j) and the remaining unconstrained
+    weighted least squares, with a 1e-10 ridge, solved by ``solve(a, b)`` (default
+    ``torch.linalg.solve``).
+
+    Parameters
+    ----------
+    z : Tensor (n, m, d) -- coalitions (bool or float); y : Tensor (n, m) -- v(S) − v(∅)
+    w : Tensor (n, m) or (m,) -- regression weights; total : Tensor (n,) -- v(full) − v(∅)
+
+    Returns
+    -------
+    φ : Tensor (n, d), float64.
+    """
+    z, y = z.double(), y.double()
+    zr = z[..., :-1] - z[..., -1:]
+    yr = y - z[..., -1] * total[:, None]
+    w = w.double().expand_as(yr)
+    a = zr.transpose(1, 2) @ (w[..., None] * zr)
+    a = a + 1e-10 * torch.eye(z.shape[-1] - 1, dtype=a.dtype, device=a.device)
+    head = solve(a, zr.transpose(1, 2) @ (w * yr)[..., None])[..., 0]
+    return torch.cat([head, (total - head.sum(1))[:, None]], dim=1)
 
 
 def lime_kernel(masks: Tensor, width: float | None = None) -> Tensor:
@@ -209,16 +236,7 @@ class KernelSHAP(FeatureExplainer):
         s = s.double()
         full, empty, y = s[:, 0], s[:, 1], s[:, 2:] - s[:, 1:2]
         delta = full - empty
-        z = masks.double().to(s.device)
-        # eliminate φ_d = Δ − Σ_{j<d} φ_j, then unconstrained weighted least squares
-        zr = z[..., :-1] - z[..., -1:]
-        yr = y - z[..., -1] * delta[:, None]
-        wd = w.to(s.device).expand_as(yr)
-        a = zr.transpose(1, 2) @ (wd[..., None] * zr)
-        a = a + 1e-10 * torch.eye(d - 1, dtype=a.dtype, device=a.device)
-        b = zr.transpose(1, 2) @ (wd * yr)[..., None]
-        head = torch.linalg.solve(a, b)[..., 0]
-        phi = torch.cat([head, (delta - head.sum(1))[:, None]], dim=1)
+        phi = efficiency_constrained_wls(masks.to(s.device), y, w.to(s.device), delta)
         return self._result(phi.float(), seg, base_value=empty.cpu().numpy(),
                             full_value=full.cpu().numpy(), exact=exact)
 
