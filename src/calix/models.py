@@ -341,22 +341,134 @@ class TorchModel(Model):
 
     The module's train/eval mode is left as the caller set it (the zoo returns eval-mode
     modules; the uncertainty samplers switch dropout on inside a context manager).
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+    autocast : None, "bf16", "fp16" or torch.bfloat16 / torch.float16
+        Run every forward pass under ``torch.autocast`` on the model's device with this dtype
+        (mixed precision: matrix products and convolutions in 16 bits, reductions in 32).
+        Outputs are cast back to float32, so scores, surrogates and attributions are
+        accumulated in float32; gradients flow through autocast to float32 inputs.
+        bf16 and fp16 both run on CPU (torch >= 2.1); fp16 on CUDA, bf16 on CUDA GPUs that
+        support it (Ampere and later).
+    channels_last : bool
+        Put the module's 4-D weights and every 4-D input batch in channels-last memory format
+        (faster convolutions on recent GPUs and on CPUs with oneDNN; the values are unchanged).
+    device, task, input_shape, batch_size
+        As for :class:`Model`. ``device`` moves the module there, in place; None keeps the
+        module's device (that of its first parameter or buffer). Inputs on another device are
+        moved to the model's device before the forward pass.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``autocast`` value, or a dtype that autocast does not support on the
+        device.
     """
 
     differentiable = True
 
-    def __init__(self, module: torch.nn.Module, **kwargs: Any) -> None:
+    def __init__(self, module: torch.nn.Module, *,
+                 autocast: str | torch.dtype | None = None, channels_last: bool = False,
+                 **kwargs: Any) -> None:
         device = kwargs.pop("device", None)
         if device is None:
-            first = next(iter(module.parameters()), None)
+            first = _first_tensor(module)
             device = first.device if first is not None else "cpu"
         else:
             module = module.to(device)
         super().__init__(device=device, **kwargs)
+        self.autocast = _autocast_dtype(autocast, self.device)
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            module = module.to(memory_format=torch.channels_last)
         self.module = module
 
     def _forward(self, x: Tensor) -> Tensor:
-        return self.module(x)
+        first = _first_tensor(self.module)
+        if first is not None and not _same_device(first.device, self.device):
+            raise RuntimeError(
+                f"the module's parameters are on {first.device} but this model evaluates on "
+                f"{self.device} (the module was moved after wrap()); wrap it again with "
+                f"wrap(module, device={str(first.device)!r}), or move it back with "
+                f"module.to({str(self.device)!r})"
+            )
+        if not _same_device(x.device, self.device):
+            x = x.to(self.device)  # differentiable: gradients reach the caller's tensor
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.autocast is None:
+            return self.module(x)
+        with torch.autocast(device_type=self.device.type, dtype=self.autocast):
+            out = self.module(x)
+        return out.float() if isinstance(out, Tensor) else out
+
+    def __repr__(self) -> str:
+        extra = ""
+        if self.autocast is not None:
+            extra += f", autocast={str(self.autocast).removeprefix('torch.')!r}"
+        if self.channels_last:
+            extra += ", channels_last=True"
+        return super().__repr__()[:-1] + extra + ")"
+
+
+_AUTOCAST_NAMES = {
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+}
+
+
+def _autocast_dtype(autocast: str | torch.dtype | None, device: torch.device) -> torch.dtype | None:
+    """Resolve ``autocast`` to a dtype and check that autocast supports it on ``device``."""
+    if autocast is None:
+        return None
+    if isinstance(autocast, str):
+        dtype = _AUTOCAST_NAMES.get(autocast.lower())
+        if dtype is None:
+            raise ValueError(
+                f"autocast must be None, 'bf16', 'fp16', torch.bfloat16 or torch.float16, "
+                f"got {autocast!r}")
+    elif autocast in (torch.bfloat16, torch.float16):
+        dtype = autocast
+    else:
+        raise ValueError(
+            f"autocast must be None, 'bf16', 'fp16', torch.bfloat16 or torch.float16, "
+            f"got {autocast!r}")
+    if not torch.amp.is_autocast_available(device.type):
+        raise ValueError(f"torch has no autocast for device type {device.type!r}; "
+                         "use autocast=None on this device")
+    import warnings
+
+    with warnings.catch_warnings():  # torch warns and disables autocast for a bad dtype
+        warnings.simplefilter("ignore")
+        with torch.autocast(device_type=device.type, dtype=dtype):
+            enabled = torch.is_autocast_enabled(device.type)
+    if not enabled:
+        other = "fp16" if dtype == torch.bfloat16 else "bf16"
+        raise ValueError(
+            f"autocast={autocast!r}: torch {torch.__version__} does not support "
+            f"{dtype} autocast on {device}; try autocast={other!r} or None")
+    return dtype
+
+
+def _first_tensor(module: torch.nn.Module) -> Tensor | None:
+    """The module's first parameter, or its first buffer when it has no parameters."""
+    first = next(iter(module.parameters()), None)
+    return first if first is not None else next(iter(module.buffers()), None)
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """Same device, treating ``cuda`` and ``cuda:<current>`` alike."""
+    if a.type != b.type:
+        return False
+    if a.index is None or b.index is None:
+        if a.type == "cuda" and torch.cuda.is_available():
+            cur = torch.cuda.current_device()
+            return (a.index if a.index is not None else cur) == (
+                b.index if b.index is not None else cur)
+        return True
+    return a.index == b.index
 
 
 class SklearnModel(Model):
@@ -444,6 +556,8 @@ def wrap(
     device: torch.device | str | None = None,
     backend: Literal["numpy", "torch"] | None = None,
     output: Literal["logits", "probabilities"] = "logits",
+    autocast: str | torch.dtype | None = None,
+    channels_last: bool = False,
 ) -> Model:
     """Wrap ``obj`` as a :class:`Model`.
 
@@ -464,6 +578,11 @@ def wrap(
         For plain callables: what they take (default numpy).
     output : {"logits", "probabilities"}
         For plain callables: what a classifier returns.
+    autocast : None, "bf16", "fp16", torch.bfloat16 or torch.float16
+        For torch modules: mixed precision, every forward pass under ``torch.autocast`` with
+        this dtype; outputs come back as float32 (see :class:`TorchModel`).
+    channels_last : bool
+        For torch modules: module and 4-D inputs in channels-last memory format.
 
     Raises
     ------
@@ -474,7 +593,11 @@ def wrap(
         return obj
     common: dict[str, Any] = dict(input_shape=input_shape, batch_size=batch_size, device=device)
     if isinstance(obj, torch.nn.Module):
-        return TorchModel(obj, task=task or "classification", **common)
+        return TorchModel(obj, task=task or "classification", autocast=autocast,
+                          channels_last=channels_last, **common)
+    if autocast is not None or channels_last:
+        raise TypeError("autocast and channels_last apply to torch modules only, got an object "
+                        f"of type {type(obj).__name__}")
     if _is_sklearn_estimator(obj):
         if task is None:
             task = "regression" if _is_sklearn_regressor(obj) else "classification"
