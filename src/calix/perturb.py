@@ -53,7 +53,7 @@ __all__ = [
     "Fill", "Constant", "Mean", "Blur", "Noise", "Marginal",
     "CoalitionSampler", "Uniform", "FixedSize", "ShapleyKernel", "Bernoulli", "StratifiedLevels",
     "all_coalitions", "levels_of", "level_bins", "make_generator",
-    "Perturbation", "Perturbed", "QueryResult",
+    "Perturbation", "Perturbed", "QueryResult", "MaskBlocks",
 ]
 
 
@@ -228,46 +228,168 @@ class Superpixels(Features):
         SLIC's balance of colour and space (higher: squarer segments).
     sigma : float
         Gaussian smoothing before segmentation.
+    n_jobs : int or None
+        Threads segmenting the images of a batch in parallel (scikit-image's SLIC releases the
+        GIL for most of its work: two threads segment eight 224×224 photos in about half the
+        time of one). None: as many as CPU cores (at most one per image); 1: serial; -1: all
+        cores.
+    cache : bool
+        Reuse the labels of an image segmented before with the same parameters (a shared,
+        bounded cache keyed by a hash of the image's bytes), so several explainers and
+        metrics on the same inputs run SLIC once per image.
 
     Each image gets its own labels and its own feature count ``n_features[i]``; masks are
     as wide as the largest count and extra columns are ignored for images with fewer.
+    Segmentation runs on the CPU; labels come back on the input's device.
+
+    The cache holds at most :attr:`cache_max_bytes` of labels (64 MiB by default: about
+    1300 images of 224×224), least recently used first out; :meth:`cache_info` reports its
+    use and :meth:`clear_cache` empties it.
     """
 
     sample_ndim = 3
 
-    def __init__(self, n_segments: int = 100, *, compactness: float = 0.1, sigma: float = 0.0):
+    class _Cache:
+        """A thread-safe LRU map from (image hash, parameters) to labels, bounded in bytes."""
+
+        def __init__(self, max_bytes: int):
+            import threading
+
+            self.max_bytes = int(max_bytes)
+            self.lock = threading.Lock()
+            self.data: dict[tuple, np.ndarray] = {}
+            self.nbytes = self.hits = self.misses = 0
+
+        def get(self, key: tuple) -> np.ndarray | None:
+            with self.lock:
+                value = self.data.pop(key, None)
+                if value is None:
+                    self.misses += 1
+                    return None
+                self.data[key] = value  # most recently used last
+                self.hits += 1
+                return value
+
+        def put(self, key: tuple, value: np.ndarray) -> None:
+            if value.nbytes > self.max_bytes:
+                return
+            with self.lock:
+                old = self.data.pop(key, None)
+                if old is not None:
+                    self.nbytes -= old.nbytes
+                while self.data and self.nbytes + value.nbytes > self.max_bytes:
+                    self.nbytes -= self.data.pop(next(iter(self.data))).nbytes
+                self.data[key] = value
+                self.nbytes += value.nbytes
+
+        def clear(self) -> None:
+            with self.lock:
+                self.data.clear()
+                self.nbytes = self.hits = self.misses = 0
+
+    _cache = _Cache(64 << 20)
+
+    def __init__(self, n_segments: int = 100, *, compactness: float = 0.1, sigma: float = 0.0,
+                 n_jobs: int | None = None, cache: bool = True):
         if n_segments < 1:
             raise ValueError(f"n_segments must be >= 1, got {n_segments}")
+        if n_jobs is not None and (not isinstance(n_jobs, int | np.integer)
+                                   or n_jobs == 0 or n_jobs < -1):
+            raise ValueError(f"n_jobs must be None, -1 or a positive integer, got {n_jobs!r}")
         self.n_segments = int(n_segments)
         self.compactness = float(compactness)
         self.sigma = float(sigma)
+        self.n_jobs = n_jobs
+        self.cache = bool(cache)
 
-    def segment(self, x: Tensor) -> Segmentation:
+    @classmethod
+    def cache_info(cls) -> dict[str, int]:
+        """Use of the shared label cache: ``hits``, ``misses``, ``images``, ``bytes``,
+        ``max_bytes``."""
+        c = cls._cache
+        with c.lock:
+            return {"hits": c.hits, "misses": c.misses, "images": len(c.data),
+                    "bytes": c.nbytes, "max_bytes": c.max_bytes}
+
+    @classmethod
+    def clear_cache(cls) -> None:
+        """Empty the shared label cache (and reset its counters)."""
+        cls._cache.clear()
+
+    @classmethod
+    def set_cache_size(cls, max_bytes: int) -> None:
+        """Bound the shared label cache to ``max_bytes`` (0 turns caching off), emptying it."""
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        cls._cache.clear()
+        cls._cache.max_bytes = int(max_bytes)
+
+    def _slic(self, img: np.ndarray) -> np.ndarray:
+        """Labels 0..k−1 of one (C, H, W) image, shape (H, W), the smallest integer dtype."""
         from skimage.segmentation import slic
 
+        c = img.shape[0]
+        hwc = np.moveaxis(img, 0, -1)
+        seg = slic(
+            hwc if c > 1 else hwc[..., 0],
+            n_segments=self.n_segments,
+            compactness=self.compactness,
+            sigma=self.sigma,
+            channel_axis=-1 if c > 1 else None,
+            start_label=0,
+            enforce_connectivity=True,
+        )
+        _, inv = np.unique(seg, return_inverse=True)
+        inv = inv.reshape(seg.shape)
+        return inv.astype(np.int16 if inv.max() < 2**15 else np.int32)
+
+    def _key(self, img: np.ndarray) -> tuple:
+        import hashlib
+
+        digest = hashlib.blake2b(np.ascontiguousarray(img).data, digest_size=16).digest()
+        return (digest, img.shape, img.dtype.str, self.n_segments, self.compactness, self.sigma)
+
+    def _workers(self, n_images: int) -> int:
+        import os
+
+        cores = os.cpu_count() or 1
+        if self.n_jobs is None or self.n_jobs == -1:
+            want = cores
+        else:
+            want = int(self.n_jobs)
+        return max(1, min(want, n_images))
+
+    def segment(self, x: Tensor) -> Segmentation:
         self._check(x)
         imgs = x.detach().cpu().numpy()
-        c = imgs.shape[1]
-        labels = np.empty(imgs.shape, dtype=np.int64)
-        counts = np.empty(len(imgs), dtype=np.int64)
-        for i, img in enumerate(imgs):  # one segmentation per image, not per perturbation
-            hwc = np.moveaxis(img, 0, -1)
-            seg = slic(
-                hwc if c > 1 else hwc[..., 0],
-                n_segments=self.n_segments,
-                compactness=self.compactness,
-                sigma=self.sigma,
-                channel_axis=-1 if c > 1 else None,
-                start_label=0,
-                enforce_connectivity=True,
-            )
-            _, inv = np.unique(seg, return_inverse=True)
-            inv = inv.reshape(seg.shape)
-            labels[i] = inv[None]
-            counts[i] = inv.max() + 1
+        n, c, h, w = imgs.shape
+        found: list[np.ndarray | None] = [None] * n
+        keys: list[tuple | None] = [None] * n
+        if self.cache and self._cache.max_bytes > 0:
+            for i, img in enumerate(imgs):
+                keys[i] = self._key(img)
+                found[i] = self._cache.get(keys[i])
+        todo = [i for i in range(n) if found[i] is None]
+        workers = self._workers(len(todo))
+        if workers > 1:  # one segmentation per image, not per perturbation
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(workers) as pool:
+                done = list(pool.map(self._slic, [imgs[i] for i in todo]))
+        else:
+            done = [self._slic(imgs[i]) for i in todo]
+        for i, lab in zip(todo, done, strict=True):
+            found[i] = lab
+            if keys[i] is not None:
+                self._cache.put(keys[i], lab)
+        labels = torch.empty((n, h, w), dtype=torch.long)
+        counts = torch.empty(n, dtype=torch.long)
+        for i, lab in enumerate(found):
+            labels[i] = torch.from_numpy(lab.astype(np.int64))
+            counts[i] = int(lab.max()) + 1
         return Segmentation(
-            labels=torch.from_numpy(labels).to(x.device),
-            n_features=torch.from_numpy(counts),
+            labels=labels.to(x.device)[:, None].expand(n, c, h, w),
+            n_features=counts,
             shared=False,
         )
 
@@ -413,7 +535,17 @@ def _std_normal(shape: torch.Size, generator: torch.Generator | None) -> Tensor:
 
 
 class Marginal(Fill):
-    """Replace removed features by those of a random background row (interventional SHAP).
+    """Removed features take the values of background rows: the interventional (marginal)
+    game of SHAP, v(S) = E_b f(x_S, b_S̄) over the background rows b.
+
+    Explainers (:class:`~calix.explain.FeatureExplainer` and its subclasses) evaluate every
+    coalition with *every* background row and average the explained score, as shap's
+    ``KernelExplainer`` does with the same background: queries cost ``len(background)`` model
+    rows per coalition, so keep the background small (50--100 rows, e.g. a k-means summary
+    or a random subset). The base value is then E_b f(b).
+
+    Used directly through :meth:`Perturbation.apply` / :meth:`Perturbation.query` (and so in
+    calibration on perturbed inputs), each perturbed row draws one random background row.
 
     Parameters
     ----------
@@ -437,7 +569,7 @@ class Marginal(Fill):
         self.background_ = bg
         return self
 
-    def reference(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+    def _checked_background(self, x: Tensor) -> Tensor:
         if self.background_ is None:
             raise RuntimeError("Marginal fill is not fitted: pass background=... or call fit()")
         if tuple(self.background_.shape[1:]) != tuple(x.shape[1:]):
@@ -445,8 +577,12 @@ class Marginal(Fill):
                 f"background rows have shape {tuple(self.background_.shape[1:])}, "
                 f"inputs have shape {tuple(x.shape[1:])}"
             )
-        idx = torch.randint(len(self.background_), (len(x),), generator=generator)
-        return self.background_[idx].to(x.device)
+        return self.background_
+
+    def reference(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        bg = self._checked_background(x)
+        idx = torch.randint(len(bg), (len(x),), generator=generator)
+        return bg[idx].to(x.device)
 
 
 # ====================================================================== coalitions
@@ -630,7 +766,8 @@ class QueryResult:
     Attributes
     ----------
     outputs : Tensor of shape (n, m, n_outputs), or (m, n_outputs) for a single input
-        Logits (classifiers) or outputs (regressors).
+        Logits (classifiers) or outputs (regressors). With ``average`` (see
+        :meth:`Perturbation.query`), the outputs of the background-averaged model.
     levels : Tensor of shape (n, m), or (m,)
     n_queries : int
         Model evaluations spent.
@@ -641,15 +778,76 @@ class QueryResult:
     n_queries: int
 
 
+class MaskBlocks:
+    """Masks built block by block on demand, so that a large set (RISE's thousands of
+    pixel masks) never exists at once.
+
+    Parameters
+    ----------
+    m, d : int
+        Number of masks and their width.
+    make : callable ``make(b) -> Tensor`` of shape ``(rows, d)``
+        Block ``b`` (masks ``b * block_size`` to ``(b + 1) * block_size``, the last block may
+        be shorter); must be deterministic (e.g. seeded by ``b``), as blocks are rebuilt for
+        every input and by every pass.
+    block_size : int
+    """
+
+    def __init__(self, m: int, d: int, make: Any, *, block_size: int = 256):
+        if m < 1 or d < 1 or block_size < 1:
+            raise ValueError(f"m, d and block_size must be >= 1, got {m}, {d}, {block_size}")
+        self.m, self.d, self.block_size = int(m), int(d), int(block_size)
+        self._make = make
+        self._cache: tuple[int, Tensor] | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.m, self.d)
+
+    def block(self, b: int) -> Tensor:
+        """Masks of block ``b``, shape ``(rows, d)`` (the last block built is kept)."""
+        if self._cache is None or self._cache[0] != b:
+            blk = self._make(b)
+            rows = min(self.block_size, self.m - b * self.block_size)
+            if tuple(blk.shape) != (rows, self.d):
+                raise ValueError(f"mask block {b} has shape {tuple(blk.shape)}, "
+                                 f"expected {(rows, self.d)}")
+            self._cache = (b, blk)
+        return self._cache[1]
+
+    def rows(self, j0: int, j1: int, device: torch.device) -> Tensor:
+        """Masks ``j0`` to ``j1`` (exclusive), on ``device``."""
+        bs = self.block_size
+        parts = [self.block(b)[max(j0 - b * bs, 0):j1 - b * bs]
+                 for b in range(j0 // bs, (j1 - 1) // bs + 1)]
+        out = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return out.to(device)
+
+    def blocks(self, device: torch.device | None = None) -> Iterator[tuple[slice, Tensor]]:
+        """``(columns, masks)`` for every block in order."""
+        for b in range(math.ceil(self.m / self.block_size)):
+            start = b * self.block_size
+            blk = self.block(b)
+            yield slice(start, start + len(blk)), blk if device is None else blk.to(device)
+
+
+_VECTORISED_ELEMENTS = 1 << 22  # chunks of at most this many elements build in one gather
+_APPLY_CHUNK = 8192
+_AVERAGES = ("probability", "output")
+
+
 class Perturbation:
-    """Features + fill: builds perturbed inputs and queries a model on them in chunks.
+    """Features + fill: builds perturbed inputs and queries a model on them in batches.
 
     Parameters
     ----------
     features : Features
     fill : Fill
-    chunk_size : int
-        Perturbed rows built at once; bounds memory for any number of masks.
+    chunk_size : int or None
+        Perturbed rows built at once. None (the default) builds exactly one model batch
+        at a time (the model's ``batch_size``) in :meth:`query`, so the memory of perturbed
+        rows is bounded by the batch, whatever the number of masks or inputs; ``batch_size``
+        given to :func:`calix.wrap` is the one knob that bounds it.
 
     Notes
     -----
@@ -657,16 +855,16 @@ class Perturbation:
     single input drop the leading ``n`` axis.
     """
 
-    def __init__(self, features: Features, fill: Fill, *, chunk_size: int = 8192):
+    def __init__(self, features: Features, fill: Fill, *, chunk_size: int | None = None):
         if not isinstance(features, Features):
             raise TypeError(f"features must be a calix Features, got {type(features).__name__}")
         if not isinstance(fill, Fill):
             raise TypeError(f"fill must be a calix Fill, got {type(fill).__name__}")
-        if chunk_size < 1:
+        if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         self.features = features
         self.fill = fill
-        self.chunk_size = int(chunk_size)
+        self.chunk_size = None if chunk_size is None else int(chunk_size)
 
     # -------------------------------------------------------------- helpers
     def _batch(self, x: Any, device: torch.device | None = None) -> tuple[Tensor, bool]:
@@ -692,7 +890,11 @@ class Perturbation:
         return self.segment(x).d
 
     def _masks(self, masks: Any, n: int, d: int, device: torch.device, dtype: torch.dtype
-               ) -> Tensor:
+               ) -> Tensor | MaskBlocks:
+        if isinstance(masks, MaskBlocks):
+            if masks.d != d:
+                raise ValueError(f"masks must have width {d}, got {masks.d}")
+            return masks
         try:
             mk = torch.as_tensor(masks, device=device)
         except (TypeError, ValueError, RuntimeError) as exc:
@@ -714,6 +916,20 @@ class Perturbation:
                 mk = mk.bool()
         return mk
 
+    @staticmethod
+    def _mask_count(masks: Any) -> int:
+        if isinstance(masks, MaskBlocks):
+            return masks.m
+        shape = np.shape(masks) if not isinstance(masks, Tensor) else tuple(masks.shape)
+        return int(shape[-2]) if len(shape) >= 2 else 0
+
+    def _background(self, xb: Tensor) -> Tensor | None:
+        """Background rows (B, numel) on x's device when the fill averages over them."""
+        if not isinstance(self.fill, Marginal):
+            return None
+        return self.fill._checked_background(xb).to(xb.device).reshape(
+            len(self.fill.background_), -1)
+
     # -------------------------------------------------------------- core
     def iter_chunks(
         self,
@@ -722,11 +938,18 @@ class Perturbation:
         *,
         seed: int | torch.Generator | None = None,
         device: torch.device | str | None = None,
+        chunk_size: int | None = None,
+        expand_background: bool = False,
     ) -> Iterator[tuple[slice, Tensor, Tensor]]:
         """Yield ``(rows, inputs, levels)`` chunks of the flattened ``n * m`` perturbations.
 
         ``rows`` is a slice into the row index ``i * m + j`` (input i, mask j); ``inputs`` has
-        shape ``(c, *input_shape)`` and ``levels`` ``(c,)``, with c <= ``chunk_size``.
+        shape ``(c, *input_shape)`` and ``levels`` ``(c,)``, with c <= the chunk size. Each
+        chunk is built on x's device from the input, its reference and one gather of the
+        masks to elements; nothing of size n × m × input exists at once.
+
+        With ``expand_background`` (a :class:`Marginal` fill) every perturbation is built
+        once per background row: row index ``(i * m + j) * B + k`` takes background row k.
         """
         dev = torch.device(device) if device is not None else None
         xb, _ = self._batch(x, dev)
@@ -734,35 +957,73 @@ class Perturbation:
         n = len(xb)
         seg = self.features.segment(xb)
         mk = self._masks(masks, n, seg.d, dev, xb.dtype)
-        m = mk.shape[1]
+        lazy = isinstance(mk, MaskBlocks)
+        m = mk.m if lazy else mk.shape[1]
+        size = int(chunk_size or self.chunk_size or _APPLY_CHUNK)
         g = make_generator(seed)
-        levels = levels_of(mk.detach(), seg.n_features.to(dev)[:, None])  # (n or 1.., m)
-        levels = levels.expand(n, m)
-        ref = None if self.fill.stochastic else self.fill.reference(xb, generator=g)
+        bg = self._background(xb) if expand_background else None
+        n_bg = 1 if bg is None else len(bg)
+        stochastic = self.fill.stochastic and bg is None
+        ref_flat = None if stochastic or bg is not None else (
+            self.fill.reference(xb, generator=g).reshape(n, -1))
         flat = xb.reshape(n, -1)
-        ref_flat = None if ref is None else ref.reshape(n, -1)
+        numel = flat.shape[1]
         lab_flat = seg.labels.reshape(n, -1)
+        nf = seg.n_features.to(dev)
         shape = xb.shape[1:]
-        total = n * m
-        for start in range(0, total, self.chunk_size):
-            stop = min(start + self.chunk_size, total)
-            r = torch.arange(start, stop, device=dev)
-            i, j = r // m, r % m
-            rows_mask = mk[i if mk.shape[0] > 1 else torch.zeros_like(i), j]  # (c, d)
-            if seg.shared:
-                keep = rows_mask[:, lab_flat[0]]  # (c, numel)
-            else:
-                keep = torch.gather(rows_mask, 1, lab_flat[i])
-            xi = flat[i]
-            if ref_flat is None:
-                refi = self.fill.reference(xb[i], generator=g).reshape(len(r), -1)
-            else:
-                refi = ref_flat[i]
-            if keep.dtype == torch.bool:
-                out = torch.where(keep, xi, refi)
-            else:
-                out = refi + keep * (xi - refi)
-            yield slice(start, stop), out.reshape(len(r), *shape), levels[i, j]
+        total = n * m * n_bg
+
+        def mask_rows(i: int, j0: int, j1: int) -> Tensor:
+            if lazy:
+                return mk.rows(j0, j1, dev)
+            return mk[i if mk.shape[0] > 1 else 0, j0:j1]
+
+        for start in range(0, total, size):
+            stop = min(start + size, total)
+            c = stop - start
+            if (not lazy and seg.shared and bg is None and not stochastic
+                    and c * max(numel, seg.d) <= _VECTORISED_ELEMENTS
+                    and not mk.requires_grad):
+                # small rows (tables, tiny images): one gather over the whole chunk
+                r = torch.arange(start, stop, device=dev)
+                i, j = r // m, r % m
+                rows_mask = mk[i if mk.shape[0] > 1 else torch.zeros_like(i), j]
+                keep = rows_mask[:, lab_flat[0]]
+                if keep.dtype == torch.bool:
+                    out = torch.where(keep, flat[i], ref_flat[i])
+                else:
+                    out = ref_flat[i] + keep * (flat[i] - ref_flat[i])
+                yield (slice(start, stop), out.reshape(c, *shape),
+                       levels_of(rows_mask.detach(), nf[i]))
+                continue
+            pieces, lvls = [], []
+            q0, q1 = start // n_bg, (stop - 1) // n_bg  # perturbation indices i * m + j
+            for i in range(q0 // m, q1 // m + 1):
+                # rows of input i inside this chunk, in the (expanded) row index
+                a, b = max(start, i * m * n_bg), min(stop, (i + 1) * m * n_bg)
+                j0, j1 = (a // n_bg) - i * m, ((b - 1) // n_bg) - i * m + 1
+                rows_mask = mask_rows(i, j0, j1)  # (j1 - j0, d)
+                lv = levels_of(rows_mask.detach(), nf[i])
+                if bg is not None:
+                    k = torch.arange(a, b, device=dev)
+                    sel = (k // n_bg) - (i * m + j0)
+                    rows_mask, lv = rows_mask[sel], lv[sel]
+                    ref = bg[k % n_bg]
+                elif stochastic:
+                    ref = self.fill.reference(xb[i].expand(b - a, *shape),
+                                              generator=g).reshape(b - a, -1)
+                else:
+                    ref = ref_flat[i][None]
+                keep = rows_mask[:, lab_flat[0 if seg.shared else i]]  # one gather to elements
+                xi = flat[i][None]
+                if keep.dtype == torch.bool:
+                    pieces.append(torch.where(keep, xi, ref))
+                else:
+                    pieces.append(ref + keep * (xi - ref))
+                lvls.append(lv)
+            out = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+            levels = lvls[0] if len(lvls) == 1 else torch.cat(lvls)
+            yield slice(start, stop), out.reshape(c, *shape), levels
 
     def apply(
         self,
@@ -799,20 +1060,28 @@ class Perturbation:
         seed: int | torch.Generator | None = None,
         grad: bool = False,
         progress: bool = False,
+        average: str | None = None,
     ) -> QueryResult:
-        """Model outputs on every perturbation, chunk by chunk, levels passed along.
+        """Model outputs on every perturbation, one model batch at a time, levels passed along.
 
         Parameters
         ----------
         model : Model
             A wrapped model (see :func:`calix.models.wrap`).
         x : array-like of shape (*input_shape) or (n, *input_shape)
-        masks : array of shape (m, d) or (n, m, d)
+        masks : array of shape (m, d) or (n, m, d), or :class:`MaskBlocks`
         seed : int or Generator, used by stochastic fills
         grad : bool
             Keep the autograd graph (e.g. to optimise float masks).
         progress : bool
-            Show a progress bar over chunks.
+            Show a progress bar over batches.
+        average : {None, "probability", "output"}
+            With a :class:`Marginal` fill, evaluate every perturbation with every background
+            row and return the outputs of the background-averaged model -- the interventional
+            game: ``"probability"`` averages a classifier's probabilities (outputs are the log
+            of the averages, so their softmax is E_b p), ``"output"`` averages raw outputs
+            (logits, regression values). Ignored for other fills; None draws one background
+            row per perturbation.
 
         Returns
         -------
@@ -822,23 +1091,51 @@ class Perturbation:
 
         if not isinstance(model, Model):
             raise TypeError("model must be a calix Model; wrap it with calix.wrap(model) first")
+        if average is not None and average not in _AVERAGES:
+            raise ValueError(f"average must be None or one of {_AVERAGES}, got {average!r}")
+        if average == "probability" and model.task != "classification":
+            average = "output"
         xb, single = self._batch(x, model.device)
         before = model.n_queries
         n = len(xb)
+        m_total = self._mask_count(masks)
+        expand = average is not None and isinstance(self.fill, Marginal)
+        n_bg = len(self.fill.background_) if expand and self.fill.background_ is not None else 1
+        size = self.chunk_size or model.batch_size
+        chunks = self.iter_chunks(xb, masks, seed=seed, chunk_size=size,
+                                  expand_background=expand)
+        total = math.ceil(n * m_total * n_bg / size)
         outs, lvls = [], []
-        chunks = self.iter_chunks(xb, masks, seed=seed)
-        mshape = np.shape(masks)
-        m_total = mshape[-2] if len(mshape) >= 2 else 0
-        total = math.ceil(n * m_total / self.chunk_size)
-        for _, inputs, levels in progress_bar(chunks, total=total, enabled=progress,
-                                              description="perturbations"):
+        acc: Tensor | None = None
+        for rows, inputs, levels in progress_bar(chunks, total=total, enabled=progress,
+                                                 description="perturbations"):
             # inputs are built from the validated x and the fill: no second finiteness pass
-            outs.append(model.forward(inputs, levels=levels, grad=grad, validate=False))
-            lvls.append(levels)
-        if not outs:
-            raise ValueError("no perturbations to query (masks are empty)")
-        outputs = torch.cat(outs)
-        levels = torch.cat(lvls)
+            out = model.forward(inputs, levels=levels, grad=grad, validate=False)
+            if not expand:
+                outs.append(out)
+                lvls.append(levels)
+                continue
+            if average == "probability":
+                out = torch.softmax(out.double(), dim=-1)
+            if acc is None:
+                acc = out.new_zeros(n * m_total, out.shape[1], dtype=torch.float64)
+                lvl_all = levels.new_zeros(n * m_total)
+            q = torch.arange(rows.start, rows.stop, device=out.device) // n_bg
+            # in place unless a graph must flow through the average
+            acc = acc.index_add(0, q, out.double()) if grad else acc.index_add_(0, q, out.double())
+            lvl_all[q] = levels
+        if expand:
+            if acc is None:
+                raise ValueError("no perturbations to query (masks are empty)")
+            mean = acc / n_bg
+            if average == "probability":
+                mean = torch.log(mean.clamp_min(1e-300))
+            outputs, levels = mean.float(), lvl_all
+        else:
+            if not outs:
+                raise ValueError("no perturbations to query (masks are empty)")
+            outputs = torch.cat(outs)
+            levels = torch.cat(lvls)
         m = len(levels) // n
         outputs = outputs.reshape(n, m, -1)
         levels = levels.reshape(n, m)

@@ -8,11 +8,13 @@ level (so a ReCalX-calibrated model calibrates every query at its own level).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from calix.exceptions import DefaultFillWarning
 from calix.explain.base import Explainer, Explanation
 from calix.perturb import (
     Blur,
@@ -20,9 +22,12 @@ from calix.perturb import (
     Constant,
     Features,
     Fill,
+    MaskBlocks,
+    Mean,
     PatchGrid,
     Perturbation,
     Pixels,
+    QueryResult,
     Segmentation,
     make_generator,
 )
@@ -40,16 +45,33 @@ class FeatureExplainer(Explainer):
         Default: one feature per column for tabular inputs, a patch grid with patches of side
         H // 8 (at least 1) for images.
     fill : Fill or None
-        Default: ``Constant(0.0)`` (black images; the training mean of standardised tables).
+        What removed features become. Default: the mean of ``background`` when it is given;
+        otherwise ``Constant(0.0)`` -- black for images, and for tables the mean only of
+        *standardised* data, so a table explained without ``fill`` or ``background`` gets a
+        :class:`~calix.exceptions.DefaultFillWarning`. With a
+        :class:`~calix.perturb.Marginal` fill, every coalition is evaluated with every
+        background row and the explained score averaged (interventional SHAP, as shap's
+        ``KernelExplainer``): probabilities are averaged for ``output="probability"`` and
+        ``"log_probability"`` (the latter explains the log of the averaged probability), raw
+        outputs for ``output="logit"`` and regressors.
+    background : array-like of shape (n_background, *input_shape) or None
+        Training (or reference) data; with no ``fill``, removed features take its mean.
     perturbation : Perturbation or None
         Features and fill together (overrides ``features`` and ``fill``).
     """
 
     def __init__(self, model: Any, *, features: Features | None = None, fill: Fill | None = None,
-                 perturbation: Perturbation | None = None, **kwargs: Any):
+                 background: Any = None, perturbation: Perturbation | None = None,
+                 **kwargs: Any):
         super().__init__(model, **kwargs)
         if perturbation is not None and (features is not None or fill is not None):
             raise ValueError("give either perturbation or features/fill, not both")
+        if background is not None and (fill is not None or perturbation is not None):
+            raise ValueError("give either background (for the default mean fill) or fill, not "
+                             "both; to use background rows as the fill, pass "
+                             "fill=Marginal(background)")
+        if background is not None:
+            fill = Mean().fit(background)
         self._features, self._fill = features, fill
         self.perturbation = perturbation
 
@@ -58,6 +80,12 @@ class FeatureExplainer(Explainer):
         if self.perturbation is None:
             if x.ndim == 2:
                 feats: Features = self._features or Columns()
+                if self._fill is None:
+                    warnings.warn(
+                        "no fill or background given: removed columns are set to 0, which is "
+                        "the mean only of standardised data; pass background=X_train (mean "
+                        "fill), fill=Mean(...)/Marginal(...), or fill=Constant(0.0) to say 0 is "
+                        "meant", DefaultFillWarning, stacklevel=4)
             elif x.ndim == 4:
                 feats = self._features or PatchGrid(max(1, x.shape[-1] // 8))
             else:
@@ -72,10 +100,24 @@ class FeatureExplainer(Explainer):
             return {}
         return {"features": type(eng.features).__name__, "fill": type(eng.fill).__name__}
 
-    def _scores(self, x: Tensor, masks: Tensor, targets: Tensor, *,
+    @property
+    def average(self) -> str:
+        """How a :class:`~calix.perturb.Marginal` fill's background rows are averaged:
+        ``"output"`` for logits and regressors, else ``"probability"``."""
+        return "output" if self.output == "logit" or self.model.task == "regression" \
+            else "probability"
+
+    def _query(self, x: Tensor, masks: Any, *, seed: int | torch.Generator | None = None,
+               progress: bool = False) -> QueryResult:
+        """Model outputs on all perturbations of ``x`` (averaged over a Marginal fill's
+        background), one model batch at a time."""
+        return self.engine(x).query(self.model, x, masks, seed=seed, average=self.average,
+                                    progress=progress or self.progress)
+
+    def _scores(self, x: Tensor, masks: Any, targets: Tensor, *,
                 seed: int | torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Target scores (n, m) and levels (n, m) of all perturbations, one batched path."""
-        res = self.engine(x).query(self.model, x, masks, seed=seed)
+        res = self._query(x, masks, seed=seed)
         return self._score(res.outputs, targets), res.levels
 
     @staticmethod
@@ -124,13 +166,16 @@ class RISE(FeatureExplainer):
     p : float -- keep probability of a cell (0.6)
     interpolation : {"bilinear", "bicubic"}
     seed : int or None
+    block_size : int
+        Masks drawn at once (each block from its own seed): the memory of the masks is
+        ``block_size × H × W`` floats however large ``n_masks`` is.
     """
 
     name = "rise"
 
     def __init__(self, model: Any, *, n_masks: int = 4000, grid: int = 8, p: float = 0.6,
                  interpolation: str = "bilinear", fill: Fill | None = None,
-                 seed: int | None = 0, **kwargs: Any):
+                 seed: int | None = 0, block_size: int = 256, **kwargs: Any):
         super().__init__(model, features=Pixels(), fill=fill, **kwargs)
         if n_masks < 1:
             raise ValueError(f"n_masks must be >= 1, got {n_masks}")
@@ -142,7 +187,10 @@ class RISE(FeatureExplainer):
             raise ValueError(
                 f"interpolation must be 'bilinear' or 'bicubic', got {interpolation!r}")
         self.n_masks, self.grid, self.p = int(n_masks), int(grid), float(p)
+        if block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {block_size}")
         self.interpolation, self.seed = interpolation, seed
+        self.block_size = int(block_size)
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "n_masks": self.n_masks, "grid": self.grid, "p": self.p,
@@ -150,26 +198,47 @@ class RISE(FeatureExplainer):
 
     def masks(self, h: int, w: int, generator: torch.Generator) -> Tensor:
         """RISE masks of shape (n_masks, h, w), values in [0, 1]."""
+        return self._draw(self.n_masks, h, w, generator)
+
+    def _draw(self, count: int, h: int, w: int, generator: torch.Generator) -> Tensor:
+        """``count`` RISE masks of shape (count, h, w)."""
         cell_h, cell_w = math.ceil(h / self.grid), math.ceil(w / self.grid)
-        cells = (torch.rand(self.n_masks, 1, self.grid, self.grid, generator=generator)
+        cells = (torch.rand(count, 1, self.grid, self.grid, generator=generator)
                  < self.p).float()
         big = torch.nn.functional.interpolate(
             cells, size=((self.grid + 1) * cell_h, (self.grid + 1) * cell_w),
             mode=self.interpolation, align_corners=False)[:, 0].clamp(0.0, 1.0)
-        dy = torch.randint(0, cell_h, (self.n_masks,), generator=generator)
-        dx = torch.randint(0, cell_w, (self.n_masks,), generator=generator)
+        dy = torch.randint(0, cell_h, (count,), generator=generator)
+        dx = torch.randint(0, cell_w, (count,), generator=generator)
         rows = (dy[:, None] + torch.arange(h))[:, :, None]  # (N, h, 1)
         cols = (dx[:, None] + torch.arange(w))[:, None, :]  # (N, 1, w)
-        return big[torch.arange(self.n_masks)[:, None, None], rows, cols]
+        return big[torch.arange(count)[:, None, None], rows, cols]
+
+    def mask_blocks(self, h: int, w: int, generator: torch.Generator) -> MaskBlocks:
+        """The ``n_masks`` masks as :class:`~calix.perturb.MaskBlocks` of ``block_size``
+        masks, each block drawn from its own seed (taken from ``generator``), so that no more
+        than one block of (block_size, h * w) floats exists at once."""
+        base = int(torch.randint(0, 2**62, (1,), generator=generator))
+        bs = self.block_size
+
+        def make(b: int) -> Tensor:
+            count = min(bs, self.n_masks - b * bs)
+            gb = torch.Generator().manual_seed((base + b) % 2**63)
+            return self._draw(count, h, w, gb).reshape(count, h * w)
+
+        return MaskBlocks(self.n_masks, h * w, make, block_size=bs)
 
     def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
         if x.ndim != 4:
             raise ValueError(f"RISE explains images (n, C, H, W), got {tuple(x.shape)}")
         g = make_generator(self.seed)
         h, w = x.shape[-2:]
-        m = self.masks(h, w, g).reshape(self.n_masks, h * w)
-        s, _ = self._scores(x, m, targets, seed=g)  # (n, N)
-        sal = s @ m.to(s) / (self.n_masks * self.p)  # (n, h*w)
+        blocks = self.mask_blocks(h, w, g)
+        s, _ = self._scores(x, blocks, targets, seed=g)  # (n, N)
+        sal = s.new_zeros(len(x), h * w)
+        for cols, m in blocks.blocks(device=s.device):  # Σ_i s_i M_i, one block at a time
+            sal += s[:, cols] @ m.to(s)
+        sal /= self.n_masks * self.p
         seg = self.engine(x).segment(x)
         return self._result(sal, seg)
 
