@@ -38,6 +38,22 @@ class Explanation:
     labels : ndarray of shape (n, *input_shape) or None -- feature index of every element.
     std, lower, upper : ndarray like ``feature_values`` (or ``values``) or None -- uncertainty.
     extra : dict -- method-specific results (e.g. a surrogate's intercept and R²).
+    feature_names : list of d str or None -- names of the features (``feature_values``'
+        columns, or ``values``' for tables); None means ``x0, x1, ...``.
+    class_names : list of str or None -- names of the classes ``target`` indexes.
+    data : ndarray of shape (n, d) or (n, *input_shape) or None -- the explained inputs.
+
+    An Explanation indexes like a batch: ``exp[i]``, ``exp[1:3]``, ``exp[[0, 2]]`` and a boolean
+    mask of length n give an Explanation of the selected inputs (``exp[i]`` keeps a batch
+    of one). Per-input arrays are sliced, among them the arrays of ``extra`` whose input axis
+    has length n (axis 0, or axis 1 for ``extra["samples"]`` of shape (T, n, ...)); scalars,
+    names, ``params`` and ``n_queries`` (the whole batch's count) are kept.
+
+    Example
+    -------
+    >>> exp = KernelSHAP(model).explain(x)          # doctest: +SKIP
+    >>> exp[:3].to_pandas()                          # doctest: +SKIP
+    >>> exp.save("shap.npz"); Explanation.load("shap.npz")  # doctest: +SKIP
     """
 
     values: np.ndarray
@@ -51,9 +67,260 @@ class Explanation:
     lower: np.ndarray | None = None
     upper: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    feature_names: list[str] | None = None
+    class_names: list[str] | None = None
+    data: np.ndarray | None = None
+
+    #: fields with one entry per input (sliced by indexing; stored as arrays by ``save``)
+    _ARRAYS = ("values", "target", "feature_values", "labels", "std", "lower", "upper", "data")
+    #: ``extra`` arrays whose input axis is not axis 0
+    _EXTRA_INPUT_AXIS = {"samples": 1}
+    _ARRAY_TAG = "__calix_array__"
 
     def __len__(self) -> int:
         return len(self.values)
+
+    # ------------------------------------------------------------- selection
+    def __getitem__(self, index: Any) -> Explanation:
+        """The Explanation of the inputs ``index`` selects (int, slice, indices or mask)."""
+        from dataclasses import replace
+
+        n = len(self)
+        if isinstance(index, tuple) or isinstance(index, (bool, np.bool_)):
+            raise TypeError(f"index an Explanation by input (int, slice, list of ints or a "
+                            f"boolean mask of length {n}), got {index!r}")
+        try:
+            rows = np.atleast_1d(np.arange(n)[index])
+        except IndexError as err:
+            raise IndexError(f"index {index!r} does not select inputs of an Explanation of "
+                             f"{n} inputs: {err}") from err
+        arrays = {f: None if getattr(self, f) is None else self._numpy(getattr(self, f))[rows]
+                  for f in self._ARRAYS}
+        extra = {}
+        for key, v in self.extra.items():
+            axis = self._EXTRA_INPUT_AXIS.get(key, 0)
+            if isinstance(v, np.ndarray) and v.ndim > axis and v.shape[axis] == n:
+                v = np.take(v, rows, axis=axis)
+            extra[key] = v
+        names = {k: None if getattr(self, k) is None else list(getattr(self, k))
+                 for k in ("feature_names", "class_names")}
+        return replace(self, **arrays, **names, extra=extra, params=dict(self.params))
+
+    def __repr__(self) -> str:
+        parts = [f"method={self.method!r}", f"n={len(self)}",
+                 f"shape={tuple(np.shape(self.values)[1:])}"]
+        if self.feature_values is not None:
+            parts.append(f"features={np.shape(self.feature_values)[1]}")
+        if self.target is not None:
+            labels = self._target_labels()
+            kinds, counts = np.unique(np.asarray(labels, dtype=object if self.class_names
+                                                 else None), return_counts=True)
+            shown = ", ".join(f"{k!r}: {c}" if isinstance(k, str) else f"{int(k)}: {c}"
+                              for k, c in list(zip(kinds, counts, strict=True))[:6])
+            parts.append(f"target={{{shown}{', ...' if len(kinds) > 6 else ''}}}")
+        parts.append(f"intervals={self.lower is not None and self.upper is not None}")
+        if self.std is not None:
+            parts.append("std=True")
+        if self.n_queries is not None:
+            parts.append(f"n_queries={self.n_queries}")
+        return f"Explanation({', '.join(parts)})"
+
+    # ------------------------------------------------------------- tables
+    def feature_table(self, which: str = "values") -> np.ndarray:
+        """One attribution (or ``std``/``lower``/``upper``) per feature, shape (n, d).
+
+        ``values`` means ``feature_values`` when the method has features (superpixels, patches,
+        columns), else ``values`` when it is already a table (n, d). Pixel maps of images
+        without ``feature_values`` have no feature table: a ValueError says so.
+        """
+        if which not in ("values", "std", "lower", "upper"):
+            raise ValueError(f"which must be 'values', 'std', 'lower' or 'upper', got {which!r}")
+        if which == "values":
+            a = self.feature_values if self.feature_values is not None else self.values
+        else:
+            a = getattr(self, which)
+            if a is None:
+                raise ValueError(f"this {self.method!r} explanation has no {which}")
+        a = self._numpy(a)
+        if a.ndim != 2:
+            raise ValueError(
+                f"{self.method!r} gives a map of shape {a.shape} and no per-feature values, so "
+                f"there is no feature table of {which}; use the array itself, or explain with "
+                "a feature method (Occlusion, LIME, KernelSHAP ... with PatchGrid or "
+                "Superpixels features), whose feature_values have shape (n, d)")
+        return a
+
+    def names(self, d: int | None = None) -> list[str]:
+        """The d feature names: ``feature_names`` or ``x0 .. x{d-1}``."""
+        if d is None:
+            d = self.feature_table().shape[1]
+        if self.feature_names is None:
+            return [f"x{j}" for j in range(d)]
+        if len(self.feature_names) != d:
+            raise ValueError(f"feature_names has {len(self.feature_names)} names for {d} "
+                             "features")
+        return [str(s) for s in self.feature_names]
+
+    def _target_labels(self) -> list[Any]:
+        t = self._numpy(self.target).reshape(-1)
+        if self.class_names is None:
+            return t.tolist()
+        k = len(self.class_names)
+        bad = [int(v) for v in t if not 0 <= int(v) < k]
+        if bad:
+            raise ValueError(f"target {bad[:5]} lies outside class_names ({k} names)")
+        return [str(self.class_names[int(v)]) for v in t]
+
+    def to_pandas(self, which: str = "values") -> Any:
+        """A DataFrame with one row per input and one column per feature, plus ``target``.
+
+        Columns are named by ``feature_names`` (else ``x0 ..``); ``target`` holds class names
+        when ``class_names`` is known, else class indices. ``which`` picks ``"values"`` (the
+        per-feature attributions, see :meth:`feature_table`), ``"std"``, ``"lower"`` or
+        ``"upper"``. Image explanations give their per-feature table when they have
+        ``feature_values`` (superpixels, patches); pixel maps without it raise a ValueError.
+        Needs pandas.
+        """
+        try:
+            import pandas as pd
+        except ImportError as err:
+            raise ImportError("Explanation.to_pandas needs pandas: pip install pandas") from err
+        table = self.feature_table(which)
+        names = self.names(table.shape[1])
+        if "target" in names:
+            raise ValueError("a feature is named 'target', which to_pandas uses for the "
+                             "explained class; rename that feature in feature_names")
+        df = pd.DataFrame(table, columns=names)
+        if self.target is not None:
+            df["target"] = self._target_labels()
+        return df
+
+    def to_shap(self) -> Any:
+        """The explanation as a ``shap.Explanation`` (for shap's plots).
+
+        ``values`` are the per-feature attributions (n, d) (see :meth:`feature_table`),
+        ``base_values`` the method's ``extra["base_value"]`` (KernelSHAP, PolySHAP: s(∅)) or
+        else its surrogate's ``extra["intercept"]`` (LIME family), ``data`` the explained
+        inputs when ``data`` is stored with one value per feature, ``lower_bounds`` /
+        ``upper_bounds`` the interval when present. Needs shap.
+        """
+        try:
+            import shap
+        except ImportError as err:
+            raise ImportError("Explanation.to_shap needs the shap package: pip install shap"
+                              ) from err
+        values = self.feature_table()
+        n = len(values)
+        base = self.extra.get("base_value", self.extra.get("intercept"))
+        if base is not None:
+            base = np.broadcast_to(np.asarray(base, dtype=np.float64), (n,)).copy()
+        data = None if self.data is None else self._numpy(self.data)
+        if data is not None and data.shape != values.shape:
+            data = None  # pixels of images explained by superpixels: not one value per feature
+        bounds = {}
+        if self.lower is not None and self.upper is not None:
+            lo, hi = self._numpy(self.lower), self._numpy(self.upper)
+            if lo.shape == values.shape == hi.shape:
+                bounds = {"lower_bounds": lo, "upper_bounds": hi}
+        return shap.Explanation(values=values, base_values=base, data=data,
+                                feature_names=self.names(values.shape[1]), **bounds)
+
+    # ------------------------------------------------------------- storage
+    def save(self, path: Any) -> Any:
+        """Write the explanation to ``path`` (an ``.npz`` archive, no pickle).
+
+        Arrays (the per-input fields and the arrays of ``params`` and ``extra``) are stored
+        as they are, so they load back bit for bit with their dtype; the rest (method,
+        n_queries, names, other ``params``/``extra`` entries) goes into a JSON string.
+        numpy scalars become Python numbers, tuples lists, and arrays nested in lists or
+        dicts lists; anything else that JSON cannot hold (an object, an object array)
+        raises a TypeError naming the entry. Returns ``path``.
+        """
+        import json
+
+        arrays: dict[str, np.ndarray] = {}
+
+        def store(value: Any, where: str) -> Any:
+            if isinstance(value, (np.ndarray, Tensor)):
+                a = self._numpy(value)
+                if a.dtype.kind == "O":
+                    raise TypeError(f"cannot save {where}: an object array needs pickle; "
+                                    "convert it to a numeric or string array")
+                name = f"a{len(arrays)}"
+                arrays[name] = a
+                return {self._ARRAY_TAG: name}
+            return self._json_safe(value, where)
+
+        fields = {f: store(self._numpy(getattr(self, f)), f)[self._ARRAY_TAG]
+                  for f in self._ARRAYS if getattr(self, f) is not None}
+        meta = {
+            "format": "calix.Explanation", "version": 1, "method": self.method,
+            "n_queries": None if self.n_queries is None else int(self.n_queries),
+            "fields": fields,
+            "params": {str(k): store(v, f"params[{k!r}]") for k, v in self.params.items()},
+            "extra": {str(k): store(v, f"extra[{k!r}]") for k, v in self.extra.items()},
+            "feature_names": None if self.feature_names is None
+            else [str(s) for s in self.feature_names],
+            "class_names": None if self.class_names is None
+            else [str(s) for s in self.class_names],
+        }
+        arrays["meta"] = np.array(json.dumps(meta, allow_nan=True))
+        with open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: Any) -> Explanation:
+        """Read an explanation written by :meth:`save` (never unpickles)."""
+        import json
+
+        with np.load(path, allow_pickle=False) as z:
+            if "meta" not in z.files:
+                raise ValueError(f"{path} is not a saved Explanation (no 'meta' entry)")
+            meta = json.loads(str(z["meta"][()]))
+            if meta.get("format") != "calix.Explanation":
+                raise ValueError(f"{path} is not a saved Explanation "
+                                 f"(format {meta.get('format')!r})")
+
+            def restore(v: Any) -> Any:
+                if isinstance(v, dict) and set(v) == {cls._ARRAY_TAG}:
+                    return z[v[cls._ARRAY_TAG]]
+                return v
+
+            kw = {f: z[name] for f, name in meta["fields"].items()}
+            return cls(method=meta["method"], n_queries=meta["n_queries"],
+                       params={k: restore(v) for k, v in meta["params"].items()},
+                       extra={k: restore(v) for k, v in meta["extra"].items()},
+                       feature_names=meta["feature_names"], class_names=meta["class_names"],
+                       **{"target": None, **kw})
+
+    @staticmethod
+    def _numpy(a: Any) -> np.ndarray:
+        return a.detach().cpu().numpy() if isinstance(a, Tensor) else np.asarray(a)
+
+    @staticmethod
+    def _json_safe(v: Any, where: str) -> Any:
+        """``v`` as JSON values (numpy scalars -> numbers, tuples/arrays -> lists)."""
+        if v is None or isinstance(v, (bool, int, float, str)):
+            return v
+        if isinstance(v, np.generic):
+            if v.dtype.kind == "O":
+                raise TypeError(f"cannot save {where}: an object scalar needs pickle")
+            return v.item()
+        if isinstance(v, (np.ndarray, Tensor)):
+            a = Explanation._numpy(v)
+            if a.dtype.kind == "O":
+                raise TypeError(f"cannot save {where}: an object array needs pickle")
+            return a.tolist()
+        if isinstance(v, (list, tuple)):
+            return [Explanation._json_safe(u, f"{where}[{i}]") for i, u in enumerate(v)]
+        if isinstance(v, dict):
+            if not all(isinstance(k, str) for k in v):
+                raise TypeError(f"cannot save {where}: dict keys must be str, got "
+                                f"{sorted({type(k).__name__ for k in v})}")
+            return {k: Explanation._json_safe(u, f"{where}[{k!r}]") for k, u in v.items()}
+        raise TypeError(f"cannot save {where}: a {type(v).__name__} ({v!r:.60}) is not "
+                        "JSON-serialisable; store a number, string, list or array instead")
 
     def normalized(self) -> np.ndarray:
         """``values`` min-max normalised to [0, 1] per input (constant maps become 0)."""
