@@ -135,3 +135,42 @@ def test_calibration_by_level_shapes():
     assert set(lc.as_dict()) >= {"errors", "avg", "max", "counts"}
     with pytest.raises(ValueError, match="metric must be one of"):
         calibration_by_level(wrap(lin), X, y, engine, metric="mce")
+
+
+def _concentrated(n, k, conf, acc, seed):
+    """Top-label confidences ``conf`` (array of n) with correct predictions at rate ``acc``."""
+    rng = np.random.default_rng(seed)
+    p = np.repeat(((1 - conf) / (k - 1))[:, None], k, 1)
+    p[:, 0] = conf
+    y = np.where(rng.random(n) < acc, 0, 1)
+    return p, y
+
+
+@pytest.mark.parametrize(("k", "spread", "acc"), [
+    (2, 0.0, 1.0),     # every confidence 0.7, all correct: binned ECE 0.30 (was KDE 0.0)
+    (10, 1e-9, 0.6),   # all within 1e-9 of 0.9
+    (2, 1e-8, 0.78),   # near-saturated confidences
+    (3, 1e-4, 0.78),
+    (10, 1e-12, 0.78),
+])
+def test_kde_ece_matches_binned_ece_on_concentrated_confidences(k, spread, acc):
+    rng = np.random.default_rng(11)
+    centre = 0.7 if acc == 1.0 else (0.9 if acc == 0.6 else 1.0)
+    conf = centre - spread * rng.random(2000)
+    p, y = _concentrated(2000, k, conf, acc, seed=12)
+    binned = ece(p, y, n_bins=15)
+    assert binned > 0.2  # a real gap the KDE must see
+    # All confidences sit in one bin, so the binned ECE is |acc - mean conf| exactly. The
+    # floored kernel (at most 4 grid spacings, <= 0.008) shifts the KDE's weighted mean
+    # confidence by less than its width: tolerance 0.01 (measured differences <= 0.0015).
+    assert abs(kde_ece(p, y) - binned) < 0.01
+
+
+def test_kde_ece_refuses_a_bandwidth_below_the_grid_resolution():
+    p, y = _sample(200, 3, 2.0, 13)
+    with pytest.raises(ValueError, match=r"bandwidth 1e-06 is below 4 grid spacings"):
+        kde_ece(p, y, bandwidth=1e-6)
+    with pytest.raises(ValueError, match="bandwidth must be > 0"):
+        kde_ece(p, y, bandwidth=0.0)
+    with pytest.raises(ValueError, match="n_grid must be >= 2"):
+        kde_ece(p, y, n_grid=1)

@@ -205,6 +205,10 @@ def _reflected_kde(data: np.ndarray, grid: np.ndarray, h: float, lo: float, hi: 
     return _triweight(u).sum(1) / (len(data) * h)
 
 
+#: The KDE bandwidth is at least this many grid spacings (see :func:`kde_ece`).
+KDE_MIN_GRID_SPACINGS = 4
+
+
 def kde_ece(
     probs: Any, labels: Any, *, bandwidth: float | Literal["silverman"] = "silverman",
     n_grid: int = 512,
@@ -218,16 +222,36 @@ def kde_ece(
     Parameters
     ----------
     bandwidth : float or "silverman"
-        Silverman: h = min(std, IQR/1.349)·(3n/4)^(−1/5) on all confidences.
+        Silverman: h = min(std, IQR/1.349)·(3n/4)^(−1/5) on all confidences, raised to the
+        floor of ``KDE_MIN_GRID_SPACINGS`` (4) grid spacings, 4·(1 − 1/k)/(n_grid − 1)
+        (0.0035 for k = 2 and the default grid). Concentrated confidences (all equal, or all
+        within 1e-6 of 1) give a Silverman h far below the grid spacing, where the kernels
+        miss the grid (ECE 0) or weigh a handful of samples (ECE off by up to 0.3); with the
+        floor every kernel spans at least 8 grid points and the estimate moves by at most
+        about h from the binned ECE. A float bandwidth below the floor is refused.
+    n_grid : int
+        Grid points on [1/k, 1] (>= 2).
     """
     p, y = check_probs_labels(probs, labels)
+    if n_grid < 2:
+        raise ValueError(f"n_grid must be >= 2, got {n_grid}")
     k = p.shape[1]
     s = p.max(1)
     correct = p.argmax(1) == y
-    h = _silverman(s) if bandwidth == "silverman" else float(bandwidth)
-    if h <= 0:
-        raise ValueError(f"bandwidth must be > 0, got {h}")
     lo, hi = 1.0 / k, 1.0
+    floor = KDE_MIN_GRID_SPACINGS * (hi - lo) / (n_grid - 1)
+    if bandwidth == "silverman":
+        h = max(_silverman(s), floor)
+    else:
+        h = float(bandwidth)
+        if not h > 0:
+            raise ValueError(f"bandwidth must be > 0, got {h}")
+        if h < floor:
+            raise ValueError(
+                f"bandwidth {h:g} is below {KDE_MIN_GRID_SPACINGS} grid spacings ({floor:.3g}) "
+                f"of the {n_grid}-point grid, so the kernels miss the grid; use a bandwidth "
+                f">= {floor:.3g}, a larger n_grid, or bandwidth='silverman'"
+            )
     grid = np.linspace(lo, hi, n_grid)
     dens = _reflected_kde(s, grid, h, lo, hi)
     dens_c = _reflected_kde(s[correct], grid, h, lo, hi)
