@@ -19,6 +19,7 @@ Example
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, Literal
@@ -28,6 +29,7 @@ import torch
 from torch import Tensor
 
 from calix._progress import progress_bar
+from calix.exceptions import ProbabilityOutputWarning
 
 Task = Literal["classification", "regression"]
 
@@ -54,11 +56,18 @@ def as_tensor(x: Any, *, name: str = "x", device: torch.device | str | None = No
         except Exception as exc:  # ragged lists and the like
             raise TypeError(f"{name} could not be converted to an array: {exc}") from exc
         if arr.dtype.kind not in "biuf":
+            bad = _non_numeric_columns(x)
+            where = f" (non-numeric columns: {bad[:5]})" if bad else ""
             raise TypeError(
                 f"{name} must be a real numeric array, got dtype {arr.dtype} "
-                f"(kind {arr.dtype.kind!r})"
+                f"(kind {arr.dtype.kind!r}){where}; encode categorical columns as numbers "
+                "first (e.g. inside a scikit-learn pipeline is not enough: calix perturbs "
+                "numbers)"
             )
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+        arr = np.ascontiguousarray(arr)
+        if not arr.flags.writeable:  # a DataFrame's or a memory map's read-only buffer
+            arr = arr.copy()
+        t = torch.from_numpy(arr)
     if t.is_complex() or not (t.is_floating_point() or t.dtype in _INT_DTYPES):
         raise TypeError(f"{name} must be a real numeric tensor, got dtype {t.dtype}")
     if t.dtype != torch.float32:
@@ -69,6 +78,13 @@ def as_tensor(x: Any, *, name: str = "x", device: torch.device | str | None = No
         n_bad = int((~torch.isfinite(t)).sum())
         raise ValueError(f"{name} contains {n_bad} NaN or infinite value(s)")
     return t
+
+
+def _non_numeric_columns(x: Any) -> list[str]:
+    dtypes = getattr(x, "dtypes", None)
+    if dtypes is None or not hasattr(dtypes, "items"):
+        return []
+    return [str(c) for c, dt in dtypes.items() if getattr(dt, "kind", "O") not in "biuf"]
 
 
 _INT_DTYPES = {torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64}
@@ -103,6 +119,10 @@ class Model(ABC):
 
     differentiable: bool = False
     level_aware: bool = False
+    #: What a classifier's underlying model returns: "logits", "probabilities" (turned into
+    #: log-probabilities) or "auto" (decided on the first batch; see :func:`wrap`).
+    output: str = "logits"
+    _check_softmax: bool = False  # warn once if declared logits look like probabilities
 
     def __init__(
         self,
@@ -261,7 +281,7 @@ class Model(ABC):
 
     def _checked_forward(self, chunk: Tensor, levels: Tensor | None) -> Tensor:
         try:
-            out = self._forward_levels(chunk, levels)
+            out = self._as_logits(self._forward_levels(chunk, levels))
         except (RuntimeError, ValueError) as exc:
             if self.input_shape is None:
                 raise ValueError(
@@ -310,6 +330,35 @@ class Model(ABC):
                 f"model returned {out.shape[1]} outputs, earlier calls returned {self.n_outputs}"
             )
         return out
+
+    def _as_logits(self, out: Any) -> Any:
+        """Turn a classifier's probability outputs into log-probabilities (``output``)."""
+        if self.task != "classification":
+            return out
+        if self.output == "logits":
+            if self._check_softmax and isinstance(out, Tensor):
+                self._check_softmax = False
+                if looks_like_probabilities(out):
+                    warnings.warn(
+                        f"{type(self).__name__}: the outputs look like probabilities (every "
+                        "row in [0, 1] and summing to 1) but are read as logits; if the model "
+                        "ends in a softmax, remove it or wrap with output='probabilities'",
+                        ProbabilityOutputWarning, stacklevel=5)
+            return out
+        if not isinstance(out, Tensor):
+            out = torch.as_tensor(np.asarray(out, dtype=np.float64))
+        if self.output == "auto":
+            if looks_like_probabilities(out):
+                warnings.warn(
+                    f"{type(self).__name__}: the model's outputs are probabilities (every row "
+                    "in [0, 1] and summing to 1), so they are used as such (their logs are the "
+                    "logits); pass output='probabilities' to say so, or output='logits' if "
+                    "they really are logits", ProbabilityOutputWarning, stacklevel=5)
+                self.output = "probabilities"
+            else:
+                self.output = "logits"
+                return out
+        return self._log_probabilities(out.to(torch.float64)).float()
 
     @staticmethod
     def _log_probabilities(p: Tensor) -> Tensor:
@@ -371,6 +420,7 @@ class TorchModel(Model):
 
     def __init__(self, module: torch.nn.Module, *,
                  autocast: str | torch.dtype | None = None, channels_last: bool = False,
+                 output: Literal["logits", "probabilities"] = "logits",
                  **kwargs: Any) -> None:
         device = kwargs.pop("device", None)
         if device is None:
@@ -379,6 +429,11 @@ class TorchModel(Model):
         else:
             module = module.to(device)
         super().__init__(device=device, **kwargs)
+        if output == "auto":
+            raise ValueError("output='auto' is for plain callables; a torch module returns "
+                             "'logits' (default) or 'probabilities'")
+        self.output = _check_output_kind(output, self.task)
+        self._check_softmax = self.task == "classification" and output == "logits"
         self.autocast = _autocast_dtype(autocast, self.device)
         self.channels_last = bool(channels_last)
         if self.channels_last:
@@ -490,9 +545,28 @@ class SklearnModel(Model):
                 f"{type(estimator).__name__} has no predict_proba; calibration and explanation "
                 "of a classifier need probabilities (use task='regression' for regressors)"
             )
+        names = getattr(estimator, "feature_names_in_", None)
+        #: Column names the estimator was fitted with (a DataFrame): rows reach it as a
+        #: DataFrame with these columns, so pipelines that select columns by name work.
+        self.feature_names_in_: list[str] | None = (
+            None if names is None else [str(c) for c in names])
+        classes = getattr(estimator, "classes_", None)
+        #: Labels of the predict_proba columns (``estimator.classes_``), when known.
+        self.classes_: list[Any] | None = (
+            None if classes is None or self.task != "classification" else list(classes))
+
+    def _frame(self, arr: np.ndarray) -> Any:
+        names = self.feature_names_in_
+        if names is None or arr.shape[1] != len(names):
+            return arr
+        try:
+            import pandas as pd
+        except ImportError:  # fitted on a DataFrame library other than pandas
+            return arr
+        return pd.DataFrame(arr, columns=names)
 
     def _forward(self, x: Tensor) -> Tensor:
-        arr = x.detach().cpu().numpy().reshape(len(x), -1)
+        arr = self._frame(x.detach().cpu().numpy().reshape(len(x), -1))
         if self.task == "classification":
             p = torch.as_tensor(np.asarray(self.estimator.predict_proba(arr), dtype=np.float64))
             return self._log_probabilities(p).float()
@@ -509,9 +583,11 @@ class CallableModel(Model):
         for a single regression output).
     backend : {"numpy", "torch"}
         What ``fn`` takes. Torch callables are differentiable when ``fn`` is.
-    output : {"logits", "probabilities"}
+    output : {"auto", "logits", "probabilities"}
         What a classifier's ``fn`` returns; probabilities are checked to sum to 1 and turned
-        into log-probabilities.
+        into log-probabilities. ``"auto"`` decides on the first batch: outputs with every row
+        in [0, 1] summing to 1 (``predict_proba``, a softmax) are probabilities, and a
+        :class:`~calix.exceptions.ProbabilityOutputWarning` says so; anything else is logits.
     """
 
     def __init__(
@@ -519,19 +595,15 @@ class CallableModel(Model):
         fn: Callable[[Any], Any],
         *,
         backend: Literal["numpy", "torch"] = "numpy",
-        output: Literal["logits", "probabilities"] = "logits",
+        output: Literal["auto", "logits", "probabilities"] = "auto",
         **kwargs: Any,
     ) -> None:
         if backend not in ("numpy", "torch"):
             raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}")
-        if output not in ("logits", "probabilities"):
-            raise ValueError(f"output must be 'logits' or 'probabilities', got {output!r}")
         super().__init__(**kwargs)
-        if output == "probabilities" and self.task == "regression":
-            raise ValueError("output='probabilities' makes no sense for a regressor")
+        self.output = _check_output_kind(output, self.task)
         self.fn = fn
         self.backend = backend
-        self.output = output
         self.differentiable = backend == "torch"
 
     def _forward(self, x: Tensor) -> Tensor:
@@ -542,9 +614,30 @@ class CallableModel(Model):
             out = self.fn(x)
             if not isinstance(out, Tensor):
                 raise TypeError(f"a torch callable must return a tensor, got {type(out).__name__}")
-        if self.output == "probabilities":
-            return self._log_probabilities(out.to(torch.float64)).float()
-        return out.float() if out.dtype == torch.float64 else out
+        return out.float() if out.dtype == torch.float64 and self.output == "logits" else out
+
+
+def _check_output_kind(output: str, task: str) -> str:
+    if output not in _OUTPUT_KINDS:
+        raise ValueError(f"output must be one of {_OUTPUT_KINDS}, got {output!r}")
+    if output == "probabilities" and task == "regression":
+        raise ValueError("output='probabilities' makes no sense for a regressor")
+    return output
+
+
+_OUTPUT_KINDS = ("auto", "logits", "probabilities")
+
+
+def looks_like_probabilities(out: Tensor, *, atol: float = _PROBA_ATOL) -> bool:
+    """Whether scores ``(n, k)`` (k >= 2) are probabilities: every entry in [0, 1] and every
+    row summing to 1 within ``atol``. Logits practically never pass: they would have to be
+    non-negative and sum to exactly 1 in every row."""
+    if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[1] < 2 or len(out) == 0:
+        return False
+    o = out.detach().double()
+    if not torch.isfinite(o).all() or (o < -atol).any() or (o > 1 + atol).any():
+        return False
+    return bool(((o.sum(1) - 1).abs() <= atol).all())
 
 
 def wrap(
@@ -555,7 +648,7 @@ def wrap(
     batch_size: int = 1024,
     device: torch.device | str | None = None,
     backend: Literal["numpy", "torch"] | None = None,
-    output: Literal["logits", "probabilities"] = "logits",
+    output: Literal["auto", "logits", "probabilities"] | None = None,
     autocast: str | torch.dtype | None = None,
     channels_last: bool = False,
 ) -> Model:
@@ -576,8 +669,13 @@ def wrap(
         For torch modules: move the module there, in place (None keeps its device).
     backend : {"numpy", "torch"} or None
         For plain callables: what they take (default numpy).
-    output : {"logits", "probabilities"}
-        For plain callables: what a classifier returns.
+    output : {"auto", "logits", "probabilities"} or None
+        For plain callables and torch modules: what a classifier returns. Probabilities are
+        turned into log-probabilities (their softmax gives them back). None means ``"auto"``
+        for callables (decided on the first batch: rows in [0, 1] summing to 1 are
+        probabilities, with a :class:`~calix.exceptions.ProbabilityOutputWarning`; so
+        ``wrap(clf.predict_proba)`` works) and ``"logits"`` for torch modules, which warn
+        when their outputs look like probabilities (a softmax left at the end).
     autocast : None, "bf16", "fp16", torch.bfloat16 or torch.float16
         For torch modules: mixed precision, every forward pass under ``torch.autocast`` with
         this dtype; outputs come back as float32 (see :class:`TorchModel`).
@@ -594,7 +692,10 @@ def wrap(
     common: dict[str, Any] = dict(input_shape=input_shape, batch_size=batch_size, device=device)
     if isinstance(obj, torch.nn.Module):
         return TorchModel(obj, task=task or "classification", autocast=autocast,
-                          channels_last=channels_last, **common)
+                          channels_last=channels_last, output=output or "logits", **common)
+    if output is not None and _is_sklearn_estimator(obj):
+        raise TypeError("output applies to torch modules and plain callables; a scikit-learn "
+                        "classifier's predict_proba is always read as probabilities")
     if autocast is not None or channels_last:
         raise TypeError("autocast and channels_last apply to torch modules only, got an object "
                         f"of type {type(obj).__name__}")
@@ -604,7 +705,8 @@ def wrap(
         return SklearnModel(obj, task=task, **common)
     if callable(obj):
         return CallableModel(
-            obj, backend=backend or "numpy", output=output, task=task or "classification",
+            obj, backend=backend or "numpy", output=output or "auto",
+            task=task or "classification",
             **common,
         )
     raise TypeError(

@@ -127,47 +127,84 @@ class Columns(Features):
 
     Parameters
     ----------
-    groups : mapping name -> column indices, or sequence of index lists, or None
-        Columns of one group are kept or removed together. Columns in no group become
-        features of their own, after the groups. A column may belong to at most one group.
+    groups : mapping name -> columns, or sequence of column lists, or None
+        Columns of one group are kept or removed together; a column is an index or, when the
+        column names are known, a name. Columns in no group become features of their own,
+        after the groups. A column may belong to at most one group.
+    names : sequence of str or None
+        Column names. None takes them from the data when known (a DataFrame's columns, a
+        scikit-learn model's ``feature_names_in_``), else ``x0, x1, ...``.
 
     Attributes
     ----------
     feature_names_ : list of str
-        Set by :meth:`segment`: group names, then ``"x{j}"`` for ungrouped columns.
+        Set by :meth:`segment`: group names, then the names of ungrouped columns.
     """
 
     sample_ndim = 1
 
-    def __init__(self, groups: dict[str, Sequence[int]] | Sequence[Sequence[int]] | None = None):
+    def __init__(self, groups: dict[str, Sequence[int | str]] | Sequence[Sequence[int | str]]
+                 | None = None, *, names: Sequence[str] | None = None):
         if groups is None:
-            self.groups: list[tuple[str, list[int]]] = []
+            self.groups: list[tuple[str, list[int | str]]] = []
         elif isinstance(groups, dict):
-            self.groups = [(str(k), [int(c) for c in v]) for k, v in groups.items()]
+            self.groups = [(str(k), list(v)) for k, v in groups.items()]
         else:
-            self.groups = [(f"group{i}", [int(c) for c in g]) for i, g in enumerate(groups)]
-        seen: set[int] = set()
+            self.groups = [(f"group{i}", list(g)) for i, g in enumerate(groups)]
         for name, cols in self.groups:
             if not cols:
                 raise ValueError(f"group {name!r} is empty")
-            dup = seen.intersection(cols)
-            if dup or len(set(cols)) != len(cols):
-                raise ValueError(f"column(s) {sorted(dup) or cols} appear in more than one group")
-            seen.update(cols)
+            for c in cols:
+                if not isinstance(c, str | int | np.integer) or isinstance(c, bool):
+                    raise TypeError(f"group {name!r}: columns are indices or names, got {c!r}")
+        self.names = None if names is None else [str(c) for c in names]
+        #: names taken from the data being explained (used when ``names`` is None)
+        self.data_names: list[str] | None = None
+
+    def _resolve(self, n_columns: int) -> tuple[list[str], list[tuple[str, list[int]]]]:
+        names = self.names or self.data_names
+        if names is not None and len(names) != n_columns:
+            if self.names is not None:
+                raise ValueError(f"Columns has {len(names)} names for inputs with {n_columns} "
+                                 "columns")
+            names = None
+        index = {c: j for j, c in enumerate(names)} if names is not None else {}
+        groups, seen = [], set()
+        for name, cols in self.groups:
+            idx = []
+            for c in cols:
+                if isinstance(c, str):
+                    if names is None:
+                        raise ValueError(f"group {name!r} names column {c!r}, but the column "
+                                         "names are unknown: explain a DataFrame or pass "
+                                         "Columns(..., names=[...])")
+                    if c not in index:
+                        raise ValueError(f"group {name!r}: no column named {c!r} (columns: "
+                                         f"{names[:8]}{' ...' if len(names) > 8 else ''})")
+                    idx.append(index[c])
+                elif not 0 <= int(c) < n_columns:
+                    raise ValueError(f"group {name!r} has columns {[c]} outside "
+                                     f"[0, {n_columns})")
+                else:
+                    idx.append(int(c))
+            dup = seen.intersection(idx)
+            if dup or len(set(idx)) != len(idx):
+                raise ValueError(f"column(s) {sorted(dup) or idx} appear in more than one group")
+            seen.update(idx)
+            groups.append((name, idx))
+        return names or [f"x{j}" for j in range(n_columns)], groups
 
     def column_labels(self, n_columns: int) -> tuple[Tensor, list[str]]:
         """Feature index of each column, shape ``(n_columns,)``, and the feature names."""
+        col_names, groups = self._resolve(n_columns)
         labels = torch.full((n_columns,), -1, dtype=torch.long)
         names = []
-        for f, (name, cols) in enumerate(self.groups):
-            bad = [c for c in cols if not 0 <= c < n_columns]
-            if bad:
-                raise ValueError(f"group {name!r} has columns {bad} outside [0, {n_columns})")
+        for f, (name, cols) in enumerate(groups):
             labels[cols] = f
             names.append(name)
         rest = (labels < 0).nonzero().flatten()
-        labels[rest] = torch.arange(len(self.groups), len(self.groups) + len(rest))
-        names += [f"x{int(c)}" for c in rest]
+        labels[rest] = torch.arange(len(groups), len(groups) + len(rest))
+        names += [col_names[int(c)] for c in rest]
         return labels, names
 
     def segment(self, x: Tensor) -> Segmentation:

@@ -330,6 +330,19 @@ class Explanation:
         return ((v - lo) / span).reshape(self.values.shape)
 
 
+def column_names(x: Any) -> list[str] | None:
+    """The column names of a DataFrame-like ``x`` (pandas, polars), else None."""
+    cols = getattr(x, "columns", None)
+    if cols is None or isinstance(x, np.ndarray | Tensor):
+        return None
+    names = [str(c) for c in cols]
+    if len(set(names)) != len(names):
+        dup = sorted({c for c in names if names.count(c) > 1})
+        raise ValueError(f"x has duplicate column names {dup[:5]}; give every column its own "
+                         "name")
+    return names
+
+
 def reduce_channels(values: Tensor, how: str, *, image: bool) -> Tensor:
     """Reduce attributions over channels: ``sum`` (signed), ``abs_sum``, ``square_sum``.
 
@@ -382,6 +395,10 @@ class Explainer(ABC):
     #: True when an explanation evaluates exactly one model row per input (no steps, noisy
     #: copies or perturbations); such explainers can share a batch with per-row model samples.
     single_pass: bool = False
+    #: Whether the explanation in progress shows a progress bar (set by :meth:`explain`).
+    progress: bool = False
+    #: Column names of the tabular input being explained (set by :meth:`explain`).
+    _column_names: list[str] | None = None
 
     def __init__(self, model: Any, *, output: Output = "probability", reduce: Reduce = "none"):
         if output not in _OUTPUTS:
@@ -393,19 +410,31 @@ class Explainer(ABC):
         self.reduce = reduce
 
     # ---------------------------------------------------------------- public
-    def explain(self, x: Any, target: Any = None) -> Explanation:
+    def explain(self, x: Any, target: Any = None, *, progress: bool = False) -> Explanation:
         """Explain one input ``(*input_shape)`` or a batch ``(n, *input_shape)``.
 
         Parameters
         ----------
-        target : None, int or array-like of shape (n,)
+        x : array-like, tensor or DataFrame
+            A DataFrame's column names (or the ``feature_names_in_`` of a scikit-learn model)
+            name the features of the Explanation and may name column groups.
+        target : None, int, class name or array-like of shape (n,)
             None explains the predicted class; an int explains that class for every input;
-            an array gives one class per input.
+            an array gives one class per input. Class names (strings) are looked up in the
+            model's classes (``classes_`` of a scikit-learn classifier).
+        progress : bool
+            Show a progress bar over the model batches of long work.
         """
+        names = column_names(x)
+        self._column_names = names or getattr(self.model, "feature_names_in_", None)
         xb = self._batch(x)
         targets = self.targets(xb, target)
         before = self.model.n_queries
-        exp = self._explain(xb, targets)
+        self.progress = bool(progress)
+        try:
+            exp = self._explain(xb, targets)
+        finally:
+            self.progress = False
         used = self.model.n_queries - before
         image = xb.ndim == 4
         values = reduce_channels(torch.as_tensor(exp.values), self.reduce, image=image)
@@ -415,6 +444,16 @@ class Explainer(ABC):
         if exp.n_queries is None:
             exp.n_queries = used
         exp.params = {"output": self.output, "reduce": self.reduce, **self.params(), **exp.params}
+        if xb.ndim == 2:  # tables: names and the explained rows travel with the attributions
+            cols = self._column_names
+            per_column = exp.feature_values is None or exp.feature_values.shape[1] == xb.shape[1]
+            if exp.feature_names is None and cols is not None and per_column:
+                exp.feature_names = list(cols)
+            if exp.data is None and per_column:
+                exp.data = xb.detach().cpu().numpy()
+        classes = getattr(self.model, "classes_", None)
+        if exp.class_names is None and classes is not None:
+            exp.class_names = [str(c) for c in classes]
         return exp
 
     def params(self) -> dict[str, Any]:
@@ -447,7 +486,9 @@ class Explainer(ABC):
             if self.model.task == "regression":
                 return torch.zeros(n, dtype=torch.long)
             return out.argmax(1).cpu()
-        t = torch.as_tensor(np.asarray(target) if not isinstance(target, Tensor) else target)
+        if not isinstance(target, Tensor):
+            target = self._class_indices(np.asarray(target))
+        t = torch.as_tensor(target)
         if t.is_floating_point() and (t != t.round()).any():
             raise ValueError(f"target must be integer class indices, got {t}")
         t = t.long().cpu().reshape(-1)
@@ -465,6 +506,23 @@ class Explainer(ABC):
                 f"got {sorted(set(t[bad].tolist()))[:5]}"
             )
         return t
+
+    def _class_indices(self, target: np.ndarray) -> np.ndarray:
+        """Class names (strings, or any non-numeric labels) to column indices."""
+        if target.dtype.kind in "biuf":
+            return target
+        classes = getattr(self.model, "classes_", None)
+        if classes is None:
+            raise ValueError(
+                f"target {target.tolist()!r} names classes, but this model's class names are "
+                "unknown; pass class indices (0 .. n_classes - 1)")
+        lookup = {str(c): i for i, c in enumerate(classes)}
+        flat = [str(v) for v in target.reshape(-1)]
+        bad = sorted({v for v in flat if v not in lookup})
+        if bad:
+            raise ValueError(f"target names unknown class(es) {bad[:5]}; the model's classes "
+                             f"are {[str(c) for c in classes]}")
+        return np.asarray([lookup[v] for v in flat], dtype=np.int64).reshape(target.shape)
 
     def _score(self, outputs: Tensor, targets: Tensor) -> Tensor:
         return score(outputs, targets, self.output, self.model.task)

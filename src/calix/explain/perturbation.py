@@ -92,6 +92,8 @@ class FeatureExplainer(Explainer):
                 raise ValueError(
                     f"inputs must be tabular (n, d) or images (n, C, H, W), got {tuple(x.shape)}")
             self.perturbation = Perturbation(feats, self._fill or Constant(0.0))
+        if isinstance(self.perturbation.features, Columns):
+            self.perturbation.features.data_names = self._column_names
         return self.perturbation
 
     def params(self) -> dict[str, Any]:
@@ -129,9 +131,16 @@ class FeatureExplainer(Explainer):
 
     def _result(self, fv: Tensor, seg: Segmentation, **extra: Any) -> Explanation:
         fv = fv.detach()
+        if seg.n_features.numel() and bool((seg.n_features < seg.d).any()):
+            # padding columns of inputs with fewer features than the widest: no attribution
+            pad = torch.arange(seg.d, device=fv.device) >= seg.n_features.to(fv.device)[:, None]
+            fv = fv.masked_fill(pad, 0.0)
+        feats = self.perturbation.features if self.perturbation is not None else None
+        names = getattr(feats, "feature_names_", None) if isinstance(feats, Columns) else None
         return Explanation(
             values=self.to_map(fv, seg), method=self.name, target=None,
-            feature_values=fv.cpu().numpy(), labels=seg.labels.cpu().numpy(), extra=extra)
+            feature_values=fv.cpu().numpy(), labels=seg.labels.cpu().numpy(), extra=extra,
+            feature_names=None if names is None else list(names))
 
 
 class Occlusion(FeatureExplainer):

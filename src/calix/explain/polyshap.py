@@ -367,7 +367,7 @@ class PolySHAP(FeatureExplainer):
                              f"terms (at most {_MAX_TERMS}); use order=1 or fewer features")
         g = make_generator(self.seed)
         masks = all_coalitions(d)[None].expand(n, -1, -1) if exact else self.sample(n, d, g)
-        res = self.engine(x).query(self.model, x, masks, seed=g)
+        res = self._query(x, masks, seed=g)
         s, y = self._link_scores(res.outputs, targets)
         z = masks.to(s.device)
         std = None
