@@ -50,21 +50,51 @@ class NotFittedError(ValueError):
     """
 
 
+#: Rows within this distance of summing to 1 (and every entry in [0, 1]) look like
+#: probabilities; see :func:`check_logits_labels`.
+PROBABILITY_ATOL = 1e-2
+
+
+def _looks_like_probabilities(z: Tensor, atol: float = PROBABILITY_ATOL) -> bool:
+    """Whether every row of ``z`` lies in [0, 1] and sums to 1 within ``atol``."""
+    in_unit = bool(((z >= 0) & (z <= 1)).all())
+    return in_unit and bool(((z.sum(1) - 1).abs() <= atol).all())
+
+
 def check_logits_labels(logits: Any, labels: Any, *, name: str = "logits") -> tuple[Tensor, Tensor]:
     """Validate ``logits`` of shape (n, k) and integer ``labels`` of shape (n,) in [0, k).
+
+    Returns both on the CPU (``logits`` as float64, ``labels`` as int64): fitting runs there,
+    whatever device the inputs came from.
+
+    Probabilities passed as logits are refused: when *every* row lies in [0, 1] and sums to 1
+    within ``PROBABILITY_ATOL`` (0.01, loose enough for probabilities of up to 20 classes
+    rounded to three decimals), the input is taken for probabilities. Genuine logits do this only in
+    degenerate cases (one-hot scores, say); adding a constant to each row changes no softmax
+    and gets them past the check.
 
     Raises
     ------
     ValueError
-        For NaN/inf logits, a shape mismatch, fewer than two classes, or labels outside
-        ``[0, k)``.
+        For no samples, NaN/inf logits, logits that look like probabilities, a shape mismatch,
+        fewer than two classes, labels outside ``[0, k)``, or labels of a single class
+        (calibration needs labels of at least two classes).
     """
     z = as_tensor(logits, name=name).detach().cpu().double()  # fitting runs on CPU
     if z.ndim != 2:
         raise ValueError(f"{name} must have shape (n, n_classes), got {tuple(z.shape)}")
     if z.shape[1] < 2:
         raise ValueError(f"{name} must have at least two classes, got {z.shape[1]}")
-    y = torch.as_tensor(np.asarray(labels) if not isinstance(labels, Tensor) else labels).cpu()
+    if len(z) == 0:
+        raise ValueError(f"{name} has no rows: calibration needs validation samples")
+    if _looks_like_probabilities(z):
+        raise ValueError(
+            f"{name} look like probabilities (rows in [0,1] summing to 1); pass "
+            "log-probabilities (np.log(p)) or the model's logits (genuine logits of this form "
+            "can be shifted by a constant per row, which changes no softmax)"
+        )
+    y = torch.as_tensor(np.asarray(labels) if not isinstance(labels, Tensor) else labels)
+    y = y.detach().cpu()
     if y.is_floating_point():
         if not torch.isfinite(y).all() or (y != y.round()).any():
             raise ValueError("labels must be integer class indices")
@@ -77,6 +107,11 @@ def check_logits_labels(logits: Any, labels: Any, *, name: str = "logits") -> tu
         raise ValueError(
             f"labels must lie in [0, {k}) for {k} classes; found {sorted(set(y[bad].tolist()))[:5]}"
         )
+    if bool((y == y[0]).all()):
+        raise ValueError(
+            f"calibration needs labels of at least two classes; every label is {int(y[0])}. "
+            "Use validation data that covers the classes"
+        )
     return z, y
 
 
@@ -84,9 +119,26 @@ class Calibrator(nn.Module, ABC):
     """Base class: ``fit(logits, labels)`` then ``forward(logits, levels=None)``.
 
     ``level_aware`` calibrators (ReCalX) need the perturbation level of each row.
+
+    Fitted state lives in buffers (with a ``fitted_`` flag), so it moves with ``.to(device)``
+    and survives ``state_dict``/``load_state_dict``: a fresh instance becomes fitted on load,
+    and buffers whose size depends on the data (Dirichlet's weights, ReCalX's bins) take the
+    loaded size.
+
+    >>> import torch
+    >>> ts = TemperatureScaling().fit(3 * torch.randn(200, 3), torch.randint(0, 3, (200,)))
+    >>> ts2 = TemperatureScaling()
+    >>> _ = ts2.load_state_dict(ts.state_dict())
+    >>> ts2.is_fitted
+    True
     """
 
     level_aware: bool = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("fitted_", torch.tensor(False))
+        self._fitted = False
 
     @abstractmethod
     def fit(self, logits: Any, labels: Any, **kwargs: Any) -> Calibrator:
@@ -95,6 +147,29 @@ class Calibrator(nn.Module, ABC):
     @abstractmethod
     def _calibrate(self, logits: Tensor, levels: Tensor | None) -> Tensor:
         ...
+
+    def _set_fitted(self) -> None:
+        self.fitted_.fill_(True)
+        self._fitted = True
+
+    def _store(self, name: str, value: Tensor) -> None:
+        """Replace buffer ``name`` by ``value`` on the device the buffer is on."""
+        setattr(self, name, value.to(getattr(self, name).device))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # buffers sized by the data they were fitted on take the loaded size
+        for name, buf in self._buffers.items():
+            new = state_dict.get(prefix + name)
+            if buf is not None and isinstance(new, Tensor) and new.shape != buf.shape:
+                self._buffers[name] = torch.empty(new.shape, dtype=buf.dtype, device=buf.device)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        self._fitted = bool(self.fitted_)
+        self._after_load()
+
+    def _after_load(self) -> None:
+        """Restore plain attributes derived from the loaded buffers."""
 
     @property
     def is_fitted(self) -> bool:
@@ -108,12 +183,21 @@ class Calibrator(nn.Module, ABC):
             )
 
     def forward(self, logits: Tensor, levels: Tensor | None = None) -> Tensor:
-        """Calibrated logits of shape (n, k); differentiable in ``logits``."""
+        """Calibrated logits of shape (n, k); differentiable in ``logits``.
+
+        Raises ValueError for NaN or infinite logits (tensor or not).
+        """
         self._check_fitted()
         if not isinstance(logits, Tensor):
             logits = as_tensor(logits, name="logits")
         if logits.ndim != 2:
             raise ValueError(f"logits must have shape (n, n_classes), got {tuple(logits.shape)}")
+        finite = torch.isfinite(logits.detach())
+        if not bool(finite.all()):
+            raise ValueError(
+                f"logits contain {int((~finite).sum())} NaN or infinite value(s); calibrate "
+                "only finite model outputs"
+            )
         return self._calibrate(logits, levels)
 
     def predict_proba(self, logits: Any, levels: Any = None) -> np.ndarray:
@@ -124,26 +208,70 @@ class Calibrator(nn.Module, ABC):
         return torch.softmax(z, dim=-1).cpu().numpy()
 
 
-def _fit_temperatures(z: Tensor, y: Tensor, groups: Tensor, n_groups: int,
-                      max_iter: int = 200) -> Tensor:
-    """One temperature per group minimising the summed NLL, by L-BFGS on log T (float64)."""
-    log_t = torch.zeros(n_groups, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-10, tolerance_change=1e-12)
+#: Temperatures are searched in [T_MIN, T_MAX]; a fit that ends on either bound is degenerate.
+T_MIN, T_MAX = 1e-2, 1e2
+_BISECTION_STEPS = 50  # halves the log-T interval (width 9.2) down to ~1e-14
 
-    def closure():
-        opt.zero_grad()
-        t = torch.exp(log_t)[groups]
-        loss = nn.functional.cross_entropy(z / t[:, None], y, reduction="sum") / len(y)
-        loss.backward()
-        return loss
 
-    opt.step(closure)
-    return torch.exp(log_t.detach())
+def _nll_slope(z: Tensor, y: Tensor, groups: Tensor, n_groups: int, log_t: Tensor) -> Tensor:
+    """d/dβ of each group's summed NLL of softmax(β z), β = 1/T, at the group's log T."""
+    beta = torch.exp(-log_t)[groups]
+    p = torch.softmax(z * beta[:, None], dim=1)
+    d = (p * z).sum(1) - z.gather(1, y[:, None]).squeeze(1)
+    return torch.zeros(n_groups, dtype=z.dtype, device=z.device).index_add_(0, groups, d)
+
+
+def _fit_temperatures(z: Tensor, y: Tensor, groups: Tensor, n_groups: int
+                      ) -> tuple[Tensor, Tensor]:
+    """One temperature per group minimising the group's NLL, searched in [T_MIN, T_MAX].
+
+    The NLL of softmax(β z) is convex in β = 1/T (its second derivative is the softmax
+    variance of z), so its slope in β is monotone and bisection on the slope's sign in log T
+    finds each group's minimiser to float64 precision, all groups at once. Groups without
+    rows get T = 1.
+
+    Returns
+    -------
+    temperatures : Tensor of shape (n_groups,), float64
+    bound : Tensor of shape (n_groups,), int64 -- -1 where the minimiser lies at or below
+        T_MIN (e.g. every prediction correct), +1 at or above T_MAX, 0 inside.
+    """
+    lo = torch.full((n_groups,), math.log(T_MIN), dtype=torch.float64, device=z.device)
+    hi = torch.full_like(lo, math.log(T_MAX))
+    bound = torch.zeros(n_groups, dtype=torch.long, device=z.device)
+    bound[_nll_slope(z, y, groups, n_groups, lo) < 0] = -1
+    bound[_nll_slope(z, y, groups, n_groups, hi) > 0] = 1
+    for _ in range(_BISECTION_STEPS):
+        mid = (lo + hi) / 2
+        too_cold = _nll_slope(z, y, groups, n_groups, mid) > 0  # β past the minimiser
+        lo = torch.where(too_cold, mid, lo)
+        hi = torch.where(too_cold, hi, mid)
+    log_t = torch.where(bound < 0, math.log(T_MIN),
+                        torch.where(bound > 0, math.log(T_MAX), (lo + hi) / 2))
+    empty = torch.bincount(groups, minlength=n_groups) == 0
+    log_t = torch.where(empty, 0.0, log_t)
+    return torch.exp(log_t), torch.where(empty, 0, bound)
+
+
+def _all_correct(z: Tensor, y: Tensor, groups: Tensor, n_groups: int) -> Tensor:
+    """Per group (of at least one row): whether every argmax prediction is correct, shape
+    (n_groups,). The NLL then keeps falling as T -> 0, so no temperature can be fitted."""
+    wrong = torch.zeros(n_groups, dtype=torch.long, device=z.device).index_add_(
+        0, groups, (z.argmax(1) != y).long())
+    return (wrong == 0) & (torch.bincount(groups, minlength=n_groups) > 0)
+
+
+def _all_correct_message(where: str) -> str:
+    return (f"every validation prediction{where} is correct: the NLL keeps falling as T -> 0, "
+            f"so no temperature can be fitted (the search stops at its bound T = {T_MIN:g})")
 
 
 class TemperatureScaling(Calibrator):
-    """One temperature for all inputs: ``z / T``, T fitted by minimising NLL over log T.
+    """One temperature for all inputs: ``z / T``, T minimising the NLL in [T_MIN, T_MAX].
+
+    Warns when every validation prediction is correct or the fitted T hits the lower bound
+    T_MIN (the temperature is then the bound, not an estimate). Predictions no better than
+    chance give T = T_MAX (near-uniform output, the NLL's limit as T grows).
 
     Attributes
     ----------
@@ -154,7 +282,6 @@ class TemperatureScaling(Calibrator):
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("log_temperature_", torch.zeros(()))
-        self._fitted = False
 
     @property
     def temperature_(self) -> float:
@@ -163,15 +290,19 @@ class TemperatureScaling(Calibrator):
 
     def fit(self, logits: Any, labels: Any, **kwargs: Any) -> TemperatureScaling:
         z, y = check_logits_labels(logits, labels)
-        if bool((z.argmax(1) == y).all()):
+        one = torch.zeros(len(y), dtype=torch.long)
+        t, bound = _fit_temperatures(z, y, one, 1)
+        if bool(_all_correct(z, y, one, 1)[0]):
             warnings.warn(
-                "every validation prediction is correct: the NLL keeps falling as T -> 0, so "
-                "the fitted temperature is wherever the optimiser stops and will make the model "
-                "overconfident elsewhere; use more (or harder) validation data",
-                UserWarning, stacklevel=2)
-        t = _fit_temperatures(z, y, torch.zeros(len(y), dtype=torch.long), 1)
+                _all_correct_message("") + " and will make the model overconfident "
+                "elsewhere; use more (or harder) validation data", UserWarning, stacklevel=2)
+        elif int(bound[0]) < 0:
+            warnings.warn(
+                f"the fitted temperature hit the lower search bound T = {T_MIN:g}: the "
+                "validation data has almost no wrong predictions, so the temperature is not "
+                "an estimate; use more (or harder) validation data", UserWarning, stacklevel=2)
         self.log_temperature_.fill_(math.log(float(t[0])))
-        self._fitted = True
+        self._set_fitted()
         return self
 
     def _calibrate(self, logits: Tensor, levels: Tensor | None) -> Tensor:
@@ -224,7 +355,17 @@ class Dirichlet(Calibrator):
             reg_lambda, reg_mu, tuple(grid), int(cv), int(seed), float(eps))
         self.register_buffer("weight_", torch.zeros(0, 0))
         self.register_buffer("bias_", torch.zeros(0))
-        self._fitted = False
+        self.register_buffer("reg_", torch.zeros(2, dtype=torch.float64))
+
+    @property
+    def reg_lambda_(self) -> float:
+        self._check_fitted()
+        return float(self.reg_[0])
+
+    @property
+    def reg_mu_(self) -> float:
+        self._check_fitted()
+        return float(self.reg_[1])
 
     def _log_q(self, z: Tensor) -> Tensor:
         return torch.log_softmax(z, dim=-1).clamp_min(math.log(self.eps))
@@ -260,9 +401,10 @@ class Dirichlet(Calibrator):
         else:
             lam, mu = self._cross_validate(lq, y)
         w, b = self._fit_params(lq, y, lam, mu)
-        self.weight_, self.bias_ = w.float(), b.float()
-        self.reg_lambda_, self.reg_mu_ = float(lam), float(mu)
-        self._fitted = True
+        self._store("weight_", w.float())
+        self._store("bias_", b.float())
+        self.reg_.copy_(torch.tensor([float(lam), float(mu)], dtype=torch.float64))
+        self._set_fitted()
         return self
 
     def _cross_validate(self, lq: Tensor, y: Tensor) -> tuple[float, float]:
@@ -302,6 +444,23 @@ class ReCalX(Calibrator):
     sample and bin with :class:`~calix.perturb.StratifiedLevels` and queries the model through
     the perturbation engine.
 
+    Degenerate bins: a bin where every validation prediction is correct has no temperature
+    (the NLL keeps falling as T -> 0), and one whose fitted temperature lands on the lower
+    search bound T_MIN = 0.01 has no useful one. Such a bin takes the temperature
+    fitted on its samples pooled with the nearest bins: the window ``[b - w, b + w]`` (clipped
+    to the bins) for the smallest ``w`` whose pooled samples are not degenerate -- at most all
+    bins, i.e. the global temperature. If even that is degenerate the bin keeps T = 1 (no
+    calibration). A warning names the bins, and :attr:`fallback_bins_` and :attr:`sources_`
+    record them. A bin at the upper bound T_MAX = 100 is not degenerate: its predictions are
+    no better than chance, the NLL falls towards the uniform distribution as T grows, and
+    T_MAX gives a near-uniform output, the honest answer there (heavily perturbed inputs).
+
+    Queries without a level (a :func:`calibrated` model with ``assume_clean=True``) are clean
+    inputs, λ = 0, and get bin 0's temperature. Bin 0 is the nearest measurement of clean
+    inputs (its validation samples are the least perturbed); a temperature fitted on all bins
+    would mostly reflect heavily perturbed inputs, and since degenerate bins are pooled as
+    above, bin 0's temperature is always a healthy fit.
+
     Parameters
     ----------
     n_bins : int
@@ -312,7 +471,12 @@ class ReCalX(Calibrator):
     Attributes
     ----------
     temperatures_ : Tensor of shape (n_bins,)
-    counts_ : Tensor of shape (n_bins,) -- samples each temperature was fitted on.
+    counts_ : Tensor of shape (n_bins,) -- samples of each bin.
+    sources_ : Tensor of shape (n_bins, 2), int64
+        The (first, last) bin whose pooled samples gave each temperature: ``(b, b)`` for a
+        bin fitted on its own samples, a wider window for a degenerate bin, ``(-1, -1)`` for
+        T = 1 when no window was healthy.
+    fallback_bins_ : list of int -- the degenerate bins (those whose source is not ``(b, b)``).
     """
 
     level_aware = True
@@ -327,38 +491,85 @@ class ReCalX(Calibrator):
         self.min_samples_per_bin = int(min_samples_per_bin)
         self.register_buffer("log_temperatures_", torch.zeros(self.n_bins))
         self.register_buffer("counts_", torch.zeros(self.n_bins, dtype=torch.long))
-        self._fitted = False
+        self.register_buffer("sources_", torch.zeros(self.n_bins, 2, dtype=torch.long))
+
+    def _after_load(self) -> None:
+        self.n_bins = len(self.log_temperatures_)
 
     @property
     def temperatures_(self) -> Tensor:
         self._check_fitted()
         return self.log_temperatures_.exp()
 
+    @property
+    def fallback_bins_(self) -> list[int]:
+        self._check_fitted()
+        own = torch.arange(self.n_bins, device=self.sources_.device)
+        return (self.sources_ != own[:, None]).any(1).nonzero().flatten().tolist()
+
     def fit(self, logits: Any, labels: Any, levels: Any = None, **kwargs: Any) -> ReCalX:
-        """Fit from logits (n, k), labels (n,) and levels (n,) in [0, 1]."""
+        """Fit from logits (n, k), labels (n,) and levels (n,) in [0, 1] (any device)."""
+        return self._fit(logits, labels, levels, stacklevel=3)
+
+    def _fit(self, logits: Any, labels: Any, levels: Any, *, stacklevel: int) -> ReCalX:
         z, y = check_logits_labels(logits, labels)
         if levels is None:
             raise ValueError("ReCalX.fit needs the perturbation level of every sample (levels=)")
-        lv = torch.as_tensor(levels, dtype=torch.float64).reshape(-1)
+        lv = torch.as_tensor(levels).detach().to("cpu", torch.float64).reshape(-1)
         if len(lv) != len(z):
             raise ValueError(f"levels has {len(lv)} values for {len(z)} samples")
-        bins = level_bins(lv, self.n_bins)
-        counts = torch.bincount(bins, minlength=self.n_bins)
+        nb = self.n_bins
+        bins = level_bins(lv, nb)
+        counts = torch.bincount(bins, minlength=nb)
         short = (counts < self.min_samples_per_bin).nonzero().flatten().tolist()
         if short:
             detail = ", ".join(
-                f"bin {b} [{b / self.n_bins:.1f}, {(b + 1) / self.n_bins:.1f}): {int(counts[b])}"
+                f"bin {b} [{b / nb:.1f}, {(b + 1) / nb:.1f}): {int(counts[b])}"
                 for b in short[:5])
             raise ValueError(
                 f"too few validation samples per level bin (min_samples_per_bin="
                 f"{self.min_samples_per_bin}): {detail}. Use more samples or fewer bins; with d "
                 "features only the levels k/d occur"
             )
-        t = _fit_temperatures(z, y, bins, self.n_bins)
+        t, bound = _fit_temperatures(z, y, bins, nb)
+        separable = _all_correct(z, y, bins, nb)
+        sources = torch.arange(nb).repeat(2, 1).T.clone()
+        notes = []
+        for b in (separable | (bound < 0)).nonzero().flatten().tolist():
+            why = ("every prediction correct" if separable[b]
+                   else f"T at the search bound {float(t[b]):g}")
+            t[b], sources[b] = self._pooled_temperature(z, y, bins, b)
+            lo, hi = sources[b].tolist()
+            src = f"bins {lo}-{hi}" if lo >= 0 else "no healthy window"
+            notes.append(f"bin {b} [{b / nb:.1f}, {(b + 1) / nb:.1f}) ({why}) -> "
+                         f"{src}, T = {float(t[b]):.3g}")
+        if notes:
+            warnings.warn(
+                f"{len(notes)} degenerate level bin(s) take the temperature of their samples "
+                "pooled with the nearest bins: " + "; ".join(notes) + ". See fallback_bins_ "
+                "and sources_; more (or harder) validation data gives each bin its own",
+                UserWarning, stacklevel=stacklevel)
         self.log_temperatures_.copy_(t.log().float())
         self.counts_.copy_(counts)
-        self._fitted = True
+        self.sources_.copy_(sources)
+        self._set_fitted()
         return self
+
+    def _pooled_temperature(self, z: Tensor, y: Tensor, bins: Tensor, b: int
+                            ) -> tuple[float, Tensor]:
+        """The temperature of the smallest healthy window of bins around ``b``, and the window
+        ((-1, -1) and T = 1 when none is healthy)."""
+        nb = self.n_bins
+        for w in range(1, nb):
+            lo, hi = max(0, b - w), min(nb - 1, b + w)
+            sel = (bins >= lo) & (bins <= hi)
+            one = torch.zeros(int(sel.sum()), dtype=torch.long)
+            t, bound = _fit_temperatures(z[sel], y[sel], one, 1)
+            if int(bound[0]) >= 0 and not bool(_all_correct(z[sel], y[sel], one, 1)[0]):
+                return float(t[0]), torch.tensor([lo, hi])
+            if lo == 0 and hi == nb - 1:
+                break
+        return 1.0, torch.tensor([-1, -1])
 
     def fit_perturbed(
         self,
@@ -385,7 +596,7 @@ class ReCalX(Calibrator):
         logits, labels, levels = perturbed_logits(
             model, X, y, perturbation, n_samples=n_samples, n_per_bin=n_per_bin,
             n_bins=self.n_bins, seed=seed, progress=progress)
-        return self.fit(logits, labels, levels)
+        return self._fit(logits, labels, levels, stacklevel=3)
 
     def _calibrate(self, logits: Tensor, levels: Tensor | None) -> Tensor:
         if levels is None:
@@ -420,12 +631,14 @@ def perturbed_logits(
 
     Returns
     -------
-    logits : Tensor (N, k); labels : Tensor (N,); levels : Tensor (N,), N = n·n_bins·n_per_bin.
+    logits : Tensor (N, k); labels : Tensor (N,); levels : Tensor (N,), N = n·n_bins·n_per_bin,
+    all three on the model's device.
     """
     if n_samples < 1 or n_per_bin < 1:
         raise ValueError("n_samples and n_per_bin must be >= 1")
     Xt = as_tensor(X, name="X")[:n_samples]
-    yt = torch.as_tensor(np.asarray(y))[:n_samples].long()
+    yt = y.detach() if isinstance(y, Tensor) else torch.as_tensor(np.asarray(y))
+    yt = yt[:n_samples].long()
     if len(yt) != len(Xt):
         raise ValueError(f"X has {len(Xt)} rows but y has {len(yt)}")
     n = len(Xt)
@@ -436,8 +649,8 @@ def perturbed_logits(
     # each input gets masks from every bin (the sampler orders by bin, so interleave)
     masks = masks.reshape(n_bins, n, n_per_bin, d).permute(1, 0, 2, 3).reshape(n, m, d)
     res = perturbation.query(model, Xt, masks, seed=g, progress=progress)
-    return (res.outputs.reshape(n * m, -1).detach(), yt.repeat_interleave(m),
-            res.levels.reshape(-1))
+    out = res.outputs.reshape(n * m, -1).detach()
+    return out, yt.to(out.device).repeat_interleave(m), res.levels.reshape(-1).to(out.device)
 
 
 class CalibratedModel(Model):

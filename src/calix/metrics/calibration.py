@@ -10,7 +10,7 @@ Example
 >>> from calix.metrics import ece
 >>> p = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]); y = np.array([0, 1, 1])
 >>> round(ece(p, y, n_bins=10), 4)
-0.3667
+0.3
 """
 
 from __future__ import annotations
