@@ -19,6 +19,9 @@ Example
 from __future__ import annotations
 
 import csv
+import io
+import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +29,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from calix._io import DataFileError
+
 __all__ = [
     "Dataset", "load", "list_datasets", "from_arrays", "load_csv", "load_npz",
-    "load_image_folder", "make_digits_noisy", "DATASETS",
+    "load_image_folder", "make_digits_noisy", "DATASETS", "DataFileError",
 ]
 
 Task = Literal["classification", "regression"]
@@ -145,6 +150,7 @@ def from_arrays(
     """
     from sklearn.model_selection import train_test_split
 
+    _check_seed(seed)
     X = np.asarray(X)
     y = np.asarray(y)
     if X.dtype.kind not in "biuf":
@@ -164,6 +170,12 @@ def from_arrays(
     if task not in ("classification", "regression"):
         raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
     if task == "classification":
+        missing = _missing_labels(y)
+        if missing.any():
+            raise ValueError(
+                f"y contains {int(missing.sum())} missing (NaN, infinite or None) label(s), "
+                f"the first at index {int(np.argmax(missing))}; drop those samples or give "
+                "them a class")
         labels, y_idx = np.unique(y, return_inverse=True)
         y_out = y_idx.astype(np.int64)
         if class_names is None:
@@ -224,6 +236,16 @@ def from_arrays(
         description=description,
         extra=extra,
     )
+
+
+def _missing_labels(y: np.ndarray) -> np.ndarray:
+    """Boolean mask of NaN, infinite or None entries of a label array."""
+    if y.dtype.kind in "fc":
+        return ~np.isfinite(y)
+    if y.dtype.kind == "O":
+        return np.array([v is None or (isinstance(v, float) and not np.isfinite(v))
+                         for v in y.ravel()], dtype=bool).reshape(y.shape)
+    return np.zeros(y.shape, dtype=bool)
 
 
 # ====================================================================== shipped datasets
@@ -335,7 +357,7 @@ DATASETS: dict[str, tuple[Callable[[int], Dataset], str]] = {
 }
 
 
-def load(name: str, seed: int = 0) -> Dataset:
+def load(name: str, seed: int = 0, *, delimiter: str | None = None) -> Dataset:
     """Load a shipped dataset by name (see :data:`DATASETS` or ``calix data list``).
 
     Parameters
@@ -345,16 +367,35 @@ def load(name: str, seed: int = 0) -> Dataset:
         or a path to a ``.csv`` / ``.npz`` file or an image folder.
     seed : int
         Fixes the train / validation / test split.
+    delimiter : str or None
+        For a ``.csv`` file: the field delimiter (default: sniffed, see :func:`load_csv`).
+
+    Raises
+    ------
+    FileNotFoundError
+        For a ``.csv`` / ``.npz`` path that does not exist.
+    ValueError
+        For an unknown name, or a file that is not a dataset (:class:`DataFileError`,
+        naming the file and what is wrong with it).
     """
+    _check_seed(seed)
+    path = Path(name)
+    is_csv = name not in DATASETS and path.suffix.lower() == ".csv"
+    if delimiter is not None and not is_csv:
+        raise ValueError(f"delimiter {delimiter!r} applies to .csv files only, and {name!r} "
+                         "is not one")
     if name in DATASETS:
         return DATASETS[name][0](seed)
-    path = Path(name)
-    if path.suffix.lower() == ".csv":
-        return load_csv(path, seed=seed)
+    if is_csv:
+        return load_csv(path, seed=seed, delimiter=delimiter)
     if path.suffix.lower() == ".npz":
         return load_npz(path, seed=seed)
     if path.is_dir():
         return load_image_folder(path, seed=seed)
+    if path.exists():
+        raise DataFileError(
+            f"{path} is not a dataset calix can read: give a .csv file, a .npz file or an image "
+            "folder (one sub-folder per class)")
     raise ValueError(
         f"unknown dataset {name!r}: choose one of {sorted(DATASETS)} or give a path to a "
         ".csv file, a .npz file or an image folder"
@@ -366,6 +407,12 @@ def list_datasets() -> list[tuple[str, str]]:
     return [(k, v[1]) for k, v in DATASETS.items()]
 
 
+def _check_seed(seed: Any) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not (
+            0 <= seed < 2**32):
+        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+
+
 # ====================================================================== a user's own files
 def _existing(path: str | Path, kind: str) -> Path:
     p = Path(path)
@@ -374,53 +421,170 @@ def _existing(path: str | Path, kind: str) -> Path:
     return p
 
 
+def _existing_file(path: str | Path, kind: str) -> Path:
+    p = _existing(path, kind)
+    if p.is_dir():
+        article = "an" if kind[0] in "AEFHILMNORSX" else "a"  # "an NPZ file"
+        raise DataFileError(f"{p} is a folder, not {article} {kind}")
+    return p
+
+
+def _read_bytes(p: Path) -> bytes:
+    try:
+        return p.read_bytes()
+    except OSError as exc:
+        raise DataFileError(f"{p} cannot be read: {exc.strerror or exc}") from exc
+
+
+_DELIMITERS = ",;\t|"
+
+
+def _sniff_delimiter(text: str) -> str:
+    """The delimiter among ``, ; tab |`` that csv.Sniffer finds in the first KB (else ``,``)."""
+    try:
+        return csv.Sniffer().sniff(text[:1024], delimiters=_DELIMITERS).delimiter
+    except csv.Error:
+        return ","
+
+
+def _is_missing_text(v: str) -> bool:
+    """True for an empty field or one that parses as NaN or infinity."""
+    if not v:
+        return True
+    try:
+        return not np.isfinite(float(v))
+    except ValueError:
+        return False
+
+
 def load_csv(
     path: str | Path,
     *,
     target: str | None = None,
     task: Task | None = None,
     seed: int = 0,
-    delimiter: str = ",",
+    delimiter: str | None = None,
     standardize: bool = True,
 ) -> Dataset:
-    """Load a CSV file with a header row; every column but ``target`` must be numeric.
+    """Load a UTF-8 CSV file with a header row; every column but ``target`` must be numeric.
 
     Parameters
     ----------
     target : str or None
         Name of the label column (default: the last column).
+    delimiter : str or None
+        The field delimiter; None sniffs it from the first KB among ``,`` ``;`` tab and ``|``
+        (``,`` when nothing is found).
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    DataFileError
+        A :class:`ValueError` naming the file and what is wrong: not UTF-8 text, fewer than
+        two columns (no feature besides the label), unnamed or duplicate column names, rows
+        of another width than the header, a non-numeric or non-finite feature value (with
+        its column and line), an empty or NaN label (with its line).
+
+    Example
+    -------
+    >>> ds = load_csv("measurements.csv", target="species")  # doctest: +SKIP
     """
-    p = _existing(path, "CSV file")
-    with p.open(newline="") as fh:
-        rows = list(csv.reader(fh, delimiter=delimiter))
+    _check_seed(seed)
+    if delimiter is not None and (len(delimiter) != 1 or delimiter in "\"\r\n"):
+        raise ValueError(f"delimiter must be one character other than a quote or a line "
+                         f"break, got {delimiter!r}")
+    p = _existing_file(path, "CSV file")
+    raw = _read_bytes(p)
+    if b"\x00" in raw[:8192]:
+        raise DataFileError(f"{p} contains NUL bytes: it is a binary file (or not UTF-8 "
+                            "text), not a CSV file; save it as UTF-8 text")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataFileError(f"{p} is not UTF-8 text (byte {raw[exc.start]:#04x} at offset "
+                            f"{exc.start}); save the CSV file as UTF-8") from exc
+    sep = delimiter if delimiter is not None else _sniff_delimiter(text)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+    try:
+        rows = [(reader.line_num, row) for row in reader]
+    except csv.Error as exc:
+        raise DataFileError(f"{p} is not a valid CSV file (line {reader.line_num}: {exc})"
+                            ) from exc
+    rows = [(line, r) for line, r in rows if r]  # blank lines
     if len(rows) < 2:
-        raise ValueError(f"{p} needs a header row and at least one data row")
-    header, body = rows[0], [r for r in rows[1:] if r]
-    widths = {len(r) for r in body}
-    if widths != {len(header)}:
-        raise ValueError(f"{p}: every row must have {len(header)} fields, found widths {widths}")
+        raise DataFileError(f"{p} needs a header row and at least one data row")
+    header = [h.strip() for h in rows[0][1]]
+    body = rows[1:]
+    if len(header) < 2:
+        raise DataFileError(
+            f"{p} has a single column {header[0]!r} when split at {sep!r}: a dataset needs at "
+            "least one feature column besides the label; if the file uses another delimiter, "
+            "pass delimiter= (on the command line: --delimiter)")
+    unnamed = [j + 1 for j, h in enumerate(header) if not h]
+    if unnamed:
+        raise DataFileError(f"{p}: column(s) {unnamed} of the header row have no name; "
+                            "name every column")
+    dups = sorted({h for h in header if header.count(h) > 1})
+    if dups:
+        raise DataFileError(f"{p}: duplicate column name(s) {dups}; every column needs a "
+                            "name of its own")
+    for line, r in body:
+        if len(r) != len(header):
+            raise DataFileError(f"{p}: every row must have {len(header)} fields like the "
+                                f"header row, but line {line} has {len(r)}")
     t_col = len(header) - 1 if target is None else _column(header, target, p)
     feats = [j for j in range(len(header)) if j != t_col]
+    label_hint = (f"the label column is {header[t_col]!r}"
+                  + ("" if target is not None else " (the last column unless target= names "
+                     "another)"))
     try:
-        X = np.array([[float(r[j]) for j in feats] for r in body], dtype=np.float32)
-    except ValueError as exc:
-        raise ValueError(f"{p}: feature columns must be numeric ({exc})") from exc
-    y_raw = [r[t_col] for r in body]
+        X = np.array([[float(r[j]) for j in feats] for _, r in body], dtype=np.float64)
+    except ValueError:
+        for line, r in body:
+            for j in feats:
+                try:
+                    float(r[j])
+                except ValueError:
+                    what = "an empty field" if not r[j].strip() else repr(r[j])
+                    raise DataFileError(
+                        f"{p}: feature columns must be numeric, but column {header[j]!r} holds "
+                        f"{what} on line {line}; {label_hint}") from None
+        raise  # pragma: no cover - the loop above finds the bad value
+    X = X.astype(np.float32)
+    bad = ~np.isfinite(X)
+    if bad.any():
+        i, k = (int(v[0]) for v in np.nonzero(bad))
+        line, r = body[i]
+        raise DataFileError(
+            f"{p}: column {header[feats[k]]!r} holds {r[feats[k]]!r} on line {line}, which is "
+            f"not a finite number (NaN, infinite or beyond float32); {int(bad.sum())} such "
+            "value(s) in all")
+    y_raw = [r[t_col].strip() for _, r in body]
+    missing = [line for (line, _), v in zip(body, y_raw, strict=True) if _is_missing_text(v)]
+    if missing:
+        raise DataFileError(
+            f"{p}: the label column {header[t_col]!r} is empty or NaN on {len(missing)} "
+            f"row(s), the first on line {missing[0]}; drop those rows or give them a label")
     try:
         y = np.array([float(v) for v in y_raw])
         if task != "regression" and np.all(y == np.round(y)):
             y = y.astype(np.int64)
     except ValueError:
         y = np.array(y_raw)
-    return from_arrays(
-        X, y, name=p.stem, task=task, seed=seed, standardize=standardize,
-        feature_names=[header[j] for j in feats], description=f"CSV file {p}",
-    )
+    try:
+        return from_arrays(
+            X, y, name=p.stem, task=task, seed=seed, standardize=standardize,
+            feature_names=[header[j] for j in feats],
+            description=f"CSV file {p} (delimiter {sep!r})",
+        )
+    except (ValueError, TypeError) as exc:
+        raise DataFileError(f"{p}: {exc}") from exc
 
 
 def _column(header: list[str], name: str, path: Path) -> int:
     if name not in header:
-        raise ValueError(f"{path}: no column named {name!r}; columns are {header}")
+        raise DataFileError(f"{path}: no column named {name!r}; columns are {header}")
     return header.index(name)
 
 
@@ -433,18 +597,91 @@ def load_npz(
     seed: int = 0,
     standardize: bool | None = None,
 ) -> Dataset:
-    """Load features ``x_key`` and labels ``y_key`` from an ``.npz`` archive (no pickles)."""
-    p = _existing(path, "NPZ file")
-    with np.load(p, allow_pickle=False) as z:
+    """Load features ``x_key`` and labels ``y_key`` from an ``.npz`` archive (no pickles).
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    DataFileError
+        A :class:`ValueError` naming the file and what is wrong: not an ``.npz`` archive,
+        corrupt or truncated, a missing array, an array of Python objects, or arrays that do
+        not make a dataset.
+
+    Example
+    -------
+    >>> np.savez("toy.npz", X=X, y=y)  # doctest: +SKIP
+    >>> ds = load_npz("toy.npz")  # doctest: +SKIP
+    """
+    _check_seed(seed)
+    p = _existing_file(path, "NPZ file")
+    hint = "save one with numpy.savez(path, X=features, y=labels)"
+    if p.stat().st_size == 0:
+        raise DataFileError(f"{p} is empty (0 bytes), not an .npz archive; {hint}")
+    try:
+        z = np.load(p, allow_pickle=False)
+    except OSError as exc:
+        raise DataFileError(f"{p} cannot be read: {exc.strerror or exc}") from exc
+    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        # numpy reports any file that is neither .npy nor .zip as "pickled data"
+        raise DataFileError(f"{p} is not a valid .npz archive (corrupt, truncated or another "
+                            f"format); {hint}") from exc
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise DataFileError(f"{p} holds a single .npy array, not an .npz archive of "
+                            f"{x_key!r} and {y_key!r}; {hint}")
+    with z:
         missing = [k for k in (x_key, y_key) if k not in z.files]
         if missing:
-            raise ValueError(f"{p} has no array(s) {missing}; it has {z.files}")
-        X, y = z[x_key], z[y_key]
-    return from_arrays(X, y, name=p.stem, task=task, seed=seed, standardize=standardize,
-                       description=f"NPZ file {p}")
+            raise DataFileError(f"{p} has no array(s) {missing}; it has {z.files}")
+        arrays = {}
+        for key in (x_key, y_key):
+            try:
+                arrays[key] = z[key]
+            except ValueError as exc:
+                if "allow_pickle" in str(exc):
+                    raise DataFileError(
+                        f"{p}: array {key!r} holds Python objects, which calix does not load "
+                        "(unpickling can run code); save numeric or string arrays") from exc
+                raise DataFileError(f"{p}: array {key!r} is corrupt or truncated ({exc})"
+                                    ) from exc
+            except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+                raise DataFileError(f"{p}: array {key!r} is corrupt or truncated ({exc})"
+                                    ) from exc
+    try:
+        return from_arrays(arrays[x_key], arrays[y_key], name=p.stem, task=task, seed=seed,
+                           standardize=standardize, description=f"NPZ file {p}")
+    except (ValueError, TypeError) as exc:
+        raise DataFileError(f"{p}: {exc}") from exc
 
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+def _read_image(f: Path) -> np.ndarray:
+    """Image file ``f`` as float32 of shape (H, W) or (H, W, 3), or a DataFileError."""
+    from skimage import io
+    from skimage.color import rgba2rgb
+    from skimage.util import img_as_float32
+
+    if f.stat().st_size == 0:
+        raise DataFileError(f"{f} is empty (0 bytes), not an image; remove or replace it")
+    try:
+        img = io.imread(f)
+    except Exception as exc:  # the image readers raise many types; none names the file
+        raise DataFileError(f"{f} cannot be read as an image (the reader raised "
+                            f"{type(exc).__name__}): it is corrupt or not a "
+                            f"{f.suffix.lower()} file; remove or replace it") from exc
+    img = np.asarray(img)
+    if img.ndim == 3 and img.shape[-1] in (1, 2):  # grey, grey + alpha
+        img = img[..., 0]
+    if not (img.ndim == 2 or (img.ndim == 3 and img.shape[-1] in (3, 4))):
+        raise DataFileError(f"{f} has array shape {img.shape}; calix reads single-frame grey, "
+                            "RGB or RGBA images")
+    try:
+        img = img_as_float32(img)
+    except ValueError as exc:
+        raise DataFileError(f"{f}: {exc}") from exc
+    return rgba2rgb(img) if img.ndim == 3 and img.shape[-1] == 4 else img
 
 
 def load_image_folder(
@@ -456,31 +693,43 @@ def load_image_folder(
 ) -> Dataset:
     """Load ``root/<class name>/<image>`` files as a channel-first image dataset in [0, 1].
 
+    Hidden folders and files (names starting with ``.``) are skipped.
+
     Parameters
     ----------
     size : (height, width) or None
         Resize every image (required when sizes differ).
     grayscale : bool
         Convert to one channel; otherwise RGB (alpha dropped).
-    """
-    from skimage import io
-    from skimage.color import gray2rgb, rgb2gray, rgba2rgb
-    from skimage.transform import resize
-    from skimage.util import img_as_float32
 
+    Raises
+    ------
+    FileNotFoundError
+        When ``root`` does not exist.
+    DataFileError
+        A :class:`ValueError` naming the folder or file and what is wrong: fewer than two
+        class folders, a class folder without images, an unreadable image, shapes that differ.
+    """
+    from skimage.color import gray2rgb, rgb2gray
+    from skimage.transform import resize
+
+    _check_seed(seed)
     r = _existing(root, "image folder")
     if not r.is_dir():
-        raise NotADirectoryError(f"{r} is not a folder")
-    classes = sorted(c.name for c in r.iterdir() if c.is_dir())
+        raise DataFileError(f"{r} is a file, not an image folder (one sub-folder per class)")
+    classes = sorted(c.name for c in r.iterdir() if c.is_dir() and not c.name.startswith("."))
     if len(classes) < 2:
-        raise ValueError(f"{r} needs at least two class sub-folders, found {classes}")
-    images, labels = [], []
+        raise DataFileError(f"{r} needs at least two class sub-folders, found {classes}")
+    images, labels, files_of = [], [], []
     for k, cls in enumerate(classes):
-        files = sorted(f for f in (r / cls).iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES)
+        files = sorted(f for f in (r / cls).iterdir()
+                       if f.suffix.lower() in _IMAGE_SUFFIXES and f.is_file()
+                       and not f.name.startswith("."))
+        if not files:
+            raise DataFileError(f"class folder {r / cls} holds no images "
+                                f"({sorted(_IMAGE_SUFFIXES)}); add some or remove the folder")
         for f in files:
-            img = img_as_float32(io.imread(f))
-            if img.ndim == 3 and img.shape[-1] == 4:
-                img = rgba2rgb(img)
+            img = _read_image(f)
             if grayscale:
                 img = rgb2gray(img) if img.ndim == 3 else img
                 img = img[..., None]
@@ -490,12 +739,17 @@ def load_image_folder(
                 img = resize(img, (*size, img.shape[-1]), anti_aliasing=True)
             images.append(np.moveaxis(img, -1, 0).astype(np.float32))
             labels.append(k)
-    if not images:
-        raise ValueError(f"no images ({sorted(_IMAGE_SUFFIXES)}) found under {r}")
-    shapes = {im.shape for im in images}
-    if len(shapes) > 1:
-        raise ValueError(f"images under {r} differ in shape {sorted(shapes)}; pass size=(h, w)")
-    return from_arrays(
-        np.stack(images), np.array(labels), name=r.name, task="classification", seed=seed,
-        standardize=False, class_names=classes, description=f"image folder {r}",
-    )
+            files_of.append(f)
+    example: dict[tuple[int, ...], Path] = {}
+    for im, f in zip(images, files_of, strict=True):
+        example.setdefault(im.shape, f)
+    if len(example) > 1:
+        shapes = ", ".join(f"{s} (e.g. {f})" for s, f in sorted(example.items()))
+        raise DataFileError(f"images under {r} differ in shape: {shapes}; pass size=(h, w)")
+    try:
+        return from_arrays(
+            np.stack(images), np.array(labels), name=r.name, task="classification", seed=seed,
+            standardize=False, class_names=classes, description=f"image folder {r}",
+        )
+    except (ValueError, TypeError) as exc:
+        raise DataFileError(f"{r}: {exc}") from exc
