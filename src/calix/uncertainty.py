@@ -477,8 +477,9 @@ def flipout_layers(module: nn.Module) -> list[_FlipoutMixin]:
 
 def to_flipout(module: nn.Module, *, prior_std: float = 1.0) -> nn.Module:
     """A copy of ``module`` with every Linear / Conv2d replaced by its Flipout version
-    (weights copied as the initial means). Dropout layers are kept (set dropout=0 in the zoo
-    architecture for a pure Flipout model)."""
+    (weights copied as the initial means), on the device and in the dtype of the layer it
+    replaces. Dropout layers are kept (set dropout=0 in the zoo architecture for a pure
+    Flipout model)."""
     import copy
 
     new = copy.deepcopy(module)
@@ -493,6 +494,7 @@ def to_flipout(module: nn.Module, *, prior_std: float = 1.0) -> nn.Module:
         else:
             setattr(new, name, to_flipout(child, prior_std=prior_std))
             continue
+        rep = rep.to(device=child.weight.device, dtype=child.weight.dtype)
         with torch.no_grad():
             rep.weight.copy_(child.weight)
             if child.bias is not None:

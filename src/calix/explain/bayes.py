@@ -36,7 +36,7 @@ def shap_kernel(masks: Tensor, large: float = 1e6) -> Tensor:
     empty and full coalitions, which anchor φ₀ ≈ s(∅) and φ₀ + Σφ ≈ s(x) (efficiency)."""
     s = masks.sum(-1)
     d = masks.shape[-1]
-    w = torch.ones(masks.shape[:-1], dtype=torch.float64)
+    w = torch.ones(masks.shape[:-1], dtype=torch.float64, device=masks.device)
     return torch.where((s == 0) | (s == d), torch.full_like(w, large), w)
 
 
@@ -80,9 +80,10 @@ class BayesianLinear:
 
         Returns a new posterior (the old one is unchanged).
         """
-        x = self.design(z)
-        w = weights.double().to(x.device).expand(y.shape)
-        yd = y.double()
+        dev = self.precision.device
+        x = self.design(z.to(dev))
+        w = weights.to(dev, torch.float64).expand(y.shape)
+        yd = y.to(dev, torch.float64)
         a = self.precision + x.transpose(1, 2) @ (w[..., None] * x)
         b = self.b + (x.transpose(1, 2) @ (w * yd)[..., None])[..., 0]
         return BayesianLinear(a, b, self.yy + (w * yd**2).sum(1), self.count + y.shape[1])
@@ -123,8 +124,9 @@ class BayesianLinear:
         return self.mean - q * scale, self.mean + q * scale
 
     def predictive_variance(self, z: Tensor) -> Tensor:
-        """s² (1 + [1, z] V [1, z]ᵀ) for candidates z (n, c, d) -> (n, c)."""
-        x = self.design(z)
+        """s² (1 + [1, z] V [1, z]ᵀ) for candidates z (n, c, d) -> (n, c), on the posterior's
+        device."""
+        x = self.design(z.to(self.precision.device))
         quad = ((x @ self.covariance_factor) * x).sum(-1)
         return self.s2[:, None] * (1 + quad)
 
@@ -138,7 +140,7 @@ def expected_information_gain(post: BayesianLinear, z: Tensor, weights: Tensor) 
 
     (With Σ = σ² V the σ² cancels: the gain about φ does not depend on the noise scale.)
     """
-    x = post.design(z)
+    x = post.design(z.to(post.precision.device))
     quad = ((x @ post.covariance_factor) * x).sum(-1)
     return 0.5 * torch.log1p(weights.double().to(quad.device) * quad)
 
@@ -176,11 +178,12 @@ class _BayesSurrogate(FeatureExplainer):
         n, _, d = masks.shape
         if self.kernel_name == "shap":
             masks = torch.cat([_anchors(n, d), masks], 1)
-        y = self._query(x, masks, targets, g)
+        y = self._query_scores(x, masks, targets, g)
         post = BayesianLinear.empty(n, d, device=y.device)
         return post.update(masks, y, self._kernel(masks).to(y.device)), [y]
 
-    def _query(self, x: Tensor, masks: Tensor, targets: Tensor, g: torch.Generator):
+    def _query_scores(self, x: Tensor, masks: Tensor, targets: Tensor, g: torch.Generator
+                      ) -> Tensor:
         y, _ = self._scores(x, masks, targets, seed=g)
         return y.double()
 
@@ -243,7 +246,7 @@ class BayesLIME(_BayesSurrogate):
 
     def perturbations_to_go(self, post: BayesianLinear, weights: Tensor, width: float) -> Tensor:
         """G = 4 s² 1.96² / (π̄ W²) per input, π̄ the mean kernel weight so far."""
-        pbar = weights.double().mean(-1).expand(post.s2.shape)
+        pbar = weights.to(post.s2.device, torch.float64).mean(-1).expand(post.s2.shape)
         return torch.ceil(4 * post.s2 * 1.96**2 / (pbar * width**2))
 
     def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
@@ -263,7 +266,7 @@ class BayesLIME(_BayesSurrogate):
             more = int(min(go.max().item(), self.max_samples - first))
             if more > 0:  # one batch of G more queries for every input (the largest G)
                 m2 = self._draw(n, more, d, g)
-                y2 = self._query(x, m2, targets, g)
+                y2 = self._query_scores(x, m2, targets, g)
                 post = post.update(m2, y2, self._kernel(m2).to(y2.device))
                 ys.append(y2)
                 used += more
@@ -276,7 +279,7 @@ class BayesLIME(_BayesSurrogate):
                 pick = torch.multinomial(probs.float().cpu(), size, replacement=False,
                                          generator=g)
                 chosen = cand.gather(1, pick[..., None].expand(-1, -1, d))
-                y2 = self._query(x, chosen, targets, g)
+                y2 = self._query_scores(x, chosen, targets, g)
                 post = post.update(chosen, y2, self._kernel(chosen).to(y2.device))
                 ys.append(y2)
                 used += size
@@ -331,8 +334,9 @@ class EAGLE(_BayesSurrogate):
     @staticmethod
     def greedy_batch(post: BayesianLinear, cand: Tensor, weights: Tensor, size: int
                      ) -> Tensor:
-        """Indices (n, size) of a greedy EIG batch from candidates (n, c, d)."""
-        x = post.design(cand)  # (n, c, p)
+        """Indices (n, size) of a greedy EIG batch from candidates (n, c, d), on the
+        candidates' device (computed on the posterior's)."""
+        x = post.design(cand.to(post.precision.device))  # (n, c, p)
         v = post.covariance_factor.clone()
         w = weights.double().to(x.device).expand(x.shape[:2])
         chosen = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
@@ -351,7 +355,7 @@ class EAGLE(_BayesSurrogate):
             proj = (x @ vx[..., None])[..., 0]  # [1,z] V [1,z_j]ᵀ, (n, c)
             quad = quad - wj[:, None] * proj**2 / denom[:, None]  # Sherman–Morrison
             v = v - wj[:, None, None] * vx[:, :, None] * vx[:, None, :] / denom[:, None, None]
-        return torch.stack(picks, 1)
+        return torch.stack(picks, 1).to(cand.device)
 
     def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
         seg = self.engine(x).segment(x)
@@ -372,7 +376,7 @@ class EAGLE(_BayesSurrogate):
             chosen = cand.gather(1, idx[..., None].expand(-1, -1, d))
             wch = wc.expand(n, -1).gather(1, idx)
             c_max = max(c_max, (wch * (1 + chosen.double().sum(-1))).max().item())
-            y2 = self._query(x, chosen, targets, g)
+            y2 = self._query_scores(x, chosen, targets, g)
             post = post.update(chosen, y2, wch.to(y2.device))
             ys.append(y2)
             used += size

@@ -29,12 +29,14 @@ def weighted_ridge(z: Tensor, y: Tensor, w: Tensor, alpha: float) -> tuple[Tenso
     z : Tensor (n, m, d); y : Tensor (n, m); w : Tensor (n, m) or (m,) non-negative weights
     alpha : float -- L2 penalty on the coefficients (not the intercept), as scikit-learn's Ridge.
 
+    The fit runs in float64 on ``y``'s device (``z`` and ``w`` are moved there).
+
     Returns
     -------
     coef : Tensor (n, d); intercept : Tensor (n,)
     """
-    z, y = z.double(), y.double()
-    w = w.double().expand_as(y)
+    y = y.double()
+    z, w = z.to(y.device, torch.float64), w.to(y.device, torch.float64).expand_as(y)
     wsum = w.sum(1, keepdim=True)
     zm = (w[..., None] * z).sum(1) / wsum  # (n, d)
     ym = (w * y).sum(1) / wsum[:, 0]
@@ -58,15 +60,17 @@ def efficiency_constrained_wls(z: Tensor, y: Tensor, w: Tensor, total: Tensor, *
     ----------
     z : Tensor (n, m, d) -- coalitions (bool or float); y : Tensor (n, m) -- v(S) − v(∅)
     w : Tensor (n, m) or (m,) -- regression weights; total : Tensor (n,) -- v(full) − v(∅)
+    (all moved to ``y``'s device)
 
     Returns
     -------
     φ : Tensor (n, d), float64.
     """
-    z, y = z.double(), y.double()
+    y = y.double()
+    z, total = z.to(y.device, torch.float64), total.to(y.device, torch.float64)
     zr = z[..., :-1] - z[..., -1:]
     yr = y - z[..., -1] * total[:, None]
-    w = w.double().expand_as(yr)
+    w = w.to(y.device, torch.float64).expand_as(yr)
     a = zr.transpose(1, 2) @ (w[..., None] * zr)
     a = a + 1e-10 * torch.eye(z.shape[-1] - 1, dtype=a.dtype, device=a.device)
     head = solve(a, zr.transpose(1, 2) @ (w * yr)[..., None])[..., 0]
@@ -287,7 +291,8 @@ class GLIME(FeatureExplainer):
         masks = self.sample(len(x), d, g)
         y, _ = self._scores(x, masks, targets, seed=g)
         coef, icpt = weighted_ridge(masks.double().to(y.device), y,
-                                    torch.ones(masks.shape[1], dtype=torch.float64), self.alpha)
+                                    torch.ones(masks.shape[1], dtype=torch.float64,
+                                               device=y.device), self.alpha)
         return self._result(coef.float(), seg, intercept=icpt.cpu().numpy())
 
 
