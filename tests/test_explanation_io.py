@@ -175,6 +175,8 @@ def test_to_shap_uses_the_surrogate_intercept_and_intervals():
     model = wrap(_mlp(), input_shape=(D,))
     lime = LIME(model, n_samples=200, fill=Constant(0.0)).explain(x)
     np.testing.assert_allclose(lime.to_shap().base_values, lime.extra["intercept"])
+    np.testing.assert_array_equal(lime.to_shap().data, x.numpy())  # explained rows
+    lime.data = np.zeros((2, 1, 2, 3))  # not one value per feature: left out
     assert lime.to_shap().data is None
     poly = PolySHAP(model, n_samples=40, n_resamples=8, fill=Constant(0.0)).explain(x)
     sx = poly.to_shap()
