@@ -151,12 +151,19 @@ class Columns(Features):
             self.groups = [(str(k), list(v)) for k, v in groups.items()]
         else:
             self.groups = [(f"group{i}", list(g)) for i, g in enumerate(groups)]
+        seen: set[int | str] = set()
         for name, cols in self.groups:
             if not cols:
                 raise ValueError(f"group {name!r} is empty")
             for c in cols:
                 if not isinstance(c, str | int | np.integer) or isinstance(c, bool):
                     raise TypeError(f"group {name!r}: columns are indices or names, got {c!r}")
+            keys = [c if isinstance(c, str) else int(c) for c in cols]
+            dup = seen.intersection(keys)
+            if dup or len(set(keys)) != len(keys):
+                raise ValueError(f"column(s) {sorted(dup, key=str) or keys} appear in more than "
+                                 "one group")
+            seen.update(keys)
         self.names = None if names is None else [str(c) for c in names]
         #: names taken from the data being explained (used when ``names`` is None)
         self.data_names: list[str] | None = None
@@ -1033,6 +1040,8 @@ class Perturbation:
                 yield (slice(start, stop), out.reshape(c, *shape),
                        levels_of(rows_mask.detach(), nf[i]))
                 continue
+            grad = (not lazy and mk.requires_grad) or xb.requires_grad
+            out = None if grad else torch.empty((c, numel), dtype=xb.dtype, device=dev)
             pieces, lvls = [], []
             q0, q1 = start // n_bg, (stop - 1) // n_bg  # perturbation indices i * m + j
             for i in range(q0 // m, q1 // m + 1):
@@ -1051,14 +1060,24 @@ class Perturbation:
                                               generator=g).reshape(b - a, -1)
                 else:
                     ref = ref_flat[i][None]
-                keep = rows_mask[:, lab_flat[0 if seg.shared else i]]  # one gather to elements
+                # one gather from features to elements (an expanded view of the labels: no
+                # index tensor the size of the batch)
+                lab = lab_flat[0 if seg.shared else i]
+                keep = torch.gather(rows_mask, 1, lab.expand(len(rows_mask), numel))
                 xi = flat[i][None]
-                if keep.dtype == torch.bool:
+                if keep.dtype != torch.bool:
+                    piece = ref + keep * (xi - ref)
+                    if out is None:
+                        pieces.append(piece)
+                    else:
+                        out[a - start:b - start] = piece
+                elif out is None:
                     pieces.append(torch.where(keep, xi, ref))
                 else:
-                    pieces.append(ref + keep * (xi - ref))
+                    torch.where(keep, xi, ref, out=out[a - start:b - start])
                 lvls.append(lv)
-            out = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+            if out is None:
+                out = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
             levels = lvls[0] if len(lvls) == 1 else torch.cat(lvls)
             yield slice(start, stop), out.reshape(c, *shape), levels
 
