@@ -241,3 +241,10 @@ def test_save_converts_numpy_scalars_and_refuses_objects(tmp_path):
     np.savez(tmp_path / "other.npz", values=np.zeros(3))
     with pytest.raises(ValueError, match="not a saved Explanation"):
         Explanation.load(tmp_path / "other.npz")
+
+
+def test_repr_never_raises_on_inconsistent_names(tab):
+    odd = tab[:2]
+    odd.class_names = ["only"]
+    odd.target = np.array([0, 2])
+    assert "target={0: 1, 2: 1}" in repr(odd)

@@ -112,9 +112,13 @@ class Explanation:
         if self.feature_values is not None:
             parts.append(f"features={np.shape(self.feature_values)[1]}")
         if self.target is not None:
-            labels = self._target_labels()
-            kinds, counts = np.unique(np.asarray(labels, dtype=object if self.class_names
-                                                 else None), return_counts=True)
+            try:
+                labels = self._target_labels()
+            except ValueError:  # a target outside class_names: show the indices
+                labels = self._numpy(self.target).reshape(-1).tolist()
+            named = any(isinstance(v, str) for v in labels)
+            kinds, counts = np.unique(np.asarray(labels, dtype=object if named else None),
+                                      return_counts=True)
             shown = ", ".join(f"{k!r}: {c}" if isinstance(k, str) else f"{int(k)}: {c}"
                               for k, c in list(zip(kinds, counts, strict=True))[:6])
             parts.append(f"target={{{shown}{', ...' if len(kinds) > 6 else ''}}}")
