@@ -263,7 +263,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(cache, reference, sig):
 def test_out_that_is_a_file(cache):
     out = cache / "file"
     out.write_text("x")
-    with pytest.raises(ValueError, match=f"--out {out} is a file"):
+    with pytest.raises(ValueError, match=f"run folder {out} cannot be created: it exists and "
+                                         "is not a folder"):
         explain_dataset(**KW, out=out)
 
 

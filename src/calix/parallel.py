@@ -232,9 +232,9 @@ _LOCK_FILE = ".lock"
 def _exclusive(out: Path) -> Iterator[None]:
     """Hold an exclusive lock on the run folder ``out``; refuse at once if another run holds
     it. The lock is released when the block ends or the process dies."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; pass a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    from calix._io import ensure_writable_dir
+
+    ensure_writable_dir(out, what="run folder")  # a ValueError naming out and the reason
     lock = out / _LOCK_FILE
     f = open(lock, "a+b")  # held open for the whole block: closing it releases the lock
     try:

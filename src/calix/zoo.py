@@ -252,15 +252,20 @@ def train(
     }
     key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / f"{name}-{ds.name}-{key}.pt"
-    with torch.random.fork_rng(devices=[]):  # seeded initialisation, global state untouched
-        torch.manual_seed(seed)
-        module = build(name, ds, dropout=hp["dropout"])
+
+    def fresh() -> nn.Module:
+        with torch.random.fork_rng(devices=[]):  # seeded initialisation, global state untouched
+            torch.manual_seed(seed)
+            return build(name, ds, dropout=hp["dropout"])
+
+    module = fresh()
     if cache and path.is_file():
         metrics = _load_cached(path, module, config)
         if metrics is not None:
             if device is not None:
                 module.to(device)
             return ZooModel(module, config, metrics, path, ds)
+        module = fresh()  # a failed load may have half-filled the first one
     from calix.studies._base import torch_threads
 
     # one thread: intra-op parallel reductions round differently with the thread count, and
@@ -364,6 +369,10 @@ def _load_cached(path: Path, module: nn.Module, config: dict[str, Any]
         return metrics
     except FileNotFoundError:
         return None  # moved aside by another process meanwhile: retrain
+    except PermissionError as exc:
+        warnings.warn(f"zoo cache entry {path} cannot be read ({exc.strerror}); retraining "
+                      f"the model", RuntimeWarning, stacklevel=3)
+        return None
     except ValueError as exc:
         _move_aside(path, st, exc)
         return None
