@@ -67,6 +67,15 @@ def test_out_under_a_regular_file_is_refused_before_work(tmp_path, no_work, comm
     assert f"output folder {out} cannot be created: {blocker} is a file, not a folder" in msg
 
 
+@pytest.mark.parametrize("command", sorted(OUT_COMMANDS))
+def test_empty_out_is_refused(tmp_path, no_work, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)  # an empty --out must not mean "write into the current folder"
+    r = run([*OUT_COMMANDS[command], "--out", ""])
+    assert r.exit_code == 2, r.output
+    assert "Invalid value for '--out': is empty" in one_line(r)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_report_out_under_a_regular_file_is_refused(tmp_path, no_work, monkeypatch):
     import calix.report
 
@@ -162,8 +171,9 @@ def files(tmp_path):
     (["data", "show", "iris", "--delimiter", ";;"],
      "Invalid value for '--delimiter': must be one character"),
     (["data", "show", "wine", "--delimiter", ";"], "applies to .csv files only"),
+    (["data", "show", ""], "Invalid value for NAME: dataset name is empty"),
 ], ids=["csv-folder", "corrupt-npz", "label-only-csv", "wrong-delimiter", "nan-label",
-        "long-delimiter", "delimiter-for-shipped"])
+        "long-delimiter", "delimiter-for-shipped", "empty-name"])
 def test_bad_data_is_a_usage_error(files, no_work, args, expected):
     r = run([a.format(**files) for a in args])
     assert r.exit_code == 2, r.output

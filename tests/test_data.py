@@ -248,6 +248,19 @@ def test_csv_delimiter_can_be_stated(tmp_path):
         data.load("wine", delimiter=";")
 
 
+def test_csv_crlf_and_blank_lines(tmp_path):
+    p = tmp_path / "crlf.csv"
+    p.write_bytes(("a,b,y\r\n" + "\r\n".join(_rows()) + "\r\n  \r\n\r\n,,\r\n").encode())
+    ds = data.load_csv(p)
+    assert ds.feature_names == ["a", "b"] and len(ds.X_train) + len(ds.X_val) + len(
+        ds.X_test) == 40
+
+
+def test_empty_dataset_name():
+    with pytest.raises(ValueError, match="dataset name is empty"):
+        data.load(" ")
+
+
 def test_csv_byte_order_mark_and_padded_header(tmp_path):
     p = tmp_path / "bom.csv"
     p.write_bytes(("\ufeffa, b, y\n" + "\n".join(_rows()) + "\n").encode("utf-8"))

@@ -127,6 +127,15 @@ _delimiter_option = click.option(
          "among , ; tab |).")
 
 
+class _OutPath(click.Path):
+    """``click.Path`` that refuses an empty value (click would read it as the current folder)."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("is empty; give a path (use . for the current folder)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def _out_dir(path: Path, option: str = "--out") -> Path:
     """Create output folder ``path`` and check it is writable, before any work is done."""
     from calix._io import OutputPathError, ensure_writable_dir
@@ -234,7 +243,7 @@ def train(model: str, data_name: str, delimiter: str | None, dropout: float | No
               help="Test inputs perturbed for the evaluation.")
 @_seed_option()
 @_delimiter_option
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", type=_OutPath(file_okay=False, path_type=Path), default=None,
               help="Also write results.json and figures here.")
 def calibrate(data_name: str, model_name: str | None, method: str, fill: str | None,
               metric: str, n_eval: int, seed: int, delimiter: str | None,
@@ -303,7 +312,7 @@ _EXPLAIN_METHODS = ["saliency", "integrated_gradients", "smoothgrad", "smoothgra
               help="Explain the model through this calibrator (classification only).")
 @_seed_option()
 @_delimiter_option
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", type=_OutPath(file_okay=False, path_type=Path),
               default=Path("results/explain"), show_default=True)
 def explain(data_name: str, model_name: str | None, method: str, indices: tuple[int, ...],
             target: int | None, cal_method: str, seed: int, delimiter: str | None,
@@ -373,7 +382,7 @@ _STUDY_NAMES = ["recalx", "explanation-uncertainty", "eagle", "calibrate-to-inte
 @click.argument("study", type=click.Choice(_STUDY_NAMES))
 @click.option("--quick", is_flag=True, help="The small configuration (minutes on 2 cores).")
 @_seed_option()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", type=_OutPath(file_okay=False, path_type=Path), default=None,
               help="Output folder (default: results/<study>).")
 @click.option("--force", is_flag=True, help="Recompute even if OUT holds a finished run.")
 @click.option("--no-report", is_flag=True, help="Do not write report.html.")
@@ -396,7 +405,7 @@ def reproduce(study: str, quick: bool, seed: int, out: Path | None, force: bool,
 
 @main.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--out", type=_OutPath(dir_okay=False, path_type=Path), default=None,
               help="Report file (default: FOLDER/report.html).")
 def report(folder: Path, out: Path | None) -> None:
     """Write a self-contained report.html for the study results in FOLDER."""
@@ -478,7 +487,7 @@ _DATASET_METHODS = ["saliency", "integrated_gradients", "smoothgrad", "guided_ba
               help="LocalCluster workers when no scheduler is given.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=64, show_default=True)
 @_seed_option()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--out", type=_OutPath(file_okay=False, path_type=Path), required=True)
 def explain_dataset_cmd(data_name: str, model_name: str | None, method: str,
                         uncertainty: str | None, n_samples: int, executor: str,
                         scheduler: str | None, connect_timeout: float, workers: int,
@@ -559,7 +568,7 @@ def _check_scheduler(address: str, timeout: float) -> None:
 
 # ---------------------------------------------------------------------- demo
 @main.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", type=_OutPath(file_okay=False, path_type=Path),
               default=Path("results/demo"), show_default=True, help="Output folder.")
 @_seed_option()
 @click.option("--full", is_flag=True, help="Full-size studies instead of quick mode (hours).")

@@ -379,6 +379,9 @@ def load(name: str, seed: int = 0, *, delimiter: str | None = None) -> Dataset:
         naming the file and what is wrong with it).
     """
     _check_seed(seed)
+    if not str(name).strip():
+        raise ValueError(f"dataset name is empty: choose one of {sorted(DATASETS)} or give a "
+                         "path to a .csv file, a .npz file or an image folder")
     path = Path(name)
     is_csv = name not in DATASETS and path.suffix.lower() == ".csv"
     if delimiter is not None and not is_csv:
@@ -511,7 +514,7 @@ def load_csv(
     except csv.Error as exc:
         raise DataFileError(f"{p} is not a valid CSV file (line {reader.line_num}: {exc})"
                             ) from exc
-    rows = [(line, r) for line, r in rows if r]  # blank lines
+    rows = [(line, r) for line, r in rows if any(f.strip() for f in r)]  # blank lines
     if len(rows) < 2:
         raise DataFileError(f"{p} needs a header row and at least one data row")
     header = [h.strip() for h in rows[0][1]]
