@@ -275,3 +275,16 @@ def test_lock_is_released_after_an_error(cache):
         explain_dataset(**{**KW, "chunk_size": 5}, out=out)
     assert explain_dataset(**KW, out=out).computed == []
     assert (out / ".lock").is_file()
+
+
+def test_folder_that_cannot_be_locked_runs_with_a_warning(cache, monkeypatch):
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    out = cache / "nfs"
+    with pytest.warns(RuntimeWarning, match=r"cannot lock .*\.lock \(No locks available\)"):
+        res = explain_dataset(**{**KW, "uncertainty": None}, out=out)
+    assert len(res.computed) == 3

@@ -270,6 +270,9 @@ def _try_lock(f: Any) -> bool:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
+    except OSError as exc:  # a filesystem without locks (some network mounts)
+        warnings.warn(f"cannot lock {f.name} ({exc.strerror or exc}); make sure no other "
+                      f"explain-dataset run uses this folder", RuntimeWarning, stacklevel=4)
     return True
 
 
