@@ -323,6 +323,7 @@ def explain(data_name: str, model_name: str | None, method: str, indices: tuple[
     from calix import zoo
     from calix.calibrate import calibrated, fit_calibrator
     from calix.explain import METHODS, SmoothGrad
+    from calix.explain.perturbation import FeatureExplainer
     from calix.plot import explanation_figure
     from calix.recipes import default_perturbation
 
@@ -352,6 +353,10 @@ def explain(data_name: str, model_name: str | None, method: str, indices: tuple[
             model = calibrated(model, cal)
         if method == "smoothgrad_squared":
             explainer = SmoothGrad(model, squared=True, seed=seed)
+        elif not ds.is_image and issubclass(METHODS[method], FeatureExplainer):
+            # removed columns take the training mean (what the calibration recipes use), said
+            # explicitly rather than left to the tabular default
+            explainer = METHODS[method](model, background=ds.X_train)
         else:
             explainer = METHODS[method](model)
         x = ds.X_test[list(indices)]
