@@ -358,6 +358,19 @@ def test_unexpected_error_writes_its_traceback_to_a_file(monkeypatch, no_work, t
     assert "Traceback (most recent call last)" in text and "RuntimeError: boom" in text
 
 
+def test_unexpected_error_message_is_short(monkeypatch, no_work, tmp_path):
+    import calix.data
+
+    long = "x" * 5000 + "\nsecond line\nthird line"
+    monkeypatch.setattr(calix.data, "list_datasets", _raise(IndexError(long)))
+    r = run(["data", "list"])
+    assert r.exit_code == 1 and "second line" not in r.output
+    first = r.stderr.splitlines()[0]
+    assert first.startswith("Error: unexpected IndexError: xxx") and len(first) < 400
+    (written,) = tmp_path.glob("calix-traceback-*.txt")
+    assert "third line" in written.read_text()
+
+
 def test_interrupt_exits_130(monkeypatch, no_work):
     import calix.data
 

@@ -58,8 +58,10 @@ def _unexpected(exc: Exception) -> click.ClickException:
     path = _traceback_file(exc)
     where = (f"the full traceback is in {path}" if path is not None
              else "the traceback could not be written to the temp folder")
+    first = _message(exc).splitlines()[0]
+    first = first if len(first) <= 300 else first[:300] + "..."
     return click.ClickException(
-        f"unexpected {type(exc).__name__}: {_message(exc)}\n"
+        f"unexpected {type(exc).__name__}: {first}\n"
         f"This is a bug in calix: {where} (set {DEBUG_ENV}=1 to print it here); "
         "please report it with that file.")
 
