@@ -176,3 +176,19 @@ def test_entry_that_half_loads_is_retrained_from_a_fresh_initialisation(cache):
     with pytest.warns(RuntimeWarning, match="do not fit"):
         healed = zoo.train("mlp", "iris", **KW)
     assert _equal_weights(healed.module, good.module)
+
+
+def test_concurrent_trainers_share_one_sound_entry(cache):
+    code = ("from calix import zoo; "
+            "print(zoo.train('mlp', 'iris', seed=0, epochs=3).metrics['accuracy'])")
+    env = {**os.environ, "CALIX_CACHE": str(cache.parent)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outs]
+    assert outs[0][0] == outs[1][0]
+    assert [f.name for f in cache.iterdir()] == [next(cache.glob("*.pt")).name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trained = zoo.train("mlp", "iris", **KW)
+    assert str(trained.metrics["accuracy"]) == outs[0][0].strip()

@@ -262,6 +262,7 @@ def _try_lock(f: Any) -> bool:
         import msvcrt
 
         try:
+            f.seek(0)  # every run locks the same byte
             msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
         except OSError:
             return False
