@@ -1022,6 +1022,7 @@ class Perturbation:
                 return mk.rows(j0, j1, dev)
             return mk[i if mk.shape[0] > 1 else 0, j0:j1]
 
+        mk_flat = None
         for start in range(0, total, size):
             stop = min(start + size, total)
             c = stop - start
@@ -1029,14 +1030,22 @@ class Perturbation:
                     and c * max(numel, seg.d) <= _VECTORISED_ELEMENTS
                     and not mk.requires_grad):
                 # small rows (tables, tiny images): one gather over the whole chunk
+                # (index_select and gather, not advanced indexing: the latter is far slower
+                # on CPU when its thread pool competes for cores)
                 r = torch.arange(start, stop, device=dev)
-                i, j = r // m, r % m
-                rows_mask = mk[i if mk.shape[0] > 1 else torch.zeros_like(i), j]
-                keep = rows_mask[:, lab_flat[0]]
-                if keep.dtype == torch.bool:
-                    out = torch.where(keep, flat[i], ref_flat[i])
+                i = r // m
+                if mk.shape[0] > 1:
+                    if mk_flat is None:  # once: a copy only if the masks are an expanded view
+                        mk_flat = mk.reshape(n * m, -1)
+                    rows_mask = mk_flat[start:stop]
                 else:
-                    out = ref_flat[i] + keep * (flat[i] - ref_flat[i])
+                    rows_mask = mk[0].index_select(0, r % m)
+                keep = torch.gather(rows_mask, 1, lab_flat[0].expand(c, numel))
+                xi, refi = flat.index_select(0, i), ref_flat.index_select(0, i)
+                if keep.dtype == torch.bool:
+                    out = torch.where(keep, xi, refi)
+                else:
+                    out = refi + keep * (xi - refi)
                 yield (slice(start, stop), out.reshape(c, *shape),
                        levels_of(rows_mask.detach(), nf[i]))
                 continue
@@ -1053,8 +1062,8 @@ class Perturbation:
                 if bg is not None:
                     k = torch.arange(a, b, device=dev)
                     sel = (k // n_bg) - (i * m + j0)
-                    rows_mask, lv = rows_mask[sel], lv[sel]
-                    ref = bg[k % n_bg]
+                    rows_mask, lv = rows_mask.index_select(0, sel), lv.index_select(0, sel)
+                    ref = bg.index_select(0, k % n_bg)
                 elif stochastic:
                     ref = self.fill.reference(xb[i].expand(b - a, *shape),
                                               generator=g).reshape(b - a, -1)
@@ -1179,7 +1188,7 @@ class Perturbation:
             q = torch.arange(rows.start, rows.stop, device=out.device) // n_bg
             # in place unless a graph must flow through the average
             acc = acc.index_add(0, q, out.double()) if grad else acc.index_add_(0, q, out.double())
-            lvl_all[q] = levels
+            lvl_all.index_copy_(0, q, levels)
         if expand:
             if acc is None:
                 raise ValueError("no perturbations to query (masks are empty)")
