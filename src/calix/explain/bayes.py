@@ -10,6 +10,11 @@ refit from scratch:
 - σ² | data ~ Scaled-Inv-χ²(N, s²); φ marginally Student-t with N degrees of freedom,
   location φ̂ and scale s² V; 95% credible intervals from that t;
 - predictive variance at z: s² (1 + [1, z] V [1, z]ᵀ).
+
+Inputs with fewer features than the batch's widest (superpixels) have padding columns: they
+are set to False in every coalition (a zero design column keeps its prior and never gains
+information, so it attracts no EIG), kernels count the input's own features, and the
+padding attributions, standard deviations and intervals are 0.
 """
 
 from __future__ import annotations
@@ -23,19 +28,24 @@ from torch import Tensor
 
 from calix.explain.base import Explanation
 from calix.explain.perturbation import FeatureExplainer
-from calix.explain.surrogate import LIME, lime_kernel
+from calix.explain.surrogate import LIME, lime_kernel, real_columns
 from calix.perturb import ShapleyKernel, make_generator
 
 __all__ = ["BayesianLinear", "BayesLIME", "BayesSHAP", "EAGLE", "lime_kernel",
            "expected_information_gain"]
 
 
-def shap_kernel(masks: Tensor, large: float = 1e6) -> Tensor:
+def shap_kernel(masks: Tensor, large: float = 1e6, n_features: Tensor | None = None
+                ) -> Tensor:
     """Regression weights for coalitions *drawn from* the Shapley kernel: 1 for every proper
     coalition (the sampling already carries the kernel, as in KernelSHAP), ``large`` for the
-    empty and full coalitions, which anchor φ₀ ≈ s(∅) and φ₀ + Σφ ≈ s(x) (efficiency)."""
+    empty and full coalitions, which anchor φ₀ ≈ s(∅) and φ₀ + Σφ ≈ s(x) (efficiency).
+
+    With ``n_features`` (n,) for masks (n, m, d) whose padding columns are False, "full"
+    means all of input i's n_features[i] real features."""
     s = masks.sum(-1)
-    d = masks.shape[-1]
+    d = masks.shape[-1] if n_features is None else \
+        torch.as_tensor(n_features).to(masks.device)[:, None]
     w = torch.ones(masks.shape[:-1], dtype=torch.float64, device=masks.device)
     return torch.where((s == 0) | (s == d), torch.full_like(w, large), w)
 
@@ -159,36 +169,47 @@ class _BayesSurrogate(FeatureExplainer):
         return {**super().params(), "n_samples": self.n_samples, "seed": self.seed,
                 "level": self.level}
 
-    def _kernel(self, masks: Tensor) -> Tensor:
-        return lime_kernel(masks) if self.kernel_name == "lime" else shap_kernel(masks)
-
-    def _draw(self, n: int, m: int, d: int, g: torch.Generator) -> Tensor:
+    def _kernel(self, masks: Tensor, nf: Tensor | None = None) -> Tensor:
+        """Kernel weights of masks (n, m, d); ``nf`` (n,) real features per input (None: d)."""
         if self.kernel_name == "lime":
-            return LIME(self.model, n_samples=m + 1).sample(n, d, g)[:, 1:]
-        return ShapleyKernel(paired=True).sample(n * m, d, seed=g).reshape(n, m, d)
+            return lime_kernel(masks, None, nf)
+        return shap_kernel(masks, n_features=nf)
+
+    def _draw(self, n: int, m: int, d: int, g: torch.Generator,
+              valid: Tensor | None = None) -> Tensor:
+        """Coalitions (n, m, d); padding columns (``valid`` False) are set to False."""
+        if self.kernel_name == "lime":
+            masks = LIME(self.model, n_samples=m + 1).sample(n, d, g)[:, 1:]
+        else:
+            masks = ShapleyKernel(paired=True).sample(n * m, d, seed=g).reshape(n, m, d)
+        return masks if valid is None else masks & valid[:, None, :]
 
     def _check(self, d: int, budget: int) -> None:
         if budget < d + 1:
             raise ValueError(f"{type(self).__name__} needs a budget of at least d + 1 = {d + 1} "
                              f"queries for {d} features, got {budget}")
 
-    def _start(self, x: Tensor, masks: Tensor, targets: Tensor, g: torch.Generator
-               ) -> tuple[BayesianLinear, list[Tensor]]:
+    def _start(self, x: Tensor, masks: Tensor, targets: Tensor, g: torch.Generator,
+               valid: Tensor | None = None) -> tuple[BayesianLinear, list[Tensor]]:
         """Posterior after the first batch (with the SHAP kernel's two anchor coalitions)."""
         n, _, d = masks.shape
         if self.kernel_name == "shap":
-            masks = torch.cat([_anchors(n, d), masks], 1)
+            anchors = _anchors(n, d)
+            if valid is not None:
+                anchors = anchors & valid[:, None, :]
+            masks = torch.cat([anchors, masks], 1)
         y = self._query_scores(x, masks, targets, g)
         post = BayesianLinear.empty(n, d, device=y.device)
-        return post.update(masks, y, self._kernel(masks).to(y.device)), [y]
+        nf = None if valid is None else valid.sum(1)
+        return post.update(masks, y, self._kernel(masks, nf).to(y.device)), [y]
 
     def _query_scores(self, x: Tensor, masks: Tensor, targets: Tensor, g: torch.Generator
                       ) -> Tensor:
         y, _ = self._scores(x, masks, targets, seed=g)
         return y.double()
 
-    def _finish(self, post: BayesianLinear, seg: Any, y_all: Tensor, **extra: Any
-                ) -> Explanation:
+    def _finish(self, post: BayesianLinear, seg: Any, y_all: Tensor,
+                valid: Tensor | None = None, **extra: Any) -> Explanation:
         flat = y_all.reshape(len(y_all), -1)
         const = (flat.max(1).values - flat.min(1).values) <= 1e-12
         if const.any():
@@ -196,12 +217,16 @@ class _BayesSurrogate(FeatureExplainer):
                 f"the explained score is constant over all {flat.shape[1]} queries for inputs "
                 f"{const.nonzero().flatten().tolist()[:5]}: there is nothing to attribute (a "
                 "zero-variance black box); check the target and the fill")
-        mean = post.mean
+        mean, std = post.mean[:, 1:], post.std[:, 1:]
         lo, hi = post.interval(self.level)
-        exp = self._result(mean[:, 1:].float(), seg, intercept=mean[:, 0].cpu().numpy(),
+        lo, hi = lo[:, 1:], hi[:, 1:]
+        if valid is not None:  # padding columns: no feature, no attribution, no uncertainty
+            real = valid.to(mean.device)
+            mean, std, lo, hi = (t * real for t in (mean, std, lo, hi))
+        exp = self._result(mean.float(), seg, intercept=post.mean[:, 0].cpu().numpy(),
                            s2=post.s2.cpu().numpy(), **extra)
-        exp.std = post.std[:, 1:].cpu().numpy()
-        exp.lower, exp.upper = lo[:, 1:].cpu().numpy(), hi[:, 1:].cpu().numpy()
+        exp.std = std.cpu().numpy()
+        exp.lower, exp.upper = lo.cpu().numpy(), hi.cpu().numpy()
         return exp
 
 
@@ -252,12 +277,14 @@ class BayesLIME(_BayesSurrogate):
     def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
         seg = self.engine(x).segment(x)
         n, d = len(x), seg.d
+        valid = real_columns(seg.n_features, d)
+        nf = None if valid is None else seg.n_features
         g = make_generator(self.seed)
         first = self.n_start if (self.focused or self.target_width) else self.n_samples
         self._check(d, first)
-        masks = self._draw(n, first, d, g)
-        w = self._kernel(masks)
-        post, ys = self._start(x, masks, targets, g)
+        masks = self._draw(n, first, d, g, valid)
+        w = self._kernel(masks, nf)
+        post, ys = self._start(x, masks, targets, g, valid)
         used = first
         extra: dict[str, Any] = {}
         if self.target_width is not None:
@@ -265,26 +292,26 @@ class BayesLIME(_BayesSurrogate):
             extra["perturbations_to_go"] = go.cpu().numpy()
             more = int(min(go.max().item(), self.max_samples - first))
             if more > 0:  # one batch of G more queries for every input (the largest G)
-                m2 = self._draw(n, more, d, g)
+                m2 = self._draw(n, more, d, g, valid)
                 y2 = self._query_scores(x, m2, targets, g)
-                post = post.update(m2, y2, self._kernel(m2).to(y2.device))
+                post = post.update(m2, y2, self._kernel(m2, nf).to(y2.device))
                 ys.append(y2)
                 used += more
         elif self.focused:
             while used < self.n_samples:
                 size = min(self.batch, self.n_samples - used)
-                cand = self._draw(n, self.n_candidates, d, g)
+                cand = self._draw(n, self.n_candidates, d, g, valid)
                 var = post.predictive_variance(cand)  # (n, c)
                 probs = torch.softmax(var / self.temperature, 1)
                 pick = torch.multinomial(probs.float().cpu(), size, replacement=False,
                                          generator=g)
                 chosen = cand.gather(1, pick[..., None].expand(-1, -1, d))
                 y2 = self._query_scores(x, chosen, targets, g)
-                post = post.update(chosen, y2, self._kernel(chosen).to(y2.device))
+                post = post.update(chosen, y2, self._kernel(chosen, nf).to(y2.device))
                 ys.append(y2)
                 used += size
         extra["queries_per_input"] = used
-        return self._finish(post, seg, torch.cat(ys, 1), **extra)
+        return self._finish(post, seg, torch.cat(ys, 1), valid, **extra)
 
 
 class BayesSHAP(BayesLIME):
@@ -360,18 +387,20 @@ class EAGLE(_BayesSurrogate):
     def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
         seg = self.engine(x).segment(x)
         n, d = len(x), seg.d
+        valid = real_columns(seg.n_features, d)
+        nf = None if valid is None else seg.n_features
         self._check(d, self.n_samples)
         g = make_generator(self.seed)
         batch = self.batch or max(1, self.n_samples // 10)
-        masks = self._draw(n, d + 1, d, g)
-        w = self._kernel(masks)
-        post, ys = self._start(x, masks, targets, g)
+        masks = self._draw(n, d + 1, d, g, valid)
+        w = self._kernel(masks, nf)
+        post, ys = self._start(x, masks, targets, g, valid)
         used, rounds_flat, best = d + 1, 0, torch.inf
         c_max = (w * (1 + masks.double().sum(-1))).max().item()
         while used < self.n_samples:
             size = min(batch, self.n_samples - used)
-            cand = self._draw(n, self.pool_factor * size, d, g)
-            wc = self._kernel(cand)
+            cand = self._draw(n, self.pool_factor * size, d, g, valid)
+            wc = self._kernel(cand, nf)
             idx = self.greedy_batch(post, cand, wc, size)
             chosen = cand.gather(1, idx[..., None].expand(-1, -1, d))
             wch = wc.expand(n, -1).gather(1, idx)
@@ -394,5 +423,5 @@ class EAGLE(_BayesSurrogate):
             t += 2
             c_max = max(c_max, float(shap_kernel(_anchors(1, d)).max()) * (1 + d))
         bound = 0.5 * p * math.log1p(t * c_max / p)
-        return self._finish(post, seg, torch.cat(ys, 1), info_gain=gain.cpu().numpy(),
+        return self._finish(post, seg, torch.cat(ys, 1), valid, info_gain=gain.cpu().numpy(),
                             info_bound=bound, queries_per_input=used)

@@ -28,7 +28,11 @@ from torch import Tensor
 
 from calix.explain.base import Explanation
 from calix.explain.perturbation import FeatureExplainer
-from calix.explain.surrogate import efficiency_constrained_wls
+from calix.explain.surrogate import (
+    efficiency_constrained_wls,
+    real_columns,
+    size_stratified_weights,
+)
 from calix.perturb import _subsets_of_size, all_coalitions, make_generator
 
 __all__ = ["PolySHAP", "exact_shapley", "quadratic_shapley", "sigmoid_quadratic_shapley",
@@ -93,8 +97,8 @@ def _spd_solve(a: Tensor, b: Tensor, fix: str = "use a larger alpha") -> Tensor:
     return torch.cholesky_solve(b, factor)
 
 
-def _fit(z: Tensor, y: Tensor, y0: Tensor, y1: Tensor, alpha: float, order: int
-         ) -> tuple[Tensor, Tensor, Tensor]:
+def _fit(z: Tensor, y: Tensor, y0: Tensor, y1: Tensor, alpha: float, order: int,
+         valid: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Ridge fit of y ≈ q(z) = a + b·z + Σ_{i<j} C_ij z_i z_j through both end coalitions.
 
     q(∅) = a = y0 and q(full) = a + Σb + ΣC = y1 hold exactly, as KernelSHAP enforces
@@ -105,16 +109,25 @@ def _fit(z: Tensor, y: Tensor, y0: Tensor, y1: Tensor, alpha: float, order: int
 
     z (n, m, d) bool (no end coalitions), y (n, m), y0 and y1 (n,) -> a (n,), b (n, d),
     C (n, d, d) symmetric with a zero diagonal (zeros for order 1).
+
+    ``valid`` (n, d) bool marks real columns (None: all): the terms of padding columns are
+    zero columns of the design and stay out of the constraint (1 becomes the indicator v of
+    the real terms), so their coefficients are exactly 0.
     """
     n, _, d = z.shape
+    if valid is not None:
+        z = z & valid[:, None, :]
     f = _design(z, order)
     a = f.transpose(1, 2) @ f
     a.diagonal(dim1=1, dim2=2).add_(alpha)
-    rhs = torch.cat([f.transpose(1, 2) @ (y - y0[:, None])[..., None],
-                     torch.ones_like(a[..., :1])], -1)
+    if valid is None:
+        v = torch.ones_like(a[..., 0])
+    else:
+        v = _design(valid[:, None, :], order)[:, 0]  # (n, terms): 1 for real terms
+    rhs = torch.cat([f.transpose(1, 2) @ (y - y0[:, None])[..., None], v[..., None]], -1)
     sol = _spd_solve(a, rhs)
     c0, u = sol[..., 0], sol[..., 1]
-    coef = c0 + u * ((y1 - y0 - c0.sum(1)) / u.sum(1))[:, None]
+    coef = c0 + u * ((y1 - y0 - (v * c0).sum(1)) / (v * u).sum(1))[:, None]
     c = torch.zeros(n, d, d, dtype=coef.dtype, device=coef.device)
     if order == 2:
         i, j = torch.triu_indices(d, d, 1, device=z.device)
@@ -134,7 +147,8 @@ def quadratic_shapley(b: Tensor, c: Tensor) -> Tensor:
     return b + 0.5 * c.sum(-1)
 
 
-def residual_shapley(z: Tensor, r: Tensor, n_fixed: int = 0) -> Tensor:
+def residual_shapley(z: Tensor, r: Tensor, n_fixed: int = 0,
+                     n_features: Tensor | None = None) -> Tensor:
     """Shapley values of a residual game r with r(∅) = r(full) = 0, by the Shapley-kernel
     regression on :meth:`PolySHAP.sample`'s design.
 
@@ -144,9 +158,16 @@ def residual_shapley(z: Tensor, r: Tensor, n_fixed: int = 0) -> Tensor:
     were drawn with sizes uniform on the remaining K sizes, so their weight μ(S)/p(S)/m' =
     K/(|S|(d−|S|) m') makes their part an unbiased estimate of the rest of the sum.
 
+    With ``n_features`` (n,), inputs with fewer than d features (padding columns) are weighted
+    by :func:`~calix.explain.surrogate.size_stratified_weights` on their real features and
+    get ψ = 0 on their padding columns.
+
     z (n, m, d) bool, r (n, m), n_fixed int -> ψ (n, d), float64.
     """
     d, m = z.shape[-1], z.shape[-2]
+    valid = None if n_features is None else real_columns(n_features, d, z.device)
+    if valid is not None:
+        z = z & valid[:, None, :]
     zz = z.double()
     size = zz.sum(-1)
     spread = (size * (d - size)).clamp(min=1.0)
@@ -154,9 +175,12 @@ def residual_shapley(z: Tensor, r: Tensor, n_fixed: int = 0) -> Tensor:
     w = n_sizes / (spread * max(1, m - n_fixed))
     if n_fixed:
         w[:, :n_fixed] = 1.0 / (d * (d - 1))  # μ(S) = 1/(C(d, 1)·1·(d − 1)) for |S| = 1, d − 1
+    if valid is not None:
+        padded = torch.as_tensor(n_features).to(z.device) < d
+        w = torch.where(padded[:, None], size_stratified_weights(z, n_features), w)
     fix = "the residual regression needs more queries (or adjust=False)"
     return efficiency_constrained_wls(zz, r, w, torch.zeros_like(r[:, 0]),
-                                      solve=lambda a, b: _spd_solve(a, b, fix))
+                                      solve=lambda a, b: _spd_solve(a, b, fix), valid=valid)
 
 
 def sigmoid_quadratic_shapley(a: Tensor, b: Tensor, c: Tensor, perms: Tensor,
@@ -215,7 +239,9 @@ class PolySHAP(FeatureExplainer):
     values of the zoo MLPs and CNN (wine, breast_cancer, digits), the residual regression's own
     noise outweighs the bias it removes below about 10 d queries, and above it the adjusted
     error is lower (see ``benchmarks/stability.py``). Either way Σφ = s(x) − s(∅)
-    (KernelSHAP's efficiency constraint).
+    (KernelSHAP's efficiency constraint). An input with fewer features than the batch's widest
+    (superpixels) is fitted on its own features: its padding columns get φ = 0 and
+    efficiency holds on its real features.
 
     ``link="auto"`` is ``"logit"`` when a classifier's probability is explained and
     ``"identity"`` otherwise. When all 2^d coalitions fit in the budget they are enumerated and
@@ -338,18 +364,24 @@ class PolySHAP(FeatureExplainer):
         return self.n_samples >= 10 * d if self.adjust is None else self.adjust
 
     def _estimate(self, z: Tensor, y: Tensor, s: Tensor, y0: Tensor, y1: Tensor,
-                  perms: Tensor | None) -> tuple[Tensor, Tensor]:
+                  perms: Tensor | None, nf: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Fit on (N, m, d) coalitions with links y and scores s (N, m) and the ends' links y0,
         y1 (N,): Shapley values (N, d) and the surrogate's values g(z) (N, m). The first
-        :meth:`n_fixed` rows of z are the enumerated ones."""
-        a, b, c = _fit(z, y, y0, y1, self.alpha, self.order)
+        :meth:`n_fixed` rows of z are the enumerated ones. ``nf`` (N,): each input's number of
+        real features when some have padding columns (None: all have d)."""
+        d = z.shape[-1]
+        valid = None if nf is None else real_columns(nf, d, z.device)
+        if valid is not None:
+            z = z & valid[:, None, :]
+        a, b, c = _fit(z, y, y0, y1, self.alpha, self.order, valid)
         q = _quadratic(z, a, b, c)
         if perms is None:
             phi, fitted = quadratic_shapley(b, c), q
         else:
             phi, fitted = sigmoid_quadratic_shapley(a, b, c, perms), torch.sigmoid(q)
-        if self.adjusts(z.shape[-1]):
-            phi = phi + residual_shapley(z, s - fitted, self.n_fixed(z.shape[-1]))
+        if self.adjusts(d):
+            phi = phi + residual_shapley(z, s - fitted, self.n_fixed(d),
+                                         None if valid is None else nf)
         return phi, fitted
 
     def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
@@ -367,6 +399,8 @@ class PolySHAP(FeatureExplainer):
                              f"terms (at most {_MAX_TERMS}); use order=1 or fewer features")
         g = make_generator(self.seed)
         masks = all_coalitions(d)[None].expand(n, -1, -1) if exact else self.sample(n, d, g)
+        valid = real_columns(seg.n_features, d)
+        nf = None if valid is None else seg.n_features.to(x.device)
         res = self._query(x, masks, seed=g)
         s, y = self._link_scores(res.outputs, targets)
         z = masks.to(s.device)
@@ -374,6 +408,8 @@ class PolySHAP(FeatureExplainer):
         if exact:
             full, empty = s[:, -1], s[:, 0]
             phi = exact_shapley(s, z[0])
+            if valid is not None:  # padding players are null players: 0 up to rounding
+                phi = phi * valid.to(phi.device)
             r2 = torch.full((n,), float("nan"), dtype=torch.float64)  # no surrogate
             if self.n_resamples:
                 std = torch.zeros_like(phi)  # nothing was sampled
@@ -384,9 +420,11 @@ class PolySHAP(FeatureExplainer):
                      if logit else None)
             zs, ys, ss, y1, y0 = z[:, 2:], y[:, 2:], s[:, 2:], y[:, 0], y[:, 1]
             step = self._step(zs.shape[1], d)  # inputs per fit
-            parts = [self._estimate(*args, perms) for args in zip(
-                zs.split(step), ys.split(step), ss.split(step), y0.split(step), y1.split(step),
-                strict=True)]
+            nfs = [None] * len(range(0, n, step)) if nf is None else nf.split(step)
+            parts = [self._estimate(zc, yc, sc, y0c, y1c, perms, nfc)
+                     for zc, yc, sc, y0c, y1c, nfc in zip(
+                         zs.split(step), ys.split(step), ss.split(step), y0.split(step),
+                         y1.split(step), nfs, strict=True)]
             phi = torch.cat([p[0] for p in parts])
             fitted = torch.cat([p[1] for p in parts])
             var = ss.var(1, unbiased=False)
@@ -394,7 +432,7 @@ class PolySHAP(FeatureExplainer):
                              1 - ((ss - fitted) ** 2).mean(1) / var.clamp(min=1e-300),
                              float("nan"))
             if self.n_resamples:
-                std = self._half_samples(zs, ys, ss, y0, y1, perms, g)
+                std = self._half_samples(zs, ys, ss, y0, y1, perms, g, nf)
         lower = upper = None
         if std is not None:
             half_width = _normal_quantile((1 + self.level) / 2) * std
@@ -411,7 +449,8 @@ class PolySHAP(FeatureExplainer):
         return out
 
     def _half_samples(self, z: Tensor, y: Tensor, s: Tensor, y0: Tensor, y1: Tensor,
-                      perms: Tensor | None, g: torch.Generator) -> Tensor:
+                      perms: Tensor | None, g: torch.Generator, nf: Tensor | None = None
+                      ) -> Tensor:
         """Standard errors (n, d) by the delete-half jackknife (Shao & Wu 1989).
 
         The estimate is repeated on ``n_resamples`` random halves of the sampled pairs
@@ -443,7 +482,8 @@ class PolySHAP(FeatureExplainer):
         step = self._step(pick.shape[1], d)
         walks = None if perms is None else perms[:1024]
         phis = torch.cat([
-            self._estimate(z[r, p], y[r, p], s[r, p], y0[r[:, 0]], y1[r[:, 0]], walks)[0]
+            self._estimate(z[r, p], y[r, p], s[r, p], y0[r[:, 0]], y1[r[:, 0]], walks,
+                           None if nf is None else nf[r[:, 0]])[0]
             for r, p in zip(rows.split(step), pick.split(step), strict=True)
         ]).reshape(n, nr, d)
         return phis.std(1)

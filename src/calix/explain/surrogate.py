@@ -3,6 +3,13 @@
 Both sample coalitions of interpretable features, query the model on every perturbation of
 every input in one chunked path, and solve all inputs' weighted least-squares problems at once
 (batched ``torch.linalg.solve`` in float64).
+
+Inputs with fewer features than the widest of the batch (:class:`~calix.perturb.Superpixels`)
+have *padding* columns in their coalitions: those columns remove nothing, so every surrogate
+here leaves them out of its fit -- they are zeroed in the design, their coefficients are
+exactly 0, kernels and Shapley weights count the input's own features, and KernelSHAP's
+efficiency constraint is imposed on the real features. Padding attributions are 0 (not NaN,
+so maps and sums stay defined).
 """
 
 from __future__ import annotations
@@ -18,16 +25,33 @@ from calix.explain.perturbation import FeatureExplainer
 from calix.perturb import ShapleyKernel, _subsets_of_size, all_coalitions, make_generator
 
 __all__ = ["LIME", "KernelSHAP", "GLIME", "USLIME", "weighted_ridge", "shapley_kernel_weights",
-           "lime_kernel", "efficiency_constrained_wls"]
+           "lime_kernel", "efficiency_constrained_wls", "real_columns", "size_stratified_weights"]
 
 
-def weighted_ridge(z: Tensor, y: Tensor, w: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+def real_columns(n_features: Tensor, d: int, device: torch.device | str | None = None
+                 ) -> Tensor | None:
+    """Which of d mask columns are real features of each input, (n, d) bool; None when every
+    input has all d (no padding columns).
+
+    ``n_features`` (n,) is :attr:`calix.perturb.Segmentation.n_features`.
+    """
+    nf = torch.as_tensor(n_features).to(device)
+    if bool((nf == d).all()):
+        return None
+    return torch.arange(d, device=device) < nf[:, None]
+
+
+def weighted_ridge(z: Tensor, y: Tensor, w: Tensor, alpha: float, *,
+                   valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Batched weighted ridge regression with an unpenalised intercept.
 
     Parameters
     ----------
     z : Tensor (n, m, d); y : Tensor (n, m); w : Tensor (n, m) or (m,) non-negative weights
     alpha : float -- L2 penalty on the coefficients (not the intercept), as scikit-learn's Ridge.
+
+    valid : Tensor (n, d) bool or None -- real columns (:func:`real_columns`); the others are
+        left out of the fit and get coefficient exactly 0.
 
     The fit runs in float64 on ``y``'s device (``z`` and ``w`` are moved there).
 
@@ -41,15 +65,20 @@ def weighted_ridge(z: Tensor, y: Tensor, w: Tensor, alpha: float) -> tuple[Tenso
     zm = (w[..., None] * z).sum(1) / wsum  # (n, d)
     ym = (w * y).sum(1) / wsum[:, 0]
     zc, yc = z - zm[:, None], y - ym[:, None]
+    if valid is not None:
+        zc = zc * valid.to(zc.device)[:, None, :]
     a = zc.transpose(1, 2) @ (w[..., None] * zc)
     a = a + alpha * torch.eye(z.shape[-1], dtype=a.dtype, device=a.device)
+    if valid is not None:  # a padding column's row is e_j: its coefficient solves to 0
+        a = a + torch.diag_embed((~valid.to(a.device)).to(a.dtype))
     b = zc.transpose(1, 2) @ (w * yc)[..., None]
     coef = torch.linalg.solve(a, b)[..., 0]
     return coef, ym - (zm * coef).sum(1)
 
 
 def efficiency_constrained_wls(z: Tensor, y: Tensor, w: Tensor, total: Tensor, *,
-                               solve: Any = torch.linalg.solve) -> Tensor:
+                               solve: Any = torch.linalg.solve,
+                               valid: Tensor | None = None) -> Tensor:
     """KernelSHAP's estimator: argmin_φ Σ w (y − z·φ)² subject to Σφ = ``total``, batched.
 
     The constraint is eliminated (φ_d = total − Σ_{j<d} φ_j) and the remaining unconstrained
@@ -61,6 +90,9 @@ def efficiency_constrained_wls(z: Tensor, y: Tensor, w: Tensor, total: Tensor, *
     z : Tensor (n, m, d) -- coalitions (bool or float); y : Tensor (n, m) -- v(S) − v(∅)
     w : Tensor (n, m) or (m,) -- regression weights; total : Tensor (n,) -- v(full) − v(∅)
     (all moved to ``y``'s device)
+    valid : Tensor (n, d) bool or None -- real columns (:func:`real_columns`): padding columns
+        get φ = 0 exactly and the constraint holds on the real ones (the last real column is
+        the eliminated one).
 
     Returns
     -------
@@ -68,21 +100,79 @@ def efficiency_constrained_wls(z: Tensor, y: Tensor, w: Tensor, total: Tensor, *
     """
     y = y.double()
     z, total = z.to(y.device, torch.float64), total.to(y.device, torch.float64)
+    w = w.to(y.device, torch.float64).expand_as(y)
+    if valid is not None:
+        return _constrained_wls_padded(z, y, w, total, solve, valid.to(y.device))
     zr = z[..., :-1] - z[..., -1:]
     yr = y - z[..., -1] * total[:, None]
-    w = w.to(y.device, torch.float64).expand_as(yr)
     a = zr.transpose(1, 2) @ (w[..., None] * zr)
     a = a + 1e-10 * torch.eye(z.shape[-1] - 1, dtype=a.dtype, device=a.device)
     head = solve(a, zr.transpose(1, 2) @ (w * yr)[..., None])[..., 0]
     return torch.cat([head, (total - head.sum(1))[:, None]], dim=1)
 
 
-def lime_kernel(masks: Tensor, width: float | None = None) -> Tensor:
+def _constrained_wls_padded(z: Tensor, y: Tensor, w: Tensor, total: Tensor, solve: Any,
+                            valid: Tensor) -> Tensor:
+    """:func:`efficiency_constrained_wls` with padding columns: each input eliminates its own
+    last real column; the free columns are its other real ones."""
+    n, _, d = z.shape
+    last = valid.sum(1) - 1  # (n,)
+    cols = torch.arange(d, device=z.device)
+    free = valid & (cols != last[:, None])  # (n, d)
+    z_last = z.gather(2, last.view(n, 1, 1).expand(n, z.shape[1], 1))  # (n, m, 1)
+    zr = (z - z_last) * free[:, None, :].to(z.dtype)
+    yr = y - z_last[..., 0] * total[:, None]
+    a = zr.transpose(1, 2) @ (w[..., None] * zr)
+    a = a + 1e-10 * torch.eye(d, dtype=a.dtype, device=a.device)
+    a = a + torch.diag_embed((~free).to(a.dtype))  # e_j rows: φ_j = 0 for padding and `last`
+    head = solve(a, zr.transpose(1, 2) @ (w * yr)[..., None])[..., 0]
+    return head.scatter(1, last[:, None], (total - head.sum(1))[:, None])
+
+
+def size_stratified_weights(masks: Tensor, n_features: Tensor) -> Tensor:
+    """Shapley-kernel regression weights (n, m) for coalitions that are, given their number of
+    real features s, uniform over the subsets of that size (every design here: enumerated
+    sizes, kernel draws, their complements, restricted to an input's real features).
+
+    A row with s real features of n_i gets the kernel mass of size s, (n_i − 1) / (s (n_i − s))
+    (normalised to sum 1 over s), divided by the number of that input's rows of size s; rows
+    with s = 0 or n_i get 0 (the efficiency constraint fixes them). The weighted sum over the
+    rows then estimates Σ_S μ(S) f(S) of the input's own n_i-player Shapley kernel μ -- exactly
+    when every subset of a size appears equally often.
+
+    masks : (n, m, d) bool with padding columns False; n_features : (n,) -> (n, m) float64.
+    """
+    n, m, d = masks.shape
+    nf = torch.as_tensor(n_features).to(masks.device, torch.float64)[:, None]  # (n, 1)
+    s = masks.sum(-1)  # (n, m) long
+    counts = torch.zeros(n, d + 1, dtype=torch.float64, device=masks.device)
+    counts.scatter_add_(1, s, torch.ones(n, m, dtype=torch.float64, device=masks.device))
+    sd = s.double()
+    proper = (sd > 0) & (sd < nf)
+    mass = torch.where(proper, (nf - 1) / (sd * (nf - sd)).clamp_min(1.0), 0.0)
+    sizes = torch.arange(1, d, dtype=torch.float64, device=masks.device)
+    total = torch.where(sizes < nf, (nf - 1) / (sizes * (nf - sizes)).clamp_min(1.0), 0.0)
+    return mass / total.sum(1, keepdim=True).clamp_min(1e-300) / counts.gather(1, s)
+
+
+def lime_kernel(masks: Tensor, width: float | None = None,
+                n_features: Tensor | None = None) -> Tensor:
     """LIME's kernel sqrt(exp(−D²/w²)) of masks (..., d) -> (...), float64: D is the L2
-    distance of z from the all-ones vector, w = ``width`` (default 0.75·sqrt(d))."""
+    distance of z from the all-ones vector, w = ``width`` (default 0.75·sqrt(d)).
+
+    With ``n_features`` (n,) for masks (n, ..., d), only input i's first n_features[i] columns
+    count (D over its real features, default width 0.75·sqrt(n_features[i])).
+    """
     d = masks.shape[-1]
-    w = width or 0.75 * math.sqrt(d)
-    return torch.sqrt(torch.exp(-(1 - masks.double()).sum(-1) / w**2))
+    if n_features is None:
+        w = width or 0.75 * math.sqrt(d)
+        return torch.sqrt(torch.exp(-(1 - masks.double()).sum(-1) / w**2))
+    nf = torch.as_tensor(n_features).to(masks.device, torch.float64)
+    nf = nf.view(-1, *([1] * (masks.ndim - 1)))  # (n, 1, ..., 1)
+    real = torch.arange(d, device=masks.device) < nf
+    removed = ((1 - masks.double()) * real).sum(-1)
+    w2 = width**2 if width else 0.5625 * nf[..., 0]
+    return torch.sqrt(torch.exp(-removed / w2))
 
 
 def shapley_kernel_weights(masks: Tensor) -> Tensor:
@@ -132,11 +222,14 @@ class LIME(FeatureExplainer):
             raise ValueError(f"LIME needs n_samples >= d + 1 = {d + 1} for {d} features, "
                              f"got {self.n_samples}")
         g = make_generator(self.seed)
+        valid = real_columns(seg.n_features, d)
         masks = self.sample(len(x), d, g)
+        if valid is not None:  # padding columns stay out of the kernel and the fit
+            masks = masks & valid[:, None, :]
         y, _ = self._scores(x, masks, targets, seed=g)
         zf = masks.double().to(y.device)
-        w = lime_kernel(zf, self.kernel_width)
-        coef, icpt = weighted_ridge(zf, y, w, self.alpha)
+        w = lime_kernel(zf, self.kernel_width, None if valid is None else seg.n_features)
+        coef, icpt = weighted_ridge(zf, y, w, self.alpha, valid=valid)
         pred = (zf @ coef[..., None])[..., 0] + icpt[:, None]
         yd = y.double()
         ym = (w * yd).sum(1, keepdim=True) / w.sum(1, keepdim=True)
@@ -153,6 +246,11 @@ class KernelSHAP(FeatureExplainer):
     v(S) = s(π(x, S)); otherwise the heaviest coalition sizes are enumerated and the rest
     sampled from the Shapley kernel (see :meth:`design`). The constrained weighted least squares
     is solved for all inputs at once.
+
+    An input with fewer features than the batch's widest (superpixels) is explained as its own
+    n_i-player game: padding columns get φ = 0, Σφ = s(x) − s(∅) over its real features, and
+    its coalitions, restricted to the real features, are weighted by
+    :func:`size_stratified_weights` (exact Shapley values on the enumerating path).
 
     ``extra`` holds ``base_value`` s(∅) (n,), ``full_value`` s(x) (n,) and ``exact`` (bool).
     """
@@ -234,13 +332,20 @@ class KernelSHAP(FeatureExplainer):
             w = shapley_kernel_weights(coal)
         else:
             masks, w = self.design(n, d, g)
+        valid = real_columns(seg.n_features, d)
+        if valid is not None:  # inputs with padding: their own n_i-player kernel, by size
+            masks = masks & valid[:, None, :]
+            padded = seg.n_features.cpu() < d
+            w = torch.where(padded[:, None], size_stratified_weights(masks, seg.n_features),
+                            w.expand(n, masks.shape[1]))
         ends = torch.stack([torch.ones(d, dtype=torch.bool), torch.zeros(d, dtype=torch.bool)])
         all_masks = torch.cat([ends[None].expand(n, -1, -1), masks], dim=1)
         s, _ = self._scores(x, all_masks, targets, seed=g)
         s = s.double()
         full, empty, y = s[:, 0], s[:, 1], s[:, 2:] - s[:, 1:2]
         delta = full - empty
-        phi = efficiency_constrained_wls(masks.to(s.device), y, w.to(s.device), delta)
+        phi = efficiency_constrained_wls(masks.to(s.device), y, w.to(s.device), delta,
+                                         valid=valid)
         return self._result(phi.float(), seg, base_value=empty.cpu().numpy(),
                             full_value=full.cpu().numpy(), exact=exact)
 
@@ -288,11 +393,15 @@ class GLIME(FeatureExplainer):
         if self.n_samples < d + 1:
             raise ValueError(f"GLIME needs n_samples >= d + 1 = {d + 1}, got {self.n_samples}")
         g = make_generator(self.seed)
+        valid = real_columns(seg.n_features, d)
         masks = self.sample(len(x), d, g)
+        if valid is not None:
+            masks = masks * valid[:, None, :] if masks.is_floating_point() else \
+                masks & valid[:, None, :]
         y, _ = self._scores(x, masks, targets, seed=g)
         coef, icpt = weighted_ridge(masks.double().to(y.device), y,
                                     torch.ones(masks.shape[1], dtype=torch.float64,
-                                               device=y.device), self.alpha)
+                                               device=y.device), self.alpha, valid=valid)
         return self._result(coef.float(), seg, intercept=icpt.cpu().numpy())
 
 
@@ -326,22 +435,29 @@ class USLIME(FeatureExplainer):
         if self.n_samples < d + 1:
             raise ValueError(f"US-LIME needs n_samples >= d + 1 = {d + 1}, got {self.n_samples}")
         g = make_generator(self.seed)
+        valid = real_columns(seg.n_features, d)
+        nf = None if valid is None else seg.n_features
+        keep = (lambda z: z) if valid is None else (lambda z: z & valid[:, None, :])
         sampler = LIME(self.model, n_samples=self.n_samples)
         start = min(self.n_samples, self.n_start or max(d + 1, self.n_samples // 4))
         batch = self.batch or max(1, (self.n_samples - start) // 5)
-        masks = LIME(self.model, n_samples=start).sample(n, d, g)
+        masks = keep(LIME(self.model, n_samples=start).sample(n, d, g))
         y, _ = self._scores(x, masks, targets, seed=g)
         zs, ys = [masks], [y]
         used = start
         while used < self.n_samples:
             size = min(batch, self.n_samples - used)
             z_all, y_all = torch.cat(zs, 1), torch.cat(ys, 1)
-            w = lime_kernel(z_all)
+            w = lime_kernel(z_all, None, nf)
             coef, icpt = weighted_ridge(z_all.double().to(y.device), y_all, w.to(y.device),
-                                        self.alpha)
-            cand = sampler.sample(n, d, g)[:, 1:][:, : self.pool_factor * size]
+                                        self.alpha, valid=valid)
+            cand = keep(sampler.sample(n, d, g)[:, 1:][:, : self.pool_factor * size])
             pred = (cand.double().to(y.device) @ coef[..., None])[..., 0] + icpt[:, None]
-            removed = 1 - cand.double().mean(-1).to(y.device)
+            if valid is None:
+                removed = 1 - cand.double().mean(-1).to(y.device)
+            else:  # share of the input's real features removed
+                removed = (valid[:, None, :] & ~cand).sum(-1).double() / seg.n_features[:, None]
+                removed = removed.to(y.device)
             score_ = (pred - 0.5).abs() + self.distance_weight * removed
             pick = score_.topk(size, dim=1, largest=False).indices.cpu()
             chosen = cand.gather(1, pick[..., None].expand(-1, -1, d))
@@ -350,6 +466,6 @@ class USLIME(FeatureExplainer):
             ys.append(y2)
             used += size
         z_all, y_all = torch.cat(zs, 1).double().to(y.device), torch.cat(ys, 1)
-        w = lime_kernel(z_all)
-        coef, icpt = weighted_ridge(z_all, y_all, w, self.alpha)
+        w = lime_kernel(z_all, None, nf)
+        coef, icpt = weighted_ridge(z_all, y_all, w, self.alpha, valid=valid)
         return self._result(coef.float(), seg, intercept=icpt.cpu().numpy())
