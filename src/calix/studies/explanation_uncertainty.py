@@ -65,6 +65,7 @@ from calix._progress import progress_bar
 from calix.explain import LIME, Explainer, Explanation, GuidedBackprop, IntegratedGradients
 from calix.metrics.faithfulness import deletion_curve, insertion_curve
 from calix.models import Model, wrap
+from calix.perturb import Constant
 from calix.studies._base import StudyContext, torch_threads
 from calix.uncertainty import (
     DeepEnsemble,
@@ -104,7 +105,9 @@ def _explainers(ig_steps: int, lime_samples: int, seed: int, output: str = "logi
         "Guided Backprop": lambda m: GuidedBackprop(m, output=output),
         "Integrated Gradients": lambda m: IntegratedGradients(m, n_steps=ig_steps,
                                                               baselines="zero", output=output),
-        "LIME": lambda m: LIME(m, n_samples=lime_samples, seed=seed, output=output),
+        # zero fill: black images, and the mean of the standardised regression table
+        "LIME": lambda m: LIME(m, n_samples=lime_samples, seed=seed, output=output,
+                               fill=Constant(0.0)),
     }
 
 
