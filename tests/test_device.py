@@ -585,3 +585,96 @@ def test_cuda_metric_matches_cpu(cuda, name, kind):
         assert out["similarity"].shape == ref["similarity"].shape
     else:
         _near(ref, out, name)
+
+
+# ---------------------------------------------------------------------- CaptumExplainer
+# CaptumExplainer explains calix's forward (calibrator, then the output transform) whatever the
+# attribution was built on; checked here against calix's own explainers and autograd, and on
+# the fake device.
+def _temperature_model():
+    from calix.calibrate import TemperatureScaling, calibrated
+
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(300, N_CLASSES, generator=g) * 4
+    labels = torch.randint(0, N_CLASSES, (300,), generator=g)
+    net = _mlp()
+    return net, calibrated(wrap(net, input_shape=(TAB_D,)), TemperatureScaling().fit(
+        logits, labels))
+
+
+def test_captum_explainer_explains_the_calibrated_probability():
+    from captum.attr import IntegratedGradients as CaptumIG
+
+    from calix.explain import CaptumExplainer, IntegratedGradients
+
+    net, model = _temperature_model()
+    x = _inputs("tabular")
+    raw = CaptumIG(net)
+    got = CaptumExplainer(raw, model, n_steps=16, method="gausslegendre").explain(x, target=1)
+    ref = IntegratedGradients(model, n_steps=16, baselines="zero").explain(x, target=1)
+    assert got.params["output"] == "probability"
+    np.testing.assert_allclose(got.values, ref.values, rtol=1e-5, atol=1e-7)
+    assert raw.forward_func is net  # the user's object is left as it was
+
+
+def test_captum_saliency_matches_the_gradient_by_hand():
+    from captum.attr import Saliency as CaptumSaliency
+
+    from calix.explain import CaptumExplainer
+
+    net, model = _temperature_model()
+    x = _inputs("tabular")
+    for output in ("probability", "log_probability", "logit"):
+        got = CaptumExplainer(CaptumSaliency(net), model, output=output, abs=False).explain(
+            x, target=2)
+        xg = x.clone().requires_grad_(True)
+        z = model.forward(xg, grad=True)  # calibrated logits
+        s = {"probability": torch.softmax(z, -1), "log_probability": torch.log_softmax(z, -1),
+             "logit": z}[output][:, 2]
+        (grad,) = torch.autograd.grad(s.sum(), xg)
+        np.testing.assert_allclose(got.values, grad.numpy(), rtol=1e-5, atol=1e-8,
+                                   err_msg=output)
+
+
+def test_captum_deeplift_sums_to_the_calibrated_logit_difference():
+    """DeepLift on a ReLU network followed by temperature scaling (linear): Σ attributions =
+    calibrated logit(x) − calibrated logit(baseline) (summation-to-delta)."""
+    from captum.attr import DeepLift
+
+    from calix.explain import CaptumExplainer
+
+    net, model = _temperature_model()
+    x = _inputs("tabular")
+    by_instance = CaptumExplainer(DeepLift(net), model, output="logit").explain(x, target=0)
+    by_class = CaptumExplainer(DeepLift, model, output="logit").explain(x, target=0)
+    np.testing.assert_allclose(by_instance.values, by_class.values, rtol=1e-6, atol=1e-8)
+    with torch.no_grad():
+        delta = (model.forward(x) - model.forward(torch.zeros_like(x)))[:, 0]
+        raw_delta = (net(x) - net(torch.zeros_like(x)))[:, 0]
+    assert not np.allclose(delta.numpy(), raw_delta.numpy(), atol=1e-3)  # T differs from 1
+    np.testing.assert_allclose(by_instance.values.sum(1), delta.numpy(), atol=1e-5)
+
+
+def test_captum_explainer_refuses_an_unknown_forward():
+    from captum.attr import IntegratedGradients as CaptumIG
+
+    from calix.explain import CaptumExplainer
+
+    net, model = _temperature_model()
+    with pytest.raises(TypeError, match="cannot tell what it explains"):
+        CaptumExplainer(CaptumIG(lambda t: net(t) * 2), model)
+    with pytest.raises(TypeError, match="Captum attribution"):
+        CaptumExplainer(object(), model)
+
+
+def test_captum_explainer_keeps_tensors_on_the_model_device():
+    from captum.attr import DeepLift
+
+    from calix.explain import CaptumExplainer
+
+    def run(module, x):
+        return CaptumExplainer(DeepLift(module), wrap(module, input_shape=(TAB_D,))
+                               ).explain(x)
+
+    ref, out = _run_both(run, module=_mlp(), x=_inputs("tabular"))
+    _same(out, ref)

@@ -19,6 +19,7 @@ Example
 
 from __future__ import annotations
 
+import copy
 import warnings
 from typing import Any
 
@@ -291,20 +292,52 @@ class GuidedBackprop(_GradientExplainer):
         return self._finish(attr, x)
 
 
+def _retarget(attribution: Any, old: Any, new: nn.Module) -> Any:
+    """A shallow copy of a Captum attribution whose references to ``old`` (its forward
+    function or model) point to ``new``; nested attributions (a layer method's inner
+    Integrated Gradients) are retargeted too and hook lists are not shared."""
+    out = copy.copy(attribution)
+    for key, value in vars(attribution).items():
+        if value is old:
+            setattr(out, key, new)
+        elif isinstance(value, list):
+            setattr(out, key, list(value))
+        elif hasattr(value, "attribute") and getattr(value, "forward_func", None) is old:
+            setattr(out, key, _retarget(value, old, new))
+    return out
+
+
 class CaptumExplainer(Explainer):
-    """Any Captum attribution object as a calix explainer.
+    """Any Captum attribution method as a calix explainer, explaining what its ``output``
+    says: the model's (calibrated) probability, logit or log-probability of the target.
 
     Parameters
     ----------
-    attribution : captum.attr.Attribution
-        Built on ``calix.explain.as_forward(model, output)`` (or any forward function).
-    model : the calix model the attribution explains (for target resolution and query counts).
+    attribution : a Captum attribution class (``DeepLift``), or an instance built on the
+        model's own torch module (``DeepLift(net)``) or on :func:`as_forward`.
+        calix runs it on ``as_forward(model, output)`` -- the model's forward through its
+        calibrator (a :func:`calix.calibrate.calibrated` model) followed by the output
+        transform. An instance on the raw module is copied and retargeted (the original is
+        left as it is); hook-based methods (DeepLift, Guided Backprop, LRP) still find the
+        module's layers, which are children of that forward. DeepLift's rescale rule applies
+        to the module's layers; the calibrator and the softmax pass plain gradients (use
+        ``output="logit"`` on an uncalibrated model for DeepLift's summation-to-delta).
+        An instance on any other function is refused: calix could not tell what it explains.
+    model : the calix model explained (target resolution, query counts, the forward).
     **attribute_kwargs : passed to ``attribution.attribute`` on every call.
+
+    Raises
+    ------
+    TypeError
+        For an object that is not a Captum attribution, or one built on a forward function
+        other than the model's module or :func:`as_forward` of the model.
 
     Example
     -------
-    >>> from captum.attr import DeepLift                             # doctest: +SKIP
-    >>> exp = CaptumExplainer(DeepLift(as_forward(model)), model).explain(x)  # doctest: +SKIP
+    >>> from captum.attr import DeepLift                                       # doctest: +SKIP
+    >>> exp = CaptumExplainer(DeepLift, calibrated_model).explain(x)          # doctest: +SKIP
+    >>> exp.params["output"]  # the calibrated probability was explained      # doctest: +SKIP
+    'probability'
     """
 
     name = "captum"
@@ -313,10 +346,30 @@ class CaptumExplainer(Explainer):
                  reduce: str = "none", **attribute_kwargs: Any):
         super().__init__(model, output=output, reduce=reduce)
         if not hasattr(attribution, "attribute"):
-            raise TypeError("attribution must be a Captum attribution object (with .attribute)")
-        self.attribution = attribution
+            raise TypeError("attribution must be a Captum attribution class or object (with "
+                            f".attribute), got {type(attribution).__name__}")
+        self.attribution = self._on_calix_forward(attribution)
         self.attribute_kwargs = attribute_kwargs
-        self.name = f"captum.{type(attribution).__name__}"
+        self.name = f"captum.{type(self.attribution).__name__}"
+
+    def _on_calix_forward(self, attribution: Any) -> Any:
+        """The attribution running on ``as_forward(self.model, self.output)``."""
+        forward = as_forward(self.model, self.output)
+        if isinstance(attribution, type):
+            return attribution(forward)
+        old = getattr(attribution, "forward_func", None)
+        if isinstance(old, _ScoreModule) and old.model is self.model and \
+                old.output == self.output:
+            return attribution
+        inner = _torch_module(self.model)
+        ours = isinstance(old, _ScoreModule) and old.model is self.model
+        if not (ours or (inner is not None and old is inner)):
+            raise TypeError(
+                f"the {type(attribution).__name__} attribution is built on {old!r}, not on "
+                "this model: calix cannot tell what it explains. Build it on the model's torch "
+                "module or on calix.explain.as_forward(model, output), or pass the Captum "
+                f"class itself (CaptumExplainer({type(attribution).__name__}, model))")
+        return _retarget(attribution, old, forward)
 
     def params(self) -> dict[str, Any]:
         return {k: v for k, v in self.attribute_kwargs.items()
