@@ -678,3 +678,13 @@ def test_captum_explainer_keeps_tensors_on_the_model_device():
 
     ref, out = _run_both(run, module=_mlp(), x=_inputs("tabular"))
     _same(out, ref)
+
+
+def test_kernel_shap_exact_path_keeps_tensors_on_the_model_device():
+    def run(module, x):
+        return METHODS["kernel_shap"](wrap(module, input_shape=(TAB_D,)), n_samples=64
+                                      ).explain(x)
+
+    ref, out = _run_both(run, module=_mlp(), x=_inputs("tabular"))
+    assert out.extra["exact"]
+    _same(out, ref)

@@ -234,3 +234,40 @@ def test_lime_kernel_counts_only_real_features():
     got = lime_kernel(masks, None, torch.tensor([4, 2]))
     np.testing.assert_allclose(got[0], lime_kernel(masks[0]), rtol=1e-12)
     np.testing.assert_allclose(got[1], lime_kernel(masks[1, :, :2]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(_SURROGATES))
+def test_padding_on_the_model_device(name):
+    """The padding code paths on the fake CUDA device of tests/test_device.py."""
+    from tests.test_device import FakeCuda, _fake
+
+    x = _images()
+    ref = METHODS[name](wrap(_cnn(), input_shape=(1, 8, 8)), features=_Blocks(COUNTS),
+                        fill=Constant(0.0), **_SURROGATES[name]).explain(x)
+    with FakeCuda() as mode:
+        out = METHODS[name](wrap(_fake(_cnn()), input_shape=(1, 8, 8)),
+                            features=_Blocks(COUNTS), fill=Constant(0.0),
+                            **_SURROGATES[name]).explain(x.to("cuda"))
+    assert mode.on_device > 0
+    np.testing.assert_allclose(out.feature_values, ref.feature_values, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", list(_SURROGATES))
+def test_cuda_padding_matches_cpu(name):
+    """On a GPU (TF32 off): the same attributions as on the CPU, zero padding, within the
+    tolerances of tests/test_device.py."""
+    from tests.test_device import _near
+
+    x = _images()
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        exps = [METHODS[name](wrap(_cnn().to(dev), input_shape=(1, 8, 8)),
+                              features=_Blocks(COUNTS), fill=Constant(0.0),
+                              **_SURROGATES[name]).explain(x.to(dev))
+                for dev in ("cpu", "cuda")]
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    assert (exps[1].feature_values[1, 3:] == 0).all()
+    _near(exps[0].feature_values, exps[1].feature_values, name)
