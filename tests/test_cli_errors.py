@@ -371,6 +371,21 @@ def test_unexpected_error_message_is_short(monkeypatch, no_work, tmp_path):
     assert "third line" in written.read_text()
 
 
+def test_warnings_are_one_line(monkeypatch, no_work):
+    import warnings
+
+    import calix.data
+
+    def warn():
+        warnings.warn("the model was trained but not cached", RuntimeWarning, stacklevel=2)
+        return [("toy", "a toy set")]
+
+    monkeypatch.setattr(calix.data, "list_datasets", warn)
+    r = run(["data", "list"])
+    assert r.exit_code == 0 and "toy" in r.stdout
+    assert r.stderr == "Warning (RuntimeWarning): the model was trained but not cached\n"
+
+
 def test_interrupt_exits_130(monkeypatch, no_work):
     import calix.data
 

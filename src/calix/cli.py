@@ -66,12 +66,22 @@ def _unexpected(exc: Exception) -> click.ClickException:
         "please report it with that file.")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one ``Warning (Category): message`` line, without calix's source lines."""
+    click.echo(f"Warning ({category.__name__}): {message}", err=True)
+
+
 class _CalixGroup(click.Group):
     """A click group whose ``invoke`` is the CLI's one error boundary."""
 
     def invoke(self, ctx: click.Context):
+        import warnings
+
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():  # restores the default display afterwards
+                if not _debug():
+                    warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit,
                 click.exceptions.Abort):
             raise
