@@ -396,7 +396,10 @@ class Superpixels(Features):
     def _workers(self, n_images: int) -> int:
         import os
 
-        cores = os.cpu_count() or 1
+        try:  # the cores this process may run on (containers and taskset limit them)
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # macOS, Windows
+            cores = os.cpu_count() or 1
         if self.n_jobs is None or self.n_jobs == -1:
             want = cores
         else:
