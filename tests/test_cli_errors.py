@@ -4,7 +4,9 @@ Python traceback, and no work done before the arguments are checked."""
 import json
 import os
 import socket
+import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -372,8 +374,6 @@ def test_unexpected_error_message_is_short(monkeypatch, no_work, tmp_path):
 
 
 def test_warnings_are_one_line(monkeypatch, no_work):
-    import warnings
-
     import calix.data
 
     def warn():
@@ -381,9 +381,19 @@ def test_warnings_are_one_line(monkeypatch, no_work):
         return [("toy", "a toy set")]
 
     monkeypatch.setattr(calix.data, "list_datasets", warn)
-    r = run(["data", "list"])
+    # pytest records warnings; shown as Python shows them (formatwarning to stderr):
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        monkeypatch.setattr(warnings, "showwarning",
+                            lambda m, c, f, n, file=None, line=None: sys.stderr.write(
+                                warnings.formatwarning(m, c, f, n, line)))
+        r = run(["data", "list"])
     assert r.exit_code == 0 and "toy" in r.stdout
     assert r.stderr == "Warning (RuntimeWarning): the model was trained but not cached\n"
+    # recording them still works, and the display is restored after the command
+    with pytest.warns(RuntimeWarning, match="not cached"):
+        assert run(["data", "list"]).exit_code == 0
+    assert "test_cli_errors.py" in warnings.formatwarning("m", UserWarning, __file__, 1)
 
 
 def test_interrupt_exits_130(monkeypatch, no_work):

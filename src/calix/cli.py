@@ -66,9 +66,9 @@ def _unexpected(exc: Exception) -> click.ClickException:
         "please report it with that file.")
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def _format_warning(message, category, filename, lineno, line=None) -> str:
     """Warnings as one ``Warning (Category): message`` line, without calix's source lines."""
-    click.echo(f"Warning ({category.__name__}): {message}", err=True)
+    return f"Warning ({category.__name__}): {message}\n"
 
 
 class _CalixGroup(click.Group):
@@ -77,11 +77,11 @@ class _CalixGroup(click.Group):
     def invoke(self, ctx: click.Context):
         import warnings
 
+        formatwarning = warnings.formatwarning
         try:
-            with warnings.catch_warnings():  # restores the default display afterwards
-                if not _debug():
-                    warnings.showwarning = _show_warning
-                return super().invoke(ctx)
+            if not _debug():  # the display only: recorded warnings (catch_warnings) stay so
+                warnings.formatwarning = _format_warning
+            return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit,
                 click.exceptions.Abort):
             raise
@@ -98,6 +98,8 @@ class _CalixGroup(click.Group):
             if _debug():
                 raise
             raise _unexpected(exc) from exc
+        finally:
+            warnings.formatwarning = formatwarning
 
 
 def _console():
