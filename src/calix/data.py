@@ -146,7 +146,8 @@ def from_arrays(
     Raises
     ------
     ValueError
-        For mismatched lengths, NaN/inf features, too few samples or bad fractions.
+        For mismatched lengths, NaN/inf features, missing (NaN, inf or None) class labels,
+        too few samples, bad fractions or a seed outside [0, 2**32).
     """
     from sklearn.model_selection import train_test_split
 
