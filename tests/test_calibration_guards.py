@@ -122,6 +122,19 @@ def test_near_separable_data_warns_at_the_lower_bound():
     with pytest.warns(UserWarning, match="hit the lower search bound"):
         ts = TemperatureScaling().fit(z, y)
     assert ts.temperature_ == pytest.approx(T_MIN, rel=1e-5)
+    # ReCalX treats such a bin as degenerate too
+    z0, y0, _ = _data(n=300, k=2, seed=4)
+    lv = torch.cat([torch.full((300,), 0.2), torch.full((101,), 0.7)])
+    with pytest.warns(UserWarning, match=r"bin 1 \[0.5, 1.0\) \(T at the search bound 0.01\)"):
+        rc = ReCalX(2).fit(torch.cat([z0.float(), z]), torch.cat([y0, y]), lv)
+    assert rc.fallback_bins_ == [1] and rc.sources_[1].tolist() == [0, 1]
+
+
+def test_all_correct_validation_data_keeps_t_1():
+    z = torch.tensor([[5.0, 0.0], [0.0, 5.0]] * 10)
+    with pytest.warns(UserWarning, match="every validation prediction is correct.*keeping T = 1"):
+        ts = TemperatureScaling().fit(z, torch.tensor([0, 1] * 10))
+    assert ts.temperature_ == 1.0  # no minimiser exists: the logits are left unchanged
 
 
 def _recalx_data(seed=0):

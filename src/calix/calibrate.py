@@ -210,15 +210,19 @@ class Calibrator(nn.Module, ABC):
 
 #: Temperatures are searched in [T_MIN, T_MAX]; a fit that ends on either bound is degenerate.
 T_MIN, T_MAX = 1e-2, 1e2
-_BISECTION_STEPS = 50  # halves the log-T interval (width 9.2) down to ~1e-14
+_MAX_NEWTON_STEPS = 100  # safeguarded Newton converges in ~5-10; bisection steps bound it
 
 
-def _nll_slope(z: Tensor, y: Tensor, groups: Tensor, n_groups: int, log_t: Tensor) -> Tensor:
-    """d/dβ of each group's summed NLL of softmax(β z), β = 1/T, at the group's log T."""
-    beta = torch.exp(-log_t)[groups]
-    p = torch.softmax(z * beta[:, None], dim=1)
-    d = (p * z).sum(1) - z.gather(1, y[:, None]).squeeze(1)
-    return torch.zeros(n_groups, dtype=z.dtype, device=z.device).index_add_(0, groups, d)
+def _nll_derivatives(z: Tensor, y: Tensor, groups: Tensor, n_groups: int, beta: Tensor
+                     ) -> tuple[Tensor, Tensor]:
+    """First and second derivative in β of each group's summed NLL of softmax(β z), at the
+    group's β: Σ (E_p[z] − z_y) and Σ Var_p[z] (>= 0), each of shape (n_groups,)."""
+    p = torch.softmax(z * beta[groups][:, None], dim=1)
+    mean = (p * z).sum(1)
+    var = (p * z * z).sum(1) - mean**2
+    first = mean - z.gather(1, y[:, None]).squeeze(1)
+    zeros = torch.zeros(n_groups, dtype=z.dtype, device=z.device)
+    return zeros.index_add(0, groups, first), zeros.index_add(0, groups, var.clamp_min(0))
 
 
 def _fit_temperatures(z: Tensor, y: Tensor, groups: Tensor, n_groups: int
@@ -226,9 +230,10 @@ def _fit_temperatures(z: Tensor, y: Tensor, groups: Tensor, n_groups: int
     """One temperature per group minimising the group's NLL, searched in [T_MIN, T_MAX].
 
     The NLL of softmax(β z) is convex in β = 1/T (its second derivative is the softmax
-    variance of z), so its slope in β is monotone and bisection on the slope's sign in log T
-    finds each group's minimiser to float64 precision, all groups at once. Groups without
-    rows get T = 1.
+    variance of z), so its slope in β is monotone: the minimiser is found to ~1e-10 relative
+    precision by Newton steps on the slope, each kept inside the bracket that the slope's
+    sign narrows (a geometric bisection step where Newton would leave it), all groups at once.
+    Groups without rows get T = 1.
 
     Returns
     -------
@@ -236,21 +241,29 @@ def _fit_temperatures(z: Tensor, y: Tensor, groups: Tensor, n_groups: int
     bound : Tensor of shape (n_groups,), int64 -- -1 where the minimiser lies at or below
         T_MIN (e.g. every prediction correct), +1 at or above T_MAX, 0 inside.
     """
-    lo = torch.full((n_groups,), math.log(T_MIN), dtype=torch.float64, device=z.device)
-    hi = torch.full_like(lo, math.log(T_MAX))
+    b_lo = torch.full((n_groups,), 1 / T_MAX, dtype=torch.float64, device=z.device)
+    b_hi = torch.full_like(b_lo, 1 / T_MIN)
     bound = torch.zeros(n_groups, dtype=torch.long, device=z.device)
-    bound[_nll_slope(z, y, groups, n_groups, lo) < 0] = -1
-    bound[_nll_slope(z, y, groups, n_groups, hi) > 0] = 1
-    for _ in range(_BISECTION_STEPS):
-        mid = (lo + hi) / 2
-        too_cold = _nll_slope(z, y, groups, n_groups, mid) > 0  # β past the minimiser
-        lo = torch.where(too_cold, mid, lo)
-        hi = torch.where(too_cold, hi, mid)
-    log_t = torch.where(bound < 0, math.log(T_MIN),
-                        torch.where(bound > 0, math.log(T_MAX), (lo + hi) / 2))
+    # <= 0: when every prediction is correct the slope at 1/T_MIN can underflow to 0
+    bound[_nll_derivatives(z, y, groups, n_groups, b_hi)[0] <= 0] = -1
+    bound[_nll_derivatives(z, y, groups, n_groups, b_lo)[0] > 0] = 1
     empty = torch.bincount(groups, minlength=n_groups) == 0
-    log_t = torch.where(empty, 0.0, log_t)
-    return torch.exp(log_t), torch.where(empty, 0, bound)
+    settled = empty | (bound != 0)
+    beta = torch.ones_like(b_lo)
+    for _ in range(_MAX_NEWTON_STEPS):
+        slope, curv = _nll_derivatives(z, y, groups, n_groups, beta)
+        past = slope > 0  # β beyond the minimiser
+        b_hi = torch.where(past, beta, b_hi)
+        b_lo = torch.where(past, b_lo, beta)
+        newton = beta - slope / curv
+        inside = torch.isfinite(newton) & (newton > b_lo) & (newton < b_hi)
+        new = torch.where(inside, newton, (b_lo * b_hi).sqrt())
+        done = settled | ((new - beta).abs() <= 1e-10 * beta) | (slope == 0)
+        beta = torch.where(settled, beta, new)
+        if bool(done.all()):
+            break
+    t = torch.where(bound < 0, T_MIN, torch.where(bound > 0, T_MAX, 1 / beta))
+    return torch.where(empty, 1.0, t), torch.where(empty, 0, bound)
 
 
 def _all_correct(z: Tensor, y: Tensor, groups: Tensor, n_groups: int) -> Tensor:
@@ -261,17 +274,14 @@ def _all_correct(z: Tensor, y: Tensor, groups: Tensor, n_groups: int) -> Tensor:
     return (wrong == 0) & (torch.bincount(groups, minlength=n_groups) > 0)
 
 
-def _all_correct_message(where: str) -> str:
-    return (f"every validation prediction{where} is correct: the NLL keeps falling as T -> 0, "
-            f"so no temperature can be fitted (the search stops at its bound T = {T_MIN:g})")
-
-
 class TemperatureScaling(Calibrator):
     """One temperature for all inputs: ``z / T``, T minimising the NLL in [T_MIN, T_MAX].
 
-    Warns when every validation prediction is correct or the fitted T hits the lower bound
-    T_MIN (the temperature is then the bound, not an estimate). Predictions no better than
-    chance give T = T_MAX (near-uniform output, the NLL's limit as T grows).
+    When every validation prediction is correct the NLL has no minimiser (it keeps falling as
+    T -> 0): T = 1 is kept, with a warning. A minimiser below T_MIN gives T = T_MIN, with a
+    warning (the logits are over 100 times too small, or the validation data has almost no
+    wrong predictions). Predictions no better than chance give T = T_MAX (near-uniform
+    output, the NLL's limit as T grows).
 
     Attributes
     ----------
@@ -293,9 +303,12 @@ class TemperatureScaling(Calibrator):
         one = torch.zeros(len(y), dtype=torch.long)
         t, bound = _fit_temperatures(z, y, one, 1)
         if bool(_all_correct(z, y, one, 1)[0]):
+            t[0] = 1.0
             warnings.warn(
-                _all_correct_message("") + " and will make the model overconfident "
-                "elsewhere; use more (or harder) validation data", UserWarning, stacklevel=2)
+                "every validation prediction is correct: the NLL keeps falling as T -> 0, so "
+                "no temperature can be fitted (any small T would make the model overconfident "
+                "elsewhere); keeping T = 1, the logits unchanged. Use more (or harder) "
+                "validation data", UserWarning, stacklevel=2)
         elif int(bound[0]) < 0:
             warnings.warn(
                 f"the fitted temperature hit the lower search bound T = {T_MIN:g}: the "
