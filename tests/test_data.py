@@ -248,6 +248,18 @@ def test_csv_delimiter_can_be_stated(tmp_path):
         data.load("wine", delimiter=";")
 
 
+def test_csv_without_header_row(tmp_path):
+    p = tmp_path / "noheader.csv"
+    p.write_text("\n".join(_rows()) + "\n")
+    first = _rows()[0]
+    with pytest.raises(data.DataFileError, match=f"the first row '{first}' looks like data, not "
+                                                 "a header row"):
+        data.load_csv(p)
+    # integer column names, as pandas writes a frame's default columns, are a header
+    p.write_text("0,1,2\n" + "\n".join(_rows()) + "\n")
+    assert data.load_csv(p).feature_names == ["0", "1"]
+
+
 def test_csv_crlf_and_blank_lines(tmp_path):
     p = tmp_path / "crlf.csv"
     p.write_bytes(("a,b,y\r\n" + "\r\n".join(_rows()) + "\r\n  \r\n\r\n,,\r\n").encode())

@@ -451,6 +451,22 @@ def _sniff_delimiter(text: str) -> str:
         return ","
 
 
+def _is_number(v: str) -> bool:
+    try:
+        float(v)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_int(v: str) -> bool:
+    try:
+        int(v)
+    except ValueError:
+        return False
+    return True
+
+
 def _is_missing_text(v: str) -> bool:
     """True for an empty field or one that parses as NaN or infinity."""
     if not v:
@@ -525,6 +541,10 @@ def load_csv(
             f"{p} has a single column {header[0]!r} when split at {sep!r}: a dataset needs at "
             "least one feature column besides the label; if the file uses another delimiter, "
             "pass delimiter= (on the command line: --delimiter)")
+    if all(_is_number(h) for h in header) and any(not _is_int(h) for h in header):
+        raise DataFileError(
+            f"{p}: the first row {','.join(header)!r} looks like data, not a header row (all "
+            "its fields are numbers); add a header row naming the columns")
     unnamed = [j + 1 for j, h in enumerate(header) if not h]
     if unnamed:
         raise DataFileError(f"{p}: column(s) {unnamed} of the header row have no name; "
