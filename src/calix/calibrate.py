@@ -69,9 +69,10 @@ def check_logits_labels(logits: Any, labels: Any, *, name: str = "logits") -> tu
 
     Probabilities passed as logits are refused: when *every* row lies in [0, 1] and sums to 1
     within ``PROBABILITY_ATOL`` (0.01, loose enough for probabilities of up to 20 classes
-    rounded to three decimals), the input is taken for probabilities. Genuine logits do this only in
-    degenerate cases (one-hot scores, say); adding a constant to each row changes no softmax
-    and gets them past the check.
+    rounded to three decimals), the input is taken for probabilities. Genuine logits of
+    k >= 2 classes do this only in degenerate cases (one-hot scores, say): a single row
+    outside the simplex is enough to pass, and adding a constant to each row, which changes
+    no softmax, gets such scores past the check.
 
     Raises
     ------
@@ -208,7 +209,8 @@ class Calibrator(nn.Module, ABC):
         return torch.softmax(z, dim=-1).cpu().numpy()
 
 
-#: Temperatures are searched in [T_MIN, T_MAX]; a fit that ends on either bound is degenerate.
+#: Temperatures are searched in [T_MIN, T_MAX]. A minimiser below T_MIN is degenerate (next
+#: to no wrong predictions); one above T_MAX means chance-level predictions (near-uniform).
 T_MIN, T_MAX = 1e-2, 1e2
 _MAX_NEWTON_STEPS = 100  # safeguarded Newton converges in ~5-10; bisection steps bound it
 
