@@ -271,3 +271,19 @@ def test_cuda_padding_matches_cpu(name):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
     assert (exps[1].feature_values[1, 3:] == 0).all()
     _near(exps[0].feature_values, exps[1].feature_values, name)
+
+
+def test_surrogate_r2_ignores_padding_columns():
+    """surrogate_r2 scores the padded image on its own features: what its padding columns
+    hold does not matter."""
+    from calix.metrics.stability import surrogate_r2
+
+    model = wrap(_cnn(), input_shape=(1, 8, 8))
+    x = _images()
+    lime = METHODS["lime"](model, features=_Blocks(COUNTS), fill=Constant(0.0), n_samples=60)
+    exp = lime.explain(x)
+    r2 = surrogate_r2(lime, exp, x, n_holdout=40)
+    exp.feature_values = exp.feature_values.copy()
+    exp.feature_values[1, 3:] = 5.0  # nonsense on the padding columns
+    np.testing.assert_allclose(surrogate_r2(lime, exp, x, n_holdout=40), r2, rtol=1e-12)
+    assert np.isfinite(r2).all() and (r2 <= 1).all()

@@ -96,8 +96,12 @@ def neighbourhood_stability(explainer: Any, x: Any, *, radius: float = 0.05,
 def surrogate_r2(explainer: Any, exp: Any, x: Any, *, n_holdout: int = 500,
                  seed: int = 12345) -> np.ndarray:
     """Sample quality: LIME-kernel-weighted R² of the surrogate (intercept + z·φ) on held-out
-    LIME coalitions that the explainer did not query. Returns (n,)."""
-    from calix.explain.surrogate import LIME, lime_kernel
+    LIME coalitions that the explainer did not query. Returns (n,).
+
+    Inputs with fewer features than the widest of the batch (superpixels; read from
+    ``exp.labels``) are scored on their own features: padding columns are off in the held-out
+    coalitions and the kernel counts the real features only."""
+    from calix.explain.surrogate import LIME, lime_kernel, real_columns
     from calix.perturb import make_generator
 
     if "intercept" not in exp.extra or exp.feature_values is None:
@@ -105,14 +109,20 @@ def surrogate_r2(explainer: Any, exp: Any, x: Any, *, n_holdout: int = 500,
                          "extra['intercept'])")
     xt = explainer._batch(x)
     d = exp.feature_values.shape[1]
+    nf = None
+    if exp.labels is not None:
+        nf = torch.as_tensor(np.asarray(exp.labels).reshape(len(exp.labels), -1).max(1) + 1)
+    valid = None if nf is None else real_columns(nf, d)
     g = make_generator(seed)
     masks = LIME(explainer.model, n_samples=n_holdout + 1).sample(len(xt), d, g)[:, 1:]
+    if valid is not None:
+        masks = masks & valid[:, None, :]
     y, _ = explainer._scores(xt, masks, torch.as_tensor(exp.target), seed=g)
     y = y.double().cpu().numpy()
     z = masks.double().numpy()
     pred = z @ exp.feature_values.astype(np.float64)[..., None]
     pred = pred[..., 0] + np.asarray(exp.extra["intercept"])[:, None]
-    w = lime_kernel(masks).numpy()
+    w = lime_kernel(masks, None, None if valid is None else nf).numpy()
     ym = (w * y).sum(1, keepdims=True) / w.sum(1, keepdims=True)
     ss_res = (w * (y - pred) ** 2).sum(1)
     ss_tot = (w * (y - ym) ** 2).sum(1)
