@@ -5,7 +5,8 @@ Two layers of tests:
 
 1. CPU-only, always run: :class:`FakeCuda` emulates a second device under a
    ``torch.overrides.TorchFunctionMode``. Tensors "on the fake device" are ordinary CPU
-   tensors carrying a tag; the mode intercepts every torch call and
+   tensors whose storage is registered as such (so views, ``p.data = t`` and Parameters
+   built on such a tensor are on it too); the mode intercepts every torch call and
 
    - answers ``t.device`` / ``t.is_cuda`` with ``cuda:0`` / True for tagged tensors, so code
      that copies a device (``torch.zeros(n, device=x.device)``, ``y.to(x.device)``,
@@ -23,7 +24,8 @@ Two layers of tests:
    a device (``torch.eye(d)``) is untagged and meets a tagged one in some later call: the
    error a GPU would raise. The emulator covers the torch API calix uses; a call on the fake
    device that it does not know (``torch.Generator(device="cuda")``) fails loudly with
-   "Torch not compiled with CUDA enabled", never silently.
+   "Torch not compiled with CUDA enabled", never silently. Results must match the plain CPU
+   run to 1e-6 (the same arithmetic), which also checks the emulator itself.
 
 2. ``cuda`` tests, skipped without a GPU: the same entries on the real device, compared with
    CPU results within stated tolerances (TF32 off, so both sides compute in true float32).
