@@ -194,7 +194,8 @@ class LimeTabular(Explainer):
         qs = np.percentile(data[:, binned], pct, axis=0).T if binned else np.zeros((0, 0))
         edges = [np.unique(q) for q in qs]
         k = max((len(e) + 1 for e in edges), default=1)
-        tab = {key: np.zeros((len(binned), k)) for key in ("freq", "mean", "std", "lo", "hi")}
+        tab = {key: np.zeros((len(binned), k)) for key in ("freq", "mean", "lo", "hi")}
+        tab["std"] = np.ones((len(binned), k))  # padding (never drawn) stays finite
         tab["edges"] = np.full((len(binned), max(k - 1, 1)), np.inf)
         for i, (j, e) in enumerate(zip(binned, edges, strict=True)):
             self.bin_edges_[j] = e
