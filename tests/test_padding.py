@@ -287,3 +287,20 @@ def test_surrogate_r2_ignores_padding_columns():
     exp.feature_values[1, 3:] = 5.0  # nonsense on the padding columns
     np.testing.assert_allclose(surrogate_r2(lime, exp, x, n_holdout=40), r2, rtol=1e-12)
     assert np.isfinite(r2).all() and (r2 <= 1).all()
+
+
+def test_superpixels_on_the_model_device():
+    from tests.test_device import FakeCuda, _fake
+
+    x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    x[1] = (torch.arange(8) >= 4).float()
+
+    def run(module, xs):
+        return KernelSHAP(wrap(module, input_shape=(1, 8, 8)), n_samples=40,
+                          features=Superpixels(n_segments=8)).explain(xs)
+
+    ref = run(_cnn(), x)
+    with FakeCuda() as mode:
+        out = run(_fake(_cnn()), x.to("cuda"))
+    assert mode.on_device > 0
+    np.testing.assert_allclose(out.feature_values, ref.feature_values, rtol=1e-6, atol=1e-8)
