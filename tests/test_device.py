@@ -411,6 +411,18 @@ def test_uncertainty_samplers_keep_tensors_on_the_model_device(sampler, method):
     _close(ref, out)
 
 
+def test_neighbours_are_drawn_onto_the_inputs_device():
+    from calix.metrics.robustness import neighbours
+
+    x = _inputs("tabular")
+    ref = {ball: neighbours(x, 3, 0.1, ball=ball) for ball in ("uniform", "linf", "gaussian")}
+    with FakeCuda():
+        for ball, r in ref.items():
+            nb = neighbours(x.to("cuda"), 3, 0.1, ball=ball)
+            assert _on(nb), ball
+            np.testing.assert_array_equal(nb.cpu().numpy(), r.numpy())
+
+
 def test_to_flipout_keeps_the_module_device():
     from calix.uncertainty import flipout_layers, to_flipout
 

@@ -35,7 +35,8 @@ METRICS = {
 def neighbours(x: Any, n_neighbours: int, radius: float, *,
                ball: Literal["uniform", "linf", "gaussian"] = "uniform",
                seed: int | None = 0) -> torch.Tensor:
-    """Points near each input, shape (n, n_neighbours, *input_shape).
+    """Points near each input, shape (n, n_neighbours, *input_shape), on the device of ``x``
+    (drawn on the CPU from the seed, so every device gets the same points).
 
     ``uniform``: uniform in the L2 ball of ``radius``; ``linf``: uniform in [−r, r] per element
     (Yeh et al.'s and Quantus's sampler); ``gaussian``: N(0, r²) per element.
@@ -57,7 +58,7 @@ def neighbours(x: Any, n_neighbours: int, radius: float, *,
         delta = (direction * r).reshape(shape)
     else:
         raise ValueError(f"ball must be 'uniform', 'linf' or 'gaussian', got {ball!r}")
-    return xt[:, None].cpu() + delta
+    return xt[:, None] + delta.to(xt.device)
 
 
 def _explain_neighbours(explainer: Any, x: torch.Tensor, nb: torch.Tensor, target: Any):
@@ -109,7 +110,7 @@ def local_lipschitz(explainer: Any, x: Any, *, n_neighbours: int = 40, radius: f
     xt = as_tensor(x, name="x")
     nb = neighbours(xt, n_neighbours, radius, ball=ball, seed=seed)
     e0, e1 = _explain_neighbours(explainer, xt, nb, target)
-    dx = (nb - xt[:, None].cpu()).reshape(len(xt), n_neighbours, -1).double().norm(dim=-1)
+    dx = (nb - xt[:, None]).reshape(len(xt), n_neighbours, -1).double().norm(dim=-1).cpu()
     ratio = (e1 - e0).norm(dim=-1) / dx.clamp_min(1e-12)
     return ratio.max(dim=1).values.numpy()
 
