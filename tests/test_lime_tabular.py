@@ -193,7 +193,7 @@ def test_decile_bins_are_lime_s(cancer):
     d = x.shape[1]
     ours = LimeTabular(clf, x, discretizer="decile", n_samples=50)
     theirs = DecileDiscretizer(x, [], [str(j) for j in range(d)])
-    mean, std = (ours._bin_table[i].reshape(d, -1).numpy() for i in (0, 1))
+    mean, std = (ours._bin_table[:, i].reshape(d, -1).numpy() for i in (0, 1))
     for j in range(d):
         k = len(ours.bin_edges_[j]) + 1
         np.testing.assert_allclose(ours.bin_edges_[j], theirs.mins[j][1:], rtol=1e-12)

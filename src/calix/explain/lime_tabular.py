@@ -210,10 +210,10 @@ class LimeTabular(Explainer):
             tab["mean"][i, sl], tab["std"][i, sl] = mean, np.sqrt(var) + _STD_EPS
             tab["lo"][i, sl] = np.concatenate([[col.min()], e])
             tab["hi"][i, sl] = np.concatenate([e, [col.max()]])
-        # per bin: mean, std, bounds and the normal CDF at the bounds, (6, nb * k)
+        # per bin: mean, std, bounds and the normal CDF at the bounds, (nb * k, 6)
         a, b = (tab["lo"] - tab["mean"]) / tab["std"], (tab["hi"] - tab["mean"]) / tab["std"]
         self._bin_table = torch.as_tensor(np.stack(
-            [tab["mean"], tab["std"], tab["lo"], tab["hi"], ndtr(a), ndtr(b)]).reshape(6, -1))
+            [tab["mean"], tab["std"], tab["lo"], tab["hi"], ndtr(a), ndtr(b)], -1).reshape(-1, 6))
         self._bin_cdf = _cdf(tab["freq"])
         self._bin_edges32 = torch.as_tensor(tab["edges"]).float().double()
 
@@ -260,7 +260,8 @@ class LimeTabular(Explainer):
             own = torch.searchsorted(self._bin_edges32, x[:, b].T.contiguous()).T  # (n, nb)
             u = torch.rand(n, m, len(b), generator=generator, dtype=torch.float64)
             flat = level + self._bin_cdf.shape[1] * torch.arange(len(b))
-            mean, std, lo, hi, pa, pb = self._bin_table[:, flat]
+            mean, std, lo, hi, pa, pb = self._bin_table.index_select(0, flat.reshape(-1)) \
+                .reshape(n, m, len(b), 6).unbind(-1)
             v = (mean + std * torch.special.ndtri(pa + u * (pb - pa))).clamp_(lo, hi)
             v = torch.where(hi > lo, v, lo)  # one-value bins: the value
             v[:, 0] = x[:, b]
