@@ -344,7 +344,7 @@ def test_names_from_dataframe_and_defaults(cancer):
     assert list(exp.to_pandas().columns[:-1]) == cols
     assert exp.params["discretizer"] == "quartile" and exp.method == "lime_tabular"
     assert LimeTabular(clf, x, n_samples=200).explain(x[:1]).feature_names[:2] == ["x0", "x1"]
-    with pytest.raises(ValueError, match="differ from training_data"):
+    with pytest.raises(ValueError, match="differ from training_data.s"):
         e.explain(frame.iloc[:2, ::-1])
     e2 = LimeTabular(wrap(_mixed_proba, output="probabilities"),
                      pd.DataFrame(_mixed_data(100), columns=list("abcde")),

@@ -63,8 +63,8 @@ class LimeTabular(Explainer):
     coefficients for all d features are the attributions (lime's ``num_features=d``).
 
     One deliberate difference: where a bin holds a single value (e.g. a first quartile equal
-    to the minimum), lime returns a z-score (0) for it instead of the value; here it is the
-    value. Targets default to the predicted class (lime's default is class 1).
+    to the minimum), lime gives samples in it the bin's z-score (0) instead of its value;
+    here they take the value. Targets default to the predicted class (lime's default is class 1).
 
     Parameters
     ----------
@@ -344,8 +344,9 @@ class LimeTabular(Explainer):
         if self.feature_names_ is not None:
             if seen is not None and list(seen) != list(self.feature_names_):
                 raise ValueError(
-                    f"x's columns {list(seen)[:5]}... differ from training_data's "
-                    f"{self.feature_names_[:5]}...; pass the columns in training_data's order")
+                    f"the columns of x (or the model's feature_names_in_) {list(seen)[:5]}... "
+                    f"differ from training_data's {self.feature_names_[:5]}...; pass the "
+                    "columns in training_data's order")
             return list(self.feature_names_)
         if seen is not None:
             return list(seen)
