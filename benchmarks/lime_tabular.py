@@ -21,7 +21,7 @@ mean and worst over the rows, against lime with seed 0:
 - calix's LIME (binary removal to the training mean, ``background=X``, 5000 samples): the
   image-style sampler that motivated LimeTabular.
 
-Takes about a minute and a half on 2 idle CPU cores; other load on the machine skews the times.
+Takes about a minute on 2 CPU cores (50 s measured); other load on the machine skews the times.
 
 Run: .venv/bin/python benchmarks/lime_tabular.py
 """
