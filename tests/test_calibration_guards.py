@@ -264,3 +264,26 @@ def test_recalx_fit_perturbed_and_calibrated_model_on_cuda():
         z = model.forward(X)
         c.cuda().fit(z, torch.as_tensor(y).cuda())
         assert c(z).device.type == "cuda" and all(b.is_cuda for b in c.buffers())
+
+
+@pytest.mark.parametrize("make", CALIBRATORS)
+def test_calibrators_create_every_tensor_on_the_inputs_device(make, monkeypatch):
+    # With the default device set to "meta", a tensor created without an explicit device
+    # lands on meta and fails as soon as it meets the CPU data (copying, indexing, reading a
+    # value): a CPU-only check for tensors that would stay on the CPU beside CUDA inputs.
+    import calix.calibrate as cal_mod
+
+    # perturb.level_bins converts with torch.as_tensor (default device); replace it by the
+    # same arithmetic so that only calibrate.py is under test
+    monkeypatch.setattr(cal_mod, "level_bins",
+                        lambda lv, nb: (lv * nb).floor().long().clamp(max=nb - 1))
+    z, y, lv = _data(n=200, k=3, seed=5)
+    cal = make()
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")
+        _fit(cal, z, y, lv)
+        out = cal(z.float(), lv.float())
+        probs = cal.predict_proba(z.numpy(), lv.numpy())
+    assert out.device.type == "cpu" and all(b.device.type == "cpu" for b in cal.buffers())
+    np.testing.assert_allclose(probs, torch.softmax(cal(z.float(), lv.float()), 1).detach(),
+                               atol=1e-6)

@@ -94,8 +94,8 @@ def check_logits_labels(logits: Any, labels: Any, *, name: str = "logits") -> tu
             "log-probabilities (np.log(p)) or the model's logits (genuine logits of this form "
             "can be shifted by a constant per row, which changes no softmax)"
         )
-    y = torch.as_tensor(np.asarray(labels) if not isinstance(labels, Tensor) else labels)
-    y = y.detach().cpu()
+    y = (labels.detach().cpu() if isinstance(labels, Tensor)
+         else torch.as_tensor(np.asarray(labels), device="cpu"))
     if y.is_floating_point():
         if not torch.isfinite(y).all() or (y != y.round()).any():
             raise ValueError("labels must be integer class indices")
@@ -204,8 +204,10 @@ class Calibrator(nn.Module, ABC):
     def predict_proba(self, logits: Any, levels: Any = None) -> np.ndarray:
         """Calibrated probabilities of shape (n, k) as numpy."""
         with torch.no_grad():
-            z = self.forward(as_tensor(logits, name="logits"),
-                             None if levels is None else torch.as_tensor(levels))
+            z = as_tensor(logits, name="logits")
+            if levels is not None and not isinstance(levels, Tensor):
+                levels = torch.as_tensor(np.asarray(levels), device=z.device)
+            z = self.forward(z, levels)
         return torch.softmax(z, dim=-1).cpu().numpy()
 
 
@@ -302,7 +304,7 @@ class TemperatureScaling(Calibrator):
 
     def fit(self, logits: Any, labels: Any, **kwargs: Any) -> TemperatureScaling:
         z, y = check_logits_labels(logits, labels)
-        one = torch.zeros(len(y), dtype=torch.long)
+        one = torch.zeros(len(y), dtype=torch.long, device=z.device)
         t, bound = _fit_temperatures(z, y, one, 1)
         if bool(_all_correct(z, y, one, 1)[0]):
             t[0] = 1.0
@@ -394,8 +396,8 @@ class Dirichlet(Calibrator):
 
     def _fit_params(self, lq: Tensor, y: Tensor, lam: float, mu: float) -> tuple[Tensor, Tensor]:
         k = lq.shape[1]
-        w = torch.eye(k, dtype=torch.float64, requires_grad=True)
-        b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
+        w = torch.eye(k, dtype=torch.float64, device=lq.device, requires_grad=True)
+        b = torch.zeros(k, dtype=torch.float64, device=lq.device, requires_grad=True)
         opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=500, line_search_fn="strong_wolfe",
                                 tolerance_grad=1e-9, tolerance_change=1e-12)
 
@@ -418,7 +420,8 @@ class Dirichlet(Calibrator):
         w, b = self._fit_params(lq, y, lam, mu)
         self._store("weight_", w.float())
         self._store("bias_", b.float())
-        self.reg_.copy_(torch.tensor([float(lam), float(mu)], dtype=torch.float64))
+        self.reg_.copy_(torch.tensor([float(lam), float(mu)], dtype=torch.float64,
+                                     device=self.reg_.device))
         self._set_fitted()
         return self
 
@@ -530,11 +533,13 @@ class ReCalX(Calibrator):
         z, y = check_logits_labels(logits, labels)
         if levels is None:
             raise ValueError("ReCalX.fit needs the perturbation level of every sample (levels=)")
-        lv = torch.as_tensor(levels).detach().to("cpu", torch.float64).reshape(-1)
+        lv = (levels.detach() if isinstance(levels, Tensor)
+              else torch.as_tensor(np.asarray(levels), device="cpu"))
+        lv = lv.to("cpu", torch.float64).reshape(-1)  # fitting runs on CPU, like z and y
         if len(lv) != len(z):
             raise ValueError(f"levels has {len(lv)} values for {len(z)} samples")
         nb = self.n_bins
-        bins = level_bins(lv, nb)
+        bins = level_bins(lv, nb).to(lv.device)
         counts = torch.bincount(bins, minlength=nb)
         short = (counts < self.min_samples_per_bin).nonzero().flatten().tolist()
         if short:
@@ -548,7 +553,7 @@ class ReCalX(Calibrator):
             )
         t, bound = _fit_temperatures(z, y, bins, nb)
         separable = _all_correct(z, y, bins, nb)
-        sources = torch.arange(nb).repeat(2, 1).T.clone()
+        sources = torch.arange(nb, device=z.device).repeat(2, 1).T.clone()
         notes = []
         for b in (separable | (bound < 0)).nonzero().flatten().tolist():
             why = ("every prediction correct" if separable[b]
@@ -578,13 +583,13 @@ class ReCalX(Calibrator):
         for w in range(1, nb):
             lo, hi = max(0, b - w), min(nb - 1, b + w)
             sel = (bins >= lo) & (bins <= hi)
-            one = torch.zeros(int(sel.sum()), dtype=torch.long)
+            one = torch.zeros(int(sel.sum()), dtype=torch.long, device=z.device)
             t, bound = _fit_temperatures(z[sel], y[sel], one, 1)
             if int(bound[0]) >= 0 and not bool(_all_correct(z[sel], y[sel], one, 1)[0]):
-                return float(t[0]), torch.tensor([lo, hi])
+                return float(t[0]), torch.tensor([lo, hi], device=z.device)
             if lo == 0 and hi == nb - 1:
                 break
-        return 1.0, torch.tensor([-1, -1])
+        return 1.0, torch.tensor([-1, -1], device=z.device)
 
     def fit_perturbed(
         self,
@@ -623,7 +628,7 @@ class ReCalX(Calibrator):
         lv = torch.as_tensor(levels, device=logits.device).reshape(-1)
         if len(lv) != len(logits):
             raise ValueError(f"levels has {len(lv)} values for {len(logits)} rows")
-        bins = level_bins(lv, self.n_bins)
+        bins = level_bins(lv, self.n_bins).to(lv.device)
         return logits / self.log_temperatures_.exp().to(logits)[bins][:, None]
 
 
@@ -652,7 +657,7 @@ def perturbed_logits(
     if n_samples < 1 or n_per_bin < 1:
         raise ValueError("n_samples and n_per_bin must be >= 1")
     Xt = as_tensor(X, name="X")[:n_samples]
-    yt = y.detach() if isinstance(y, Tensor) else torch.as_tensor(np.asarray(y))
+    yt = y.detach() if isinstance(y, Tensor) else torch.as_tensor(np.asarray(y), device="cpu")
     yt = yt[:n_samples].long()
     if len(yt) != len(Xt):
         raise ValueError(f"X has {len(Xt)} rows but y has {len(yt)}")

@@ -294,7 +294,7 @@ def _select_bandwidth(f: np.ndarray, grid: tuple[float, ...], chunk: int) -> flo
         ll = 0.0
         for s in range(0, n, chunk):
             lk = logf[s : s + chunk] @ (alpha - 1.0).T + log_norm[None, :]
-            rows = torch.arange(s, min(s + chunk, n))
+            rows = torch.arange(s, min(s + chunk, n), device=lk.device)
             lk[rows - s, rows] = -torch.inf
             ll += float(torch.logsumexp(lk, dim=1).sum()) - len(rows) * np.log(n - 1)
         if ll > best_ll:
@@ -475,7 +475,7 @@ def calibration_by_level(
     lab = labels.cpu().numpy()
     from calix.perturb import level_bins
 
-    bins = level_bins(levels.cpu(), n_bins).numpy()
+    bins = level_bins(levels.cpu(), n_bins).cpu().numpy()
     fn = _LEVEL_METRICS[metric]
     errors = np.full(n_bins, np.nan)
     acc = np.full(n_bins, np.nan)
