@@ -235,3 +235,16 @@ def test_rise_masks_are_built_block_by_block():
     s = torch.sigmoid(2 * ((x.reshape(2, 1, -1) * masks) @ model.w))  # P(class 1)
     expect = (s @ masks / (300 * 0.6)).reshape(2, 1, 12, 12)
     np.testing.assert_allclose(exp.values, expect.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_a_batch_that_does_not_fit_names_batch_size():
+    class Hungry(torch.nn.Module):
+        def forward(self, x):
+            if len(x) > 8:  # what an allocator says when a batch does not fit
+                raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+            return torch.stack([x.sum(1), -x.sum(1)], 1)
+
+    model = wrap(Hungry(), batch_size=16, input_shape=(3,))
+    with pytest.raises(MemoryError, match=r"smaller batch_size .*now 16"):
+        model.predict_logits(torch.ones(20, 3))
+    assert wrap(Hungry(), batch_size=8).predict_logits(torch.ones(20, 3)).shape == (20, 2)

@@ -80,6 +80,15 @@ def as_tensor(x: Any, *, name: str = "x", device: torch.device | str | None = No
     return t
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure (CUDA, MPS or the CPU allocator)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    msg = str(exc)
+    return "out of memory" in msg or "can't allocate memory" in msg or (
+        "not enough memory" in msg)
+
+
 def _non_numeric_columns(x: Any) -> list[str]:
     dtypes = getattr(x, "dtypes", None)
     if dtypes is None or not hasattr(dtypes, "items"):
@@ -282,7 +291,13 @@ class Model(ABC):
     def _checked_forward(self, chunk: Tensor, levels: Tensor | None) -> Tensor:
         try:
             out = self._as_logits(self._forward_levels(chunk, levels))
-        except (RuntimeError, ValueError) as exc:
+        except (RuntimeError, ValueError, MemoryError) as exc:
+            if _out_of_memory(exc):
+                raise MemoryError(
+                    f"a batch of {len(chunk)} inputs of shape {tuple(chunk.shape[1:])} did not "
+                    f"fit in memory on {self.device} ({str(exc).splitlines()[0][:200]}); pass a "
+                    f"smaller batch_size to calix.wrap(..., batch_size=...) (now "
+                    f"{self.batch_size}): it bounds the memory of every query") from exc
             if self.input_shape is None:
                 raise ValueError(
                     f"the model failed on inputs of shape {tuple(chunk.shape)}: {exc}"
