@@ -50,20 +50,24 @@ def test_calibrate(tmp_path, monkeypatch):
 
 
 def test_explain(tmp_path, monkeypatch):
-    import numpy as np
+    from calix.explain import Explanation
 
     monkeypatch.setenv("CALIX_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "exp"
     r = CliRunner().invoke(main, ["explain", "--data", "digits", "--method", "occlusion",
                                   "--index", "3", "--index", "7", "--out", str(out)])
     assert r.exit_code == 0, r.output
-    z = np.load(out / "occlusion_cnn_digits.npz")
-    assert z["values"].shape == (2, 1, 8, 8) and z["indices"].tolist() == [3, 7]
-    assert (out / "occlusion_cnn_digits_7.png").read_bytes()[:4] == b"\x89PNG"
+    exp = Explanation.load(out / "explanation.npz")
+    assert exp.values.shape == (2, 1, 8, 8) and exp.extra["indices"].tolist() == [3, 7]
+    assert exp.method == "occlusion" and exp.data.shape == (2, 1, 8, 8)
+    assert (out / "input_7.png").read_bytes()[:4] == b"\x89PNG"
+    res = json.loads((out / "results.json").read_text())
+    assert res["kind"] == "explain" and res["config"]["index_of"] == "test split"
+    assert [row["index"] for row in res["tables"]["explained inputs"]] == [3, 7]
     r = CliRunner().invoke(main, ["explain", "--data", "wine", "--method", "kernel_shap",
                                   "--calibrate", "temperature", "--out", str(out)])
     assert r.exit_code == 0, r.output
-    assert np.load(out / "kernel_shap_mlp_wine.npz")["feature_values"].shape == (1, 13)
+    assert Explanation.load(out / "explanation.npz").feature_values.shape == (1, 13)
     r = CliRunner().invoke(main, ["explain", "--data", "wine", "--method", "rise"])
     assert r.exit_code != 0 and "RISE explains images" in r.output
     r = CliRunner().invoke(main, ["explain", "--data", "wine", "--index", "9999"])
@@ -93,5 +97,7 @@ def test_explain_tabular_states_its_fill(tmp_path, recwarn):
     # the CLI shows warnings on stderr; outside the CLI's display they would be recorded
     assert "DefaultFillWarning" not in r.stderr and "background=" not in r.stderr
     assert not [w for w in recwarn if "background=" in str(w.message)]
-    values = np.load(out / "occlusion_mlp_wine.npz")["values"]
+    from calix.explain import Explanation
+
+    values = Explanation.load(out / "explanation.npz").values
     assert values.shape == (1, 13) and np.isfinite(values).all() and np.abs(values).sum() > 0

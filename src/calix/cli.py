@@ -9,7 +9,6 @@ naming the file that holds its traceback, and Ctrl-C as ``Interrupted`` with exi
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -295,50 +294,407 @@ def calibrate(data_name: str, model_name: str | None, method: str, fill: str | N
                       f"{row['ce_avg']:.4f}", f"{row['ce_max']:.4f}")
     _console().print(table)
     if out is not None:
+        from calix.studies._base import write_json_atomic
+
         out.mkdir(parents=True, exist_ok=True)
-        payload = {"data": ds.name, "model": model_name, "method": method, "fill": fill,
-                   "seed": seed, "rows": comp.rows(),
-                   "by_level": {m: lc.as_dict() for m, lc in comp.by_level.items()}}
-        (out / "results.json").write_text(json.dumps(payload, indent=2))
         calibration_by_level_plot(comp.by_level, path=out / "ce_by_level.png")
-        click.echo(f"wrote {out / 'results.json'} and {out / 'ce_by_level.png'}")
+        by_level = {m: lc.as_dict() for m, lc in comp.by_level.items()}
+        payload = {"kind": "calibrate",
+                   "title": f"calibration: {method} for {model_name} on {ds.name}",
+                   "config": {"data": ds.name, "model": model_name, "method": method,
+                              "fill": fill, "metric": metric, "n_eval": n_eval, "seed": seed},
+                   "data": ds.name, "model": model_name, "method": method, "fill": fill,
+                   "seed": seed, "rows": comp.rows(), "by_level": by_level,
+                   "tables": {"calibration before and after": comp.rows(),
+                              **{f"{metric} by perturbation level: "
+                                 f"{'uncalibrated' if m == 'none' else m}": _level_rows(d)
+                                 for m, d in by_level.items()}},
+                   "figures": [{"file": "ce_by_level.png",
+                                "caption": f"{metric} by perturbation level ({fill} fill), "
+                                           f"uncalibrated and {method}"}]}
+        write_json_atomic(out / "results.json", payload)
+        click.echo(f"wrote {out / 'results.json'} and {out / 'ce_by_level.png'}; "
+                   f"`calix report {out}` shows them")
+
+
+def _level_rows(curve: dict) -> list[dict]:
+    """A level curve (``LevelCurve.as_dict()``) as one row per perturbation-level bin."""
+    edges = curve["bin_edges"]
+    return [{"level from": edges[i], "level to": edges[i + 1], curve["metric"]: err,
+             "inputs": count, "accuracy": acc, "confidence": conf}
+            for i, (err, count, acc, conf) in enumerate(zip(
+                curve["errors"], curve["counts"], curve["accuracy"], curve["confidence"],
+                strict=True))]
 
 
 # ---------------------------------------------------------------------- explain
-_EXPLAIN_METHODS = ["saliency", "integrated_gradients", "smoothgrad", "smoothgrad_squared",
-                    "guided_backprop", "occlusion", "rise", "lime", "kernel_shap",
-                    "poly_shap", "meaningful_perturbation"]
+_ZOO_MODELS = ("cnn", "mlp")
+
+
+def _registered_methods() -> list[str]:
+    """The explainer names of ``calix.explain.METHODS``."""
+    from calix.explain import METHODS
+
+    return list(METHODS)
+
+
+def _explain_methods() -> list[str]:
+    """``calix.explain.METHODS``, plus ``smoothgrad_squared`` (SmoothGrad with squared=True)."""
+    return [*_registered_methods(), "smoothgrad_squared"]
+
+
+def _architectures() -> list[str]:
+    from calix.model_io import ARCHITECTURES
+
+    return list(ARCHITECTURES)
+
+
+def _init_params(cls: type) -> set[str]:
+    """The keyword arguments ``cls(...)`` accepts, following ``**kwargs`` up its bases."""
+    import inspect
+
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters
+        names |= set(params)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            break
+    return names - {"self", "kwargs"}
+
+
+def _make_explainer(method: str, model, *, seed: int, n_samples: int | None, background):
+    """The explainer ``method`` on ``model``: ``seed`` for stochastic explainers,
+    ``n_samples`` where the explainer has a sample count, ``background`` for tabular
+    perturbation explainers (the mean fill)."""
+    from calix.explain import METHODS
+
+    cls = METHODS["smoothgrad" if method == "smoothgrad_squared" else method]
+    params = _init_params(cls)
+    kwargs: dict = {"squared": True} if method == "smoothgrad_squared" else {}
+    if "seed" in params:
+        kwargs["seed"] = seed
+    if n_samples is not None:
+        if "n_samples" not in params:
+            raise click.BadParameter(f"{method} draws no samples, so it has no sample count; "
+                                     "leave out --n-samples", param_hint="--n-samples")
+        kwargs["n_samples"] = n_samples
+    if background is not None and "background" in params:
+        kwargs["background"] = background
+    return cls(model, **kwargs)
+
+
+class _Rows:
+    """A user's data file read in file order: ``X`` of shape (n, d) or (n, C, H, W)."""
+
+    def __init__(self, X, *, source: Path, kind: str, names: list[str],
+                 labels: list[str] | None = None, feature_names: list[str] | None = None):
+        self.X, self.source, self.kind, self.names = X, source, kind, names
+        self.labels, self.feature_names = labels, feature_names
+
+
+def _read_csv_rows(path: Path, label_column: str | None, delimiter: str | None) -> _Rows:
+    """The data rows of CSV file ``path`` in file order: every column but ``label_column``
+    is a numeric feature. Failures are DataFileErrors naming the file, column and line."""
+    import csv
+    import io
+
+    import numpy as np
+
+    from calix.data import DataFileError, _existing_file, _read_bytes, _sniff_delimiter
+
+    p = _existing_file(path, "CSV file")
+    raw = _read_bytes(p)
+    if b"\x00" in raw[:8192]:
+        raise DataFileError(f"{p} contains NUL bytes: it is a binary file, not a CSV file")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataFileError(f"{p} is not UTF-8 text (byte {raw[exc.start]:#04x} at offset "
+                            f"{exc.start}); save the CSV file as UTF-8") from exc
+    sep = delimiter if delimiter is not None else _sniff_delimiter(text)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+    try:
+        rows = [(reader.line_num, r) for r in reader]
+    except csv.Error as exc:
+        raise DataFileError(f"{p} is not a valid CSV file (line {reader.line_num}: {exc})"
+                            ) from exc
+    rows = [(line, r) for line, r in rows if any(f.strip() for f in r)]
+    if len(rows) < 2:
+        raise DataFileError(f"{p} needs a header row naming the columns and at least one "
+                            "data row")
+    header = [h.strip() for h in rows[0][1]]
+    body = rows[1:]
+    dups = sorted({h for h in header if header.count(h) > 1})
+    if dups or not all(header):
+        raise DataFileError(f"{p}: every column of the header row needs a name of its own, "
+                            f"got {header}")
+    for line, r in body:
+        if len(r) != len(header):
+            raise DataFileError(f"{p}: every row must have {len(header)} fields like the "
+                                f"header row, but line {line} has {len(r)}")
+    if label_column is not None and label_column not in header:
+        raise DataFileError(f"{p}: no column named {label_column!r} (--label-column); "
+                            f"columns are {header}")
+    feats = [j for j, h in enumerate(header) if h != label_column]
+    if not feats:
+        raise DataFileError(f"{p} has no feature column besides the label {label_column!r}")
+    X = np.empty((len(body), len(feats)), dtype=np.float64)
+    for i, (line, r) in enumerate(body):
+        for k, j in enumerate(feats):
+            try:
+                X[i, k] = float(r[j])
+            except ValueError:
+                what = "an empty field" if not r[j].strip() else repr(r[j])
+                hint = ("" if label_column is not None else
+                        "; if it is the label column, name it with --label-column")
+                raise DataFileError(f"{p}: feature columns must be numeric, but column "
+                                    f"{header[j]!r} holds {what} on line {line}{hint}"
+                                    ) from None
+    X32 = X.astype(np.float32)
+    bad = ~np.isfinite(X32)
+    if bad.any():
+        i, k = (int(v[0]) for v in np.nonzero(bad))
+        raise DataFileError(f"{p}: column {header[feats[k]]!r} holds {body[i][1][feats[k]]!r} "
+                            f"on line {body[i][0]}, not a finite number")
+    labels = None
+    if label_column is not None:
+        t = header.index(label_column)
+        labels = [r[t].strip() for _, r in body]
+    return _Rows(X32, source=p, kind="table", names=[f"row {i}" for i in range(len(body))],
+                 labels=labels, feature_names=[header[j] for j in feats])
+
+
+def _read_image_rows(root: Path, size: tuple[int, int] | None, channels: int | None) -> _Rows:
+    """The images under ``root`` (directly, or one sub-folder per class) sorted by their path
+    relative to ``root``, as float32 (n, C, H, W) in [0, 1]."""
+    import numpy as np
+    from skimage.color import gray2rgb, rgb2gray
+    from skimage.transform import resize
+
+    from calix.data import _IMAGE_SUFFIXES, DataFileError, _read_image
+
+    def visible(f: Path) -> bool:
+        return not any(part.startswith(".") for part in f.relative_to(root).parts)
+
+    files = sorted((f for pattern in ("*", "*/*") for f in root.glob(pattern)
+                    if f.is_file() and f.suffix.lower() in _IMAGE_SUFFIXES and visible(f)),
+                   key=lambda f: f.relative_to(root).as_posix())
+    if not files:
+        raise DataFileError(f"{root} holds no images ({sorted(_IMAGE_SUFFIXES)}) directly or "
+                            "in its sub-folders")
+    images = [_read_image(f) for f in files]
+    if channels is None:
+        channels = 3 if any(im.ndim == 3 for im in images) else 1
+    out, shapes = [], {}
+    for f, im in zip(files, images, strict=True):
+        if channels == 1:
+            im = (rgb2gray(im) if im.ndim == 3 else im)[..., None]
+        else:
+            im = gray2rgb(im) if im.ndim == 2 else im
+        if size is not None:
+            im = resize(im, (*size, im.shape[-1]), anti_aliasing=True)
+        shapes.setdefault(im.shape[:2], f)
+        out.append(np.moveaxis(im, -1, 0).astype(np.float32))
+    if len(shapes) > 1:
+        seen = ", ".join(f"{h}x{w} (e.g. {f.relative_to(root)})" for (h, w), f in shapes.items())
+        raise DataFileError(f"images under {root} differ in size: {seen}; pass --image-size "
+                            "H W to resize them to the size the model takes")
+    in_class_folders = all(f.parent != root for f in files)
+    return _Rows(np.stack(out), source=root, kind="images",
+                 names=[f.relative_to(root).as_posix() for f in files],
+                 labels=[f.parent.name for f in files] if in_class_folders else None)
+
+
+def _read_rows(data_path: str, label_column: str | None, delimiter: str | None,
+               image_size: tuple[int, int] | None, channels: int | None) -> _Rows:
+    """A user's ``--data``: a .csv file or an image folder, every row in file order."""
+    p = Path(data_path)
+    try:
+        if p.is_dir():
+            if label_column is not None:
+                raise click.UsageError("--label-column names a CSV column; the labels of an "
+                                       "image folder are its class sub-folders")
+            return _read_image_rows(p, image_size, channels)
+        if p.suffix.lower() == ".csv":
+            return _read_csv_rows(p, label_column, delimiter)
+        if not p.exists():
+            raise FileNotFoundError(f"data file or folder not found: {p}")
+    except (ValueError, OSError) as exc:
+        raise click.BadParameter(_message(exc), param_hint="--data") from exc
+    raise click.BadParameter(f"{p} is neither a .csv file nor an image folder; a model file "
+                             "explains your own data in one of these", param_hint="--data")
+
+
+def _load_user_model(path: Path, rows: _Rows, *, trust: bool, architecture: str | None,
+                     num_classes: int | None):
+    """The model saved in ``path`` for inputs like ``rows``; the CLI's messages for a pickle
+    without ``--trust-model`` and for a state_dict without ``--architecture``."""
+    import inspect
+
+    from calix import model_io
+
+    try:
+        kind = model_io.model_file_kind(path)
+    except model_io.ModelFileError as exc:
+        raise click.BadParameter(f"{exc} (--model takes a zoo model, {' or '.join(_ZOO_MODELS)}"
+                                 ", or a model file)", param_hint="--model") from exc
+    if kind == "pickle" and not trust:
+        raise click.BadParameter(
+            f"{path} is a joblib/pickle file: loading it unpickles it, and unpickling runs "
+            "code that the file names, so a file from someone else can do anything your "
+            "account can. Add --trust-model if the file is your own or comes from someone you "
+            "trust; to share scikit-learn models safely, save them with skops "
+            "(skops.io.dump) and pass the .skops file", param_hint="--model")
+    if kind == "state_dict" and architecture is None:
+        raise click.BadParameter(
+            f"{path} holds torch weights (a state_dict) but not the network they belong to; "
+            f"name it with --architecture ({', '.join(_architectures())}) and --num-classes, "
+            "or save the model as TorchScript (torch.jit.save)", param_hint="--model")
+    if kind != "state_dict" and (architecture is not None or num_classes is not None):
+        raise click.UsageError(f"{path} holds a whole model, which needs no --architecture or "
+                               "--num-classes; leave them out")
+    wrap_kwargs: dict = {"input_shape": tuple(rows.X.shape[1:])}
+    if kind in ("pickle", "skops"):
+        wrap_kwargs = {}
+    arch_kwargs = None
+    if kind == "state_dict":
+        if num_classes is None:
+            raise click.UsageError("--architecture needs --num-classes: the number of "
+                                   "classes the weights were trained for")
+        shape = rows.X.shape[1:]
+        offered = {"num_classes": num_classes, "n_classes": num_classes,
+                   "n_outputs": num_classes, "in_channels": shape[0],
+                   "n_features": shape[0] if len(shape) == 1 else None,
+                   "image_size": shape[-1] if len(shape) == 3 and shape[1] == shape[2]
+                   else None}
+        factory = model_io._architectures()[architecture]
+        accepted = set(inspect.signature(factory).parameters)
+        arch_kwargs = {k: v for k, v in offered.items() if k in accepted and v is not None}
+        if len(shape) != 3:
+            arch_kwargs.pop("in_channels", None)
+    return model_io.load_model(path, architecture=architecture,
+                               architecture_kwargs=arch_kwargs, trusted=trust, **wrap_kwargs)
+
+
+def _check_columns(model, rows: _Rows):
+    """The feature columns of ``rows`` in the order a scikit-learn model was fitted with."""
+    names = getattr(model, "feature_names_in_", None)
+    X, have = rows.X, rows.feature_names or []
+    if rows.kind == "table" and names:
+        missing = [c for c in names if c not in have]
+        extra = [c for c in have if c not in names]
+        if missing or extra:
+            raise click.BadParameter(
+                f"the model was fitted on columns {names}, but {rows.source} has feature "
+                f"columns {have} (missing {missing}, not used by the model {extra}); pass "
+                "--label-column for the label column", param_hint="--data")
+        X = X[:, [have.index(c) for c in names]]
+        rows.feature_names = list(names)
+    want = getattr(model, "input_shape", None)
+    if want is not None and tuple(want) != tuple(X.shape[1:]):
+        what = (f"{X.shape[1]} feature columns {have}" if rows.kind == "table"
+                else f"images of shape {tuple(X.shape[1:])} (channels, height, width)")
+        fix = ("pass --label-column for the label column, or drop the columns the model was "
+               "not fitted on" if rows.kind == "table"
+               else "pass --image-size and --channels to match the model")
+        raise click.BadParameter(f"the model takes inputs of shape {tuple(want)}, but "
+                                 f"{rows.source} has {what}; {fix}", param_hint="--data")
+    rows.X = X
 
 
 @main.command()
-@click.option("--data", "data_name", default="digits", show_default=True,
-              help="Dataset name or path.")
-@click.option("--model", "model_name", type=click.Choice(["cnn", "mlp"]), default=None,
-              help="Zoo model (default: cnn for images, mlp for tabular data).")
-@click.option("--method", type=click.Choice(_EXPLAIN_METHODS), default="integrated_gradients",
-              show_default=True)
-@click.option("--index", "indices", type=int, multiple=True, default=(0,), show_default=True,
-              help="Test-split index to explain (repeat for several).")
+@click.option("--data", "data_name", default=None,
+              help="Dataset name or path. With a zoo model: a shipped dataset (default digits) "
+                   "or a file to train on. With --model FILE: your own .csv file (every column "
+                   "a feature but --label-column) or image folder (images directly in it, or "
+                   "one sub-folder per class).")
+@click.option("--model", "model_name", default=None, metavar="cnn|mlp|FILE",
+              help="Zoo model cnn or mlp (default: cnn for images, mlp for tabular data), "
+                   "trained here and cached; or your own model file: TorchScript, a torch "
+                   "state_dict (with --architecture and --num-classes), a .skops file, or a "
+                   "scikit-learn model saved with joblib (with --trust-model).")
+@click.option("--trust-model", is_flag=True,
+              help="Load a joblib/pickle --model file. Unpickling runs code the file names: "
+                   "give this only for your own files or files from someone you trust.")
+@click.option("--architecture", type=click.Choice(_architectures()), default=None,
+              help="Network of a state_dict --model file.")
+@click.option("--num-classes", type=click.IntRange(min=1), default=None,
+              help="Classes of a state_dict --model file's network.")
+@click.option("--label-column", default=None,
+              help="Label column of a .csv --data file for a model file: left out of the "
+                   "features and recorded beside the prediction (default: no label column; "
+                   "every column is a feature).")
+@click.option("--image-size", type=(click.IntRange(min=1), click.IntRange(min=1)),
+              default=None, metavar="H W", help="Resize the images of an image folder.")
+@click.option("--channels", type=click.Choice(["1", "3"]), default=None,
+              help="Grey (1) or RGB (3) images from an image folder (default: RGB if any "
+                   "image has colour).")
+@click.option("--method", type=click.Choice(_explain_methods()),
+              default="integrated_gradients", show_default=True,
+              help="Any explainer of calix.explain.METHODS (smoothgrad_squared: SmoothGrad²).")
+@click.option("--index", "indices", type=click.IntRange(min=0), multiple=True, default=(0,),
+              show_default=True,
+              help="Input to explain (repeat for several). For your own --data file: the "
+                   "0-based data row of the CSV file (the header row not counted) or the "
+                   "position of the image among the folder's images sorted by path. For a "
+                   "shipped dataset: the test split's index.")
 @click.option("--target", type=click.IntRange(min=0), default=None,
               help="Class to explain (default: predicted).")
 @click.option("--calibrate", "cal_method", default="none", show_default=True,
               type=click.Choice(["none", "temperature", "dirichlet", "recalx"]),
-              help="Explain the model through this calibrator (classification only).")
-@_seed_option()
+              help="Explain a zoo model through this calibrator (classification only).")
+@click.option("--n-samples", type=click.IntRange(min=1), default=None,
+              help="Sample count of explainers that take one (n_samples: LIME, KernelSHAP, "
+                   "SmoothGrad, ...; default: the explainer's own).")
+@_seed_option("Seed of the zoo model and of stochastic explainers.")
 @_delimiter_option
 @click.option("--out", type=_OutPath(file_okay=False, path_type=Path),
-              default=Path("results/explain"), show_default=True)
-def explain(data_name: str, model_name: str | None, method: str, indices: tuple[int, ...],
-            target: int | None, cal_method: str, seed: int, delimiter: str | None,
-            out: Path) -> None:
-    """Explain test inputs; write attributions (NPZ) and input-beside-map PNGs."""
-    import numpy as np
+              default=Path("results/explain"), show_default=True,
+              help="Output folder: explanation.npz (Explanation.save), results.json, figures; "
+                   "`calix report OUT` shows it.")
+def explain(data_name: str | None, model_name: str | None, trust_model: bool,
+            architecture: str | None, num_classes: int | None, label_column: str | None,
+            image_size: tuple[int, int] | None, channels: str | None, method: str,
+            indices: tuple[int, ...], target: int | None, cal_method: str,
+            n_samples: int | None, seed: int, delimiter: str | None, out: Path) -> None:
+    """Explain inputs of a zoo model or of your own model file.
 
+    Writes OUT/explanation.npz (the Explanation, read back with Explanation.load),
+    OUT/results.json (what was explained, predictions, top features) and figures; render
+    them with `calix report OUT`. Tabular perturbation explainers remove features by the
+    mean of the background data: the training split for a zoo model, the rows of your own
+    .csv file for a model file.
+    """
+    if model_name is None or model_name in _ZOO_MODELS:
+        for flag, value in (("--trust-model", trust_model), ("--architecture", architecture),
+                            ("--num-classes", num_classes), ("--label-column", label_column),
+                            ("--image-size", image_size), ("--channels", channels)):
+            if value:
+                raise click.UsageError(f"{flag} applies to a model file (--model FILE), not "
+                                       f"to a zoo model")
+        run = _explain_zoo(data_name or "digits", model_name, method, indices, target,
+                           cal_method, n_samples, seed, delimiter, out)
+    else:
+        if cal_method != "none":
+            raise click.BadParameter("calibrating needs a validation split with labels; "
+                                     "--calibrate applies to zoo models", param_hint="--calibrate")
+        if data_name is None:
+            raise click.UsageError("--model FILE explains your own data: give --data with a "
+                                   ".csv file or an image folder")
+        run = _explain_file(Path(model_name), data_name, trust_model, architecture,
+                            num_classes, label_column, image_size,
+                            int(channels) if channels else None, method, indices, target,
+                            n_samples, seed, delimiter, out)
+    _write_explanation(out, **run)
+
+
+def _explain_zoo(data_name, model_name, method, indices, target, cal_method, n_samples,
+                 seed, delimiter, out) -> dict:
     from calix import zoo
     from calix.calibrate import calibrated, fit_calibrator
-    from calix.explain import METHODS, SmoothGrad
-    from calix.explain.perturbation import FeatureExplainer
-    from calix.plot import explanation_figure
     from calix.recipes import default_perturbation
 
     ds = _load_or_exit(data_name, 0, delimiter)
@@ -365,32 +721,170 @@ def explain(data_name: str, model_name: str | None, method: str, indices: tuple[
             cal = fit_calibrator(cal_method, model, ds.X_val, ds.y_val,
                                  perturbation=default_perturbation(ds, fill), seed=seed)
             model = calibrated(model, cal)
-        if method == "smoothgrad_squared":
-            explainer = SmoothGrad(model, squared=True, seed=seed)
-        elif not ds.is_image and issubclass(METHODS[method], FeatureExplainer):
-            # removed columns take the training mean (what the calibration recipes use), said
-            # explicitly rather than left to the tabular default
-            explainer = METHODS[method](model, background=ds.X_train)
-        else:
-            explainer = METHODS[method](model)
-        x = ds.X_test[list(indices)]
+        # removed columns take the training mean (what the calibration recipes use), said
+        # explicitly rather than left to the tabular default
+        explainer = _make_explainer(method, model, seed=seed, n_samples=n_samples,
+                                    background=None if ds.is_image else ds.X_train)
+    except (ValueError, TypeError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    labels = [ds.class_names[int(v)] if ds.class_names else float(v)
+              for v in ds.y_test[list(indices)]]
+    return dict(model=model, explainer=explainer, x=ds.X_test[list(indices)],
+                indices=indices, target=target, method=method,
+                names=[f"test {i}" for i in indices], labels=labels,
+                feature_names=None if ds.is_image else list(ds.feature_names),
+                class_names=list(ds.class_names) or None,
+                config={"model": model_name, "model_source": "zoo", "data": ds.name,
+                        "index_of": "test split", "calibrate": cal_method,
+                        "background": None if ds.is_image else "training split"},
+                seed=seed, n_samples=n_samples, title=f"{method}: {model_name} on {ds.name}")
+
+
+def _explain_file(model_path, data_name, trust, architecture, num_classes, label_column,
+                  image_size, channels, method, indices, target, n_samples, seed, delimiter,
+                  out) -> dict:
+    rows = _read_rows(data_name, label_column, delimiter, image_size, channels)
+    n = len(rows.X)
+    bad = [i for i in indices if i >= n]
+    if bad:
+        what = "data rows (the header row not counted)" if rows.kind == "table" else "images"
+        raise click.BadParameter(f"indices {bad} outside the {n} {what} of {rows.source}: "
+                                 f"--index counts from 0 to {n - 1}", param_hint="--index")
+    _out_dir(out)
+    model = _load_user_model(model_path, rows, trust=trust, architecture=architecture,
+                             num_classes=num_classes)
+    _check_columns(model, rows)
+    classes = getattr(model, "classes_", None)
+    class_names = [str(c) for c in classes] if classes is not None else None
+    try:
+        # the explainers' mean fill: the file's own rows stand for the training data
+        explainer = _make_explainer(method, model, seed=seed, n_samples=n_samples,
+                                    background=rows.X if rows.kind == "table" else None)
+        if target is not None and model.task == "classification":
+            k = model.predict_logits(rows.X[:1]).shape[-1]
+            if target >= k:
+                raise click.BadParameter(f"class {target} does not exist: the model has {k} "
+                                         f"classes (0 to {k - 1})", param_hint="--target")
+    except (ValueError, TypeError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    sel = list(indices)
+    return dict(model=model, explainer=explainer, x=rows.X[sel], indices=indices,
+                target=target, method=method, names=[rows.names[i] for i in sel],
+                labels=None if rows.labels is None else [rows.labels[i] for i in sel],
+                feature_names=rows.feature_names, class_names=class_names,
+                config={"model": str(model_path), "model_source": "file",
+                        "model_class": type(model).__name__, "data": str(rows.source),
+                        "index_of": ("data rows of the CSV file" if rows.kind == "table"
+                                     else "images of the folder, sorted by path"),
+                        "label_column": label_column,
+                        "background": "the rows of the data file" if rows.kind == "table"
+                        else None},
+                seed=seed, n_samples=n_samples,
+                title=f"{method}: {model_path.name} on {rows.source.name}")
+
+
+def _write_explanation(out: Path, *, model, explainer, x, indices, target, method, names,
+                       labels, feature_names, class_names, config, seed, n_samples,
+                       title) -> None:
+    """Explain ``x``; write OUT/explanation.npz, OUT/results.json and the figures."""
+    import numpy as np
+
+    from calix.plot import attribution_bars, explanation_figure, overlay
+    from calix.studies._base import write_json_atomic
+
+    try:
         exp = explainer.explain(x, target=target)
     except (ValueError, TypeError) as exc:
         raise click.UsageError(str(exc)) from exc
+    if exp.data is None:
+        exp.data = np.asarray(x)
+    if exp.feature_names is None and feature_names is not None:
+        exp.feature_names = list(feature_names)
+    if exp.class_names is None and class_names is not None:
+        exp.class_names = list(class_names)
+    exp.extra["indices"] = np.asarray(indices)
+    image = x.ndim == 4
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{method}_{model_name}_{ds.name}"
-    arrays = {"values": exp.values, "target": exp.target, "indices": np.array(indices),
-              "inputs": x}
-    if exp.feature_values is not None:
-        arrays["feature_values"] = exp.feature_values
-    np.savez(out / f"{stem}.npz", **arrays)
+    exp.save(out / "explanation.npz")
+
+    rows = _prediction_rows(model, x, exp, indices, names, labels, class_names)
+    figures = [{"file": "explanation.png", "caption": f"{title}: every explained input"}]
+    _close(explanation_figure(exp, title=title, path=out / "explanation.png"))
     for j, i in enumerate(indices):
-        label = ds.class_names[exp.target[j]] if ds.class_names else "output"
-        explanation_figure(x[j], exp.values[j], feature_names=ds.feature_names,
-                           title=f"{method} on {ds.name}[{i}], class {label}",
-                           path=out / f"{stem}_{i}.png")
-    click.echo(f"{method}: {len(indices)} input(s), {exp.n_queries} model queries; "
-               f"wrote {out / (stem + '.npz')} and {len(indices)} PNG(s)")
+        name = f"input_{i}.png"
+        if image:
+            fig = overlay(None, exp, index=j, title=names[j], path=out / name)
+        else:
+            fig = attribution_bars(exp, index=j, title=names[j], path=out / name)
+        _close(fig)
+        figures.append({"file": name, "caption": f"{names[j]}: attribution to class "
+                                                 f"{rows[j]['explained class']}"})
+    tables = {"explained inputs": rows}
+    if not image or exp.feature_values is not None:
+        tables["top features"] = _top_features(exp, names, x if not image else None)
+    doc = {"kind": "explain", "title": title,
+           "config": {**config, "method": method, "explainer": type(explainer).__name__,
+                      "indices": list(indices), "target": target, "seed": seed,
+                      "n_samples": n_samples},
+           "n_queries": exp.n_queries, "explanation": "explanation.npz",
+           "tables": tables, "figures": figures}
+    write_json_atomic(out / "results.json", doc)
+    click.echo(f"{method}: {len(indices)} input(s), {exp.n_queries} model queries; wrote "
+               f"{out / 'explanation.npz'}, {out / 'results.json'} and "
+               f"{len(figures)} figure(s); `calix report {out}` shows them")
+
+
+def _close(fig) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def _prediction_rows(model, x, exp, indices, names, labels, class_names) -> list[dict]:
+    import numpy as np
+
+    def cls(k: int):
+        return class_names[k] if class_names else k
+
+    rows = []
+    if model.task == "classification":
+        proba = model.predict_proba(x)
+        for j, i in enumerate(indices):
+            pred, t = int(proba[j].argmax()), int(np.asarray(exp.target)[j])
+            rows.append({"index": i, "input": names[j],
+                         **({"label": labels[j]} if labels is not None else {}),
+                         "predicted": cls(pred), "probability": float(proba[j, pred]),
+                         "explained class": cls(t),
+                         "probability of explained class": float(proba[j, t])})
+    else:
+        pred = model.predict(x).reshape(len(x), -1)
+        for j, i in enumerate(indices):
+            rows.append({"index": i, "input": names[j],
+                         **({"label": labels[j]} if labels is not None else {}),
+                         "prediction": float(pred[j, 0]),
+                         "explained class": f"output {int(np.asarray(exp.target)[j])}"})
+    return rows
+
+
+def _top_features(exp, names, x, k: int = 10) -> list[dict]:
+    """The ``k`` features of largest |attribution| of every input (with their values for
+    tables), largest first."""
+    import numpy as np
+
+    table = exp.feature_table()
+    fnames = exp.names(table.shape[1])
+    std = exp.std if exp.std is not None and np.shape(exp.std) == table.shape else None
+    rows = []
+    for j in range(len(table)):
+        for rank, f in enumerate(np.argsort(-np.abs(table[j]), kind="stable")[:k], 1):
+            row = {"input": names[j], "rank": rank, "feature": fnames[f],
+                   "attribution": float(table[j, f])}
+            if x is not None:
+                row["value"] = float(x[j, f])
+            if std is not None:
+                row["std"] = float(np.asarray(std)[j, f])
+            rows.append(row)
+    return rows
 
 
 # ---------------------------------------------------------------------- studies
@@ -427,7 +921,11 @@ def reproduce(study: str, quick: bool, seed: int, out: Path | None, force: bool,
 @click.option("--out", type=_OutPath(dir_okay=False, path_type=Path), default=None,
               help="Report file (default: FOLDER/report.html).")
 def report(folder: Path, out: Path | None) -> None:
-    """Write a self-contained report.html for the study results in FOLDER."""
+    """Write one self-contained report.html for the calix outputs in FOLDER.
+
+    FOLDER (or its direct sub-folders) holds the results.json of `calix reproduce`,
+    `calix explain` or `calix calibrate --out`; every one found is shown.
+    """
     from calix._io import OutputPathError, ensure_writable_file
     from calix.report import find_results, write_report
 
@@ -436,10 +934,8 @@ def report(folder: Path, out: Path | None) -> None:
                              what="report file")
     except OutputPathError as exc:
         raise click.BadParameter(str(exc), param_hint="--out") from exc
-    files = []
-    for where, doc in find_results(folder):  # invalid JSON: a ValueError naming the file
-        files.append(str(where / "results.json"))
-        _check_results(where / "results.json", doc)
+    # a malformed results.json: a ValueError naming the file and the field
+    files = [str(where / "results.json") for where, _ in find_results(folder)]
     try:
         path = write_report(folder, out)
     except FileNotFoundError as exc:  # no results in FOLDER
@@ -448,50 +944,18 @@ def report(folder: Path, out: Path | None) -> None:
         which = files[0] if len(files) == 1 else f"one of {', '.join(files)}"
         raise click.ClickException(
             f"{which} is malformed and cannot be rendered ({type(exc).__name__}: {exc}); "
-            "rerun `calix reproduce` to rewrite it") from exc
+            "rerun the calix command that wrote it") from exc
     click.echo(f"report: {path}")
 
 
-def _check_results(path: Path, doc: dict) -> None:
-    """Fail, naming ``path``, when results ``doc`` is not shaped as a study's."""
-    def bad(field: str, expected: str, value: object) -> click.ClickException:
-        return click.ClickException(f"{path} is malformed: {field} must be {expected}, got "
-                          f"{type(value).__name__} {json.dumps(value)[:80]}; rerun "
-                          "`calix reproduce` to rewrite it")
-
-    if not isinstance(doc["study"], str):
-        raise bad("'study'", "a name (a string)", doc["study"])
-    claims = doc["claims"]
-    if not isinstance(claims, list):
-        raise bad("'claims'", "a list of objects", claims)
-    for i, c in enumerate(claims):
-        if not isinstance(c, dict):
-            raise bad(f"claims[{i}]", "an object", c)
-        if not isinstance(c.get("evidence", {}), dict):
-            raise bad(f"claims[{i}].evidence", "an object", c["evidence"])
-    for key, expected, kind in (("config", "an object", dict), ("tables", "an object", dict),
-                                ("figures", "a list of objects", list)):
-        if not isinstance(doc.get(key, kind()), kind):
-            raise bad(f"'{key}'", expected, doc[key])
-    for i, fig in enumerate(doc.get("figures", [])):
-        if not isinstance(fig, dict) or not isinstance(fig.get("file"), str):
-            raise bad(f"figures[{i}]", "an object with a 'file' name", fig)
-    for name, rows in doc.get("tables", {}).items():
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise bad(f"tables[{name!r}]", "a list of objects", rows)
-
-
 # ---------------------------------------------------------------------- dataset scale
-_DATASET_METHODS = ["saliency", "integrated_gradients", "smoothgrad", "guided_backprop",
-                    "occlusion", "rise", "lime", "kernel_shap", "poly_shap",
-                    "meaningful_perturbation",
-                    "bayes_lime", "bayes_shap", "eagle", "glime", "us_lime"]
 
 @main.command("explain-dataset")
 @click.option("--data", "data_name", required=True, help="Shipped dataset name.")
 @click.option("--model", "model_name", type=click.Choice(["cnn", "mlp"]), default=None,
               help="Zoo model (default: cnn for images, mlp for tabular data).")
-@click.option("--method", required=True, type=click.Choice(_DATASET_METHODS))
+@click.option("--method", required=True, type=click.Choice(_registered_methods()),
+              help="Any explainer of calix.explain.METHODS.")
 @click.option("--uncertainty", type=click.Choice(["mc_dropout", "mc_dropconnect"]),
               default=None, help="Explain under stochastic passes (mean and std maps).")
 @click.option("--n-samples", type=click.IntRange(min=1), default=30, show_default=True,

@@ -1,9 +1,23 @@
-"""``report.html``: one self-contained page for the studies in a folder.
+"""``report.html``: one self-contained page for any calix output folder.
 
 For every ``results.json`` found in ``DIR`` (the folder itself or its direct subfolders), the
-page shows the study's claims (holds / does not hold, with the numbers they rest on), its
-tables and its figures. Figures are embedded as base64 PNG data, so the single file can be
+page shows what it holds: a study's claims (holds / does not hold, with the numbers they rest
+on), tables and figures; the output of ``calix explain`` (the explained inputs, predictions,
+top features and attribution figures) and of ``calix calibrate`` (calibration before / after,
+by perturbation level). Figures are embedded as base64 PNG data, so the single file can be
 mailed or archived; the page runs no script and loads nothing from the network.
+
+``results.json`` documents are JSON objects of one of two shapes:
+
+- a study: ``study`` (a name), ``claims`` (a list of objects, each with an object
+  ``evidence``), and optionally ``config``, ``seed``, ``wall_time_s``, ``tables``, ``figures``;
+- another command's output: ``kind`` (``"explain"``, ``"calibrate"``, ...), optionally
+  ``title``, ``config``, ``tables``, ``figures``.
+
+``config`` is an object, ``tables`` an object of lists of objects (one object per row),
+``figures`` a list of objects with a ``file`` name (relative to the folder) and an optional
+``caption``. A document that breaks these rules is refused with a ValueError naming the file
+and the field; JSON files of other tools (no ``study``, ``claims`` or ``kind``) are skipped.
 
 Example
 -------
@@ -24,7 +38,7 @@ from typing import Any
 
 from calix import __version__
 
-__all__ = ["write_report", "find_results", "render"]
+__all__ = ["write_report", "find_results", "check_results", "render"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d232a;
@@ -51,7 +65,18 @@ max-height:320px;overflow:auto}
 
 
 def find_results(root: str | Path) -> list[tuple[Path, dict[str, Any]]]:
-    """``(folder, results)`` for ``root/results.json`` and every ``root/*/results.json``."""
+    """``(folder, results)`` for ``root/results.json`` and every ``root/*/results.json``.
+
+    Documents with neither ``study``, ``claims`` nor ``kind`` (another tool's JSON) are
+    skipped; the others are checked (see the module docstring).
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``root`` is not a folder.
+    ValueError
+        Naming the file: invalid JSON, or a field of the wrong type.
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"results folder not found: {root}")
@@ -59,31 +84,91 @@ def find_results(root: str | Path) -> list[tuple[Path, dict[str, Any]]]:
     for path in [root / "results.json", *sorted(root.glob("*/results.json"))]:
         if path.is_file():
             try:
-                doc = json.loads(path.read_text())
+                doc = json.loads(path.read_text(encoding="utf-8"))
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path} is not valid JSON: {exc}") from exc
-            if isinstance(doc, dict) and "study" in doc and "claims" in doc:
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{path} is not UTF-8 text: {exc}") from exc
+            if isinstance(doc, dict) and ({"study", "claims", "kind"} & set(doc)):
+                check_results(path, doc)
                 found.append((path.parent, doc))
     return found
 
 
+def check_results(path: str | Path, doc: dict[str, Any]) -> None:
+    """Raise a ValueError naming ``path`` and the field when ``doc`` is not shaped as a
+    calix ``results.json`` (see the module docstring)."""
+    def bad(field: str, expected: str, value: object) -> ValueError:
+        shown = "nothing" if value is _MISSING else (
+            f"{type(value).__name__} {json.dumps(value)[:80]}")
+        return ValueError(f"{path} is malformed: {field} must be {expected}, got {shown}; "
+                          "rerun the calix command that wrote it")
+
+    if "kind" in doc and not ("study" in doc or "claims" in doc):
+        if not isinstance(doc["kind"], str):
+            raise bad("'kind'", "a name (a string)", doc["kind"])
+        if not isinstance(doc.get("title", ""), str):
+            raise bad("'title'", "a string", doc["title"])
+    else:
+        if not isinstance(doc.get("study", _MISSING), str):
+            raise bad("'study'", "a name (a string)", doc.get("study", _MISSING))
+        claims = doc.get("claims", _MISSING)
+        if not isinstance(claims, list):
+            raise bad("'claims'", "a list of objects", claims)
+        for i, c in enumerate(claims):
+            if not isinstance(c, dict):
+                raise bad(f"claims[{i}]", "an object", c)
+            if not isinstance(c.get("evidence", {}), dict):
+                raise bad(f"claims[{i}].evidence", "an object", c["evidence"])
+    for key, expected, kind in (("config", "an object", dict), ("tables", "an object", dict),
+                                ("figures", "a list of objects", list)):
+        if not isinstance(doc.get(key, kind()), kind):
+            raise bad(f"'{key}'", expected, doc[key])
+    for i, fig in enumerate(doc.get("figures", [])):
+        if not isinstance(fig, dict) or not isinstance(fig.get("file"), str):
+            raise bad(f"figures[{i}]", "an object with a 'file' name", fig)
+        if not isinstance(fig.get("caption", ""), str):
+            raise bad(f"figures[{i}].caption", "a string", fig["caption"])
+    for name, rows in doc.get("tables", {}).items():
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise bad(f"tables[{name!r}]", "a list of objects", rows)
+
+
+_MISSING = object()
+
+
 def write_report(root: str | Path, out: str | Path | None = None, *,
                  title: str = "calix report", only: list[str] | None = None) -> Path:
-    """Write ``report.html`` for the studies under ``root``; returns its path.
+    """Write ``report.html`` for the calix outputs under ``root``; returns its path.
 
-    ``only`` restricts the page to the study folders with these names (``root/<name>``).
-    Raises FileNotFoundError when ``root`` holds no study results.
+    ``only`` restricts the page to the folders with these names (``root/<name>``).
+    The report file's folder is created, and checked to be writable, first.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``root`` holds no calix results.
+    ValueError
+        A malformed ``results.json`` (naming it), or an output path that cannot be written
+        (:class:`calix._io.OutputPathError`).
     """
+    from calix._io import ensure_writable_file
+
     root = Path(root)
-    studies = find_results(root)
-    if only is not None:
-        studies = [(folder, doc) for folder, doc in studies
-                   if folder != root and folder.name in only]
-    if not studies:
-        raise FileNotFoundError(
-            f"no study results.json in {root} or its subfolders (run `calix reproduce` first)")
+    if not root.is_dir():
+        raise FileNotFoundError(f"results folder not found: {root}")
     out = Path(out) if out is not None else root / "report.html"
-    page = render(studies, title=title)
+    ensure_writable_file(out, what="report file")
+    found = find_results(root)
+    if only is not None:
+        found = [(folder, doc) for folder, doc in found
+                 if folder != root and folder.name in only]
+    if not found:
+        raise FileNotFoundError(
+            f"no study results.json (nor one of `calix explain` or `calix calibrate --out`) "
+            f"in {root} or its subfolders (run `calix reproduce`, `calix explain` or "
+            "`calix calibrate --out` first)")
+    page = render(found, title=title)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, out)
@@ -91,54 +176,107 @@ def write_report(root: str | Path, out: str | Path | None = None, *,
 
 
 def render(studies: list[tuple[Path, dict[str, Any]]], *, title: str = "calix report") -> str:
-    """The HTML page for ``studies`` (as returned by :func:`find_results`)."""
+    """The HTML page for the outputs ``studies`` (as returned by :func:`find_results`)."""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    anchors = _anchors(studies)
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
              f"<meta name='viewport' content='width=device-width,initial-scale=1'>"
              f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>",
              f"<h1>{_e(title)}</h1><p class='meta'>calix {__version__} · written {now}</p>",
-             _summary(studies)]
-    for folder, doc in studies:
-        parts.append(_study(folder, doc))
+             _summary(studies, anchors)]
+    for (folder, doc), anchor in zip(studies, anchors, strict=True):
+        parts.append(_study(folder, doc, anchor) if _is_study(doc)
+                     else _output(folder, doc, anchor))
     parts.append("</main></body></html>")
     return "\n".join(parts)
 
 
 # ---------------------------------------------------------------------------- pieces
-def _summary(studies: list[tuple[Path, dict[str, Any]]]) -> str:
+def _is_study(doc: dict[str, Any]) -> bool:
+    return "study" in doc or "claims" in doc
+
+
+def _name(folder: Path, doc: dict[str, Any]) -> str:
+    if _is_study(doc):
+        return doc["study"]
+    return doc.get("title") or f"{doc['kind']}: {folder.name}"
+
+
+def _anchors(studies: list[tuple[Path, dict[str, Any]]]) -> list[str]:
+    """One unique HTML id per output (a study's from its name, as before)."""
+    seen: dict[str, int] = {}
+    out = []
+    for folder, doc in studies:
+        base = _anchor(doc["study"]) if _is_study(doc) else _anchor(
+            f"{doc['kind']}-{folder.name}", prefix="out-")
+        seen[base] = seen.get(base, 0) + 1
+        out.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
+    return out
+
+
+def _summary(studies: list[tuple[Path, dict[str, Any]]], anchors: list[str]) -> str:
     rows = []
-    for _, doc in studies:
-        claims = doc.get("claims", [])
-        n_hold = sum(bool(c.get("holds")) for c in claims)
-        mode = "quick" if doc.get("config", {}).get("quick") else "full"
+    for (folder, doc), anchor in zip(studies, anchors, strict=True):
+        config = doc.get("config", {})
+        if _is_study(doc):
+            claims = doc.get("claims", [])
+            n_hold = sum(bool(c.get("holds")) for c in claims)
+            what, held = "study", f"{n_hold} / {len(claims)}"
+            mode = "quick" if config.get("quick") else "full"
+        else:
+            what, held, mode = doc["kind"], "–", ""
+        seed = doc.get("seed", config.get("seed", ""))
         rows.append(
-            f"<tr><td class='txt'><a href='#{_anchor(doc['study'])}'>{_e(doc['study'])}</a></td>"
-            f"<td>{n_hold} / {len(claims)}</td><td class='txt'>{mode}</td>"
-            f"<td>{_e(doc.get('seed', ''))}</td><td>{_num(doc.get('wall_time_s'))}</td></tr>")
-    return ("<h2>Studies</h2><table><tr><th class='txt'>study</th><th>claims holding</th>"
-            "<th class='txt'>size</th><th>seed</th><th>wall time (s)</th></tr>"
-            + "".join(rows) + "</table>")
+            f"<tr><td class='txt'><a href='#{anchor}'>{_e(_name(folder, doc))}</a></td>"
+            f"<td class='txt'>{_e(what)}</td><td>{held}</td><td class='txt'>{mode}</td>"
+            f"<td>{_e(_num(seed) if seed != '' else '')}</td>"
+            f"<td>{_num(doc.get('wall_time_s'))}</td></tr>")
+    heading = "Studies" if all(_is_study(d) for _, d in studies) else "Contents"
+    return (f"<h2>{heading}</h2><table><tr><th class='txt'>output</th><th class='txt'>kind</th>"
+            "<th>claims holding</th><th class='txt'>size</th><th>seed</th>"
+            "<th>wall time (s)</th></tr>" + "".join(rows) + "</table>")
 
 
-def _study(folder: Path, doc: dict[str, Any]) -> str:
+def _study(folder: Path, doc: dict[str, Any], anchor: str) -> str:
     name = doc["study"]
-    out = [f"<section id='{_anchor(name)}'><h2>{_e(name)}</h2>"]
-    cfg = doc.get("config", {})
-    out.append(f"<details><summary>configuration</summary><pre>"
-               f"{_e(json.dumps(cfg, indent=1))}</pre></details>")
-    out.append("<h3>Claims</h3>")
-    out.append(_claims(doc.get("claims", [])))
-    figures = doc.get("figures", [])
-    if figures:
-        out.append("<h3>Figures</h3><div>")
-        for fig in figures:
-            out.append(_figure(folder / fig["file"], fig.get("caption", fig["file"])))
-        out.append("</div>")
-    for tname, rows in doc.get("tables", {}).items():
-        out.append(f"<h3>Table: {_e(tname)}</h3>")
-        out.append(_table(rows))
-    out.append("</section>")
+    out = [f"<section id='{anchor}'><h2>{_e(name)}</h2>", _config(doc),
+           "<h3>Claims</h3>", _claims(doc.get("claims", [])), _figures(folder, doc),
+           _tables(doc), "</section>"]
     return "\n".join(out)
+
+
+def _output(folder: Path, doc: dict[str, Any], anchor: str) -> str:
+    """The section of a command's output (``calix explain``, ``calix calibrate``, ...)."""
+    name = _name(folder, doc)
+    facts = [f"<code>{_e(folder)}</code>"]
+    if doc.get("n_queries") is not None:
+        facts.append(f"model queries: {_e(_num(doc['n_queries']))}")
+    if isinstance(doc.get("explanation"), str):
+        facts.append(f"explanation: <code>{_e(doc['explanation'])}</code> "
+                     "(<code>calix.explain.Explanation.load</code>)")
+    out = [f"<section id='{anchor}'><h2>{_e(name)}</h2>",
+           f"<p class='meta'>calix {_e(doc['kind'])} · {' · '.join(facts)}</p>", _config(doc),
+           _tables(doc), _figures(folder, doc), "</section>"]
+    return "\n".join(out)
+
+
+def _config(doc: dict[str, Any]) -> str:
+    return (f"<details><summary>configuration</summary><pre>"
+            f"{_e(json.dumps(doc.get('config', {}), indent=1))}</pre></details>")
+
+
+def _figures(folder: Path, doc: dict[str, Any]) -> str:
+    figures = doc.get("figures", [])
+    if not figures:
+        return ""
+    return "<h3>Figures</h3><div>" + "".join(
+        _figure(folder, fig["file"], fig.get("caption", fig["file"])) for fig in figures
+    ) + "</div>"
+
+
+def _tables(doc: dict[str, Any]) -> str:
+    return "\n".join(f"<h3>Table: {_e(tname)}</h3>\n{_table(rows)}"
+                     for tname, rows in doc.get("tables", {}).items())
 
 
 def _claims(claims: list[dict[str, Any]]) -> str:
@@ -183,7 +321,14 @@ def _table(rows: list[dict[str, Any]], limit: int = 400) -> str:
     return f"<div class='scroll'><table><tr>{head}</tr>{''.join(body)}</table></div>{more}"
 
 
-def _figure(path: Path, caption: str) -> str:
+def _figure(folder: Path, file: str, caption: str) -> str:
+    path = folder / file
+    try:
+        inside = path.resolve().is_relative_to(folder.resolve())
+    except OSError:
+        inside = False
+    if not inside:  # a results.json cannot pull other files of the machine into the page
+        return f"<p class='fails'>figure {_e(file)} lies outside its folder; not shown</p>"
     if not path.is_file():
         return f"<p class='fails'>missing figure {_e(path.name)}</p>"
     data = base64.b64encode(path.read_bytes()).decode("ascii")
@@ -214,8 +359,8 @@ def _cls(v: Any) -> str:
     return "num" if isinstance(v, (int, float)) and not isinstance(v, bool) else "txt"
 
 
-def _anchor(name: str) -> str:
-    return "study-" + "".join(ch if ch.isalnum() else "-" for ch in name)
+def _anchor(name: str, prefix: str = "study-") -> str:
+    return prefix + "".join(ch if ch.isalnum() else "-" for ch in name)
 
 
 def _e(v: Any) -> str:
