@@ -319,10 +319,15 @@ _KWARGS: dict[str, dict[str, Any]] = {
     "eagle": {"n_samples": 60, "batch": 10},
     "glime": {"n_samples": 60},
     "us_lime": {"n_samples": 80},
+    "lime_tabular": {"n_samples": 80,
+                     "training_data": torch.randn(64, TAB_D,
+                                                  generator=torch.Generator().manual_seed(2))},
 }
 _IMAGES_ONLY = {"rise", "meaningful_perturbation"}
+_TABLES_ONLY = {"lime_tabular"}
 ENTRIES = [(name, kind) for name in METHODS for kind in ("tabular", "image")
-           if not (kind == "tabular" and name in _IMAGES_ONLY)]
+           if not (kind == "tabular" and name in _IMAGES_ONLY)
+           and not (kind == "image" and name in _TABLES_ONLY)]
 
 
 def _explain(name: str, kind: str, module: nn.Module, x: Tensor):

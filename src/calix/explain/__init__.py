@@ -5,6 +5,11 @@ Gradient family (needs a differentiable model): :class:`Saliency`, :class:`Integ
 :class:`CaptumExplainer` for any Captum attribution. Perturbation family (any model, on the
 shared perturbation engine): :class:`Occlusion`, :class:`RISE`, :class:`LIME`,
 :class:`KernelSHAP`, :class:`PolySHAP`, :class:`MeaningfulPerturbation`.
+
+:class:`LIME` removes features to a fill (LIME's image sampler, on tables too); on tables,
+:class:`LimeTabular` has the semantics of lime's ``LimeTabularExplainer`` instead (samples drawn
+from training-data statistics, quartile-discretised, and a binary same-bin representation),
+which is what users of the lime package compare against.
 """
 
 from calix.explain.base import Explainer, Explanation, reduce_channels, score
@@ -54,8 +59,9 @@ from calix.explain.bayes import (  # noqa: E402
     BayesSHAP,
     expected_information_gain,
 )
+from calix.explain.lime_tabular import LimeTabular  # noqa: E402
 
 METHODS.update({"bayes_lime": BayesLIME, "bayes_shap": BayesSHAP, "eagle": EAGLE,
-                "glime": GLIME, "us_lime": USLIME})
+                "glime": GLIME, "us_lime": USLIME, "lime_tabular": LimeTabular})
 __all__ += ["GLIME", "USLIME", "EAGLE", "BayesianLinear", "BayesLIME", "BayesSHAP",
-            "expected_information_gain"]
+            "expected_information_gain", "LimeTabular"]
