@@ -171,6 +171,10 @@ def test_missing_empty_corrupt_and_foreign_files(tmp_path, tiny):
     assert issubclass(ModelFileError, ValueError)
 
 
+def _double(x):
+    return 2 * x
+
+
 def test_skops(tmp_path):
     sio = pytest.importorskip("skops.io")
     rng = np.random.default_rng(0)
@@ -181,6 +185,21 @@ def test_skops(tmp_path):
     assert model_file_kind(path) == "skops"
     np.testing.assert_allclose(load_model(path).predict_proba(X), clf.predict_proba(X),
                                rtol=1e-6)
+    # a type skops does not trust by default is named, and loads only when trusted
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    pipe = make_pipeline(FunctionTransformer(_double), LogisticRegression()).fit(
+        Xtr, (Xtr[:, 0] > 0).astype(int))
+    piped = tmp_path / "pipe.skops"
+    sio.dump(pipe, piped)
+    untrusted = sio.get_untrusted_types(file=piped)
+    assert untrusted
+    with pytest.raises(ValueError, match=rf"{piped} names types that skops does not trust"):
+        load_model(piped)
+    for trusted in (True, list(untrusted)):
+        np.testing.assert_allclose(load_model(piped, trusted=trusted).predict_proba(X),
+                                   pipe.predict_proba(X), rtol=1e-6)
 
 
 def test_skops_missing_package_is_named(tmp_path, monkeypatch):
