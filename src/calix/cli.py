@@ -528,12 +528,11 @@ def _read_rows(data_path: str, label_column: str | None, delimiter: str | None,
                              "explains your own data in one of these", param_hint="--data")
 
 
-def _load_user_model(path: Path, rows: _Rows, *, trust: bool, architecture: str | None,
-                     num_classes: int | None):
-    """The model saved in ``path`` for inputs like ``rows``; the CLI's messages for a pickle
-    without ``--trust-model`` and for a state_dict without ``--architecture``."""
-    import inspect
-
+def _user_model_kind(path: Path, *, trust: bool, architecture: str | None,
+                     num_classes: int | None) -> str:
+    """What model file ``path`` holds, checked against the options before any data is read:
+    the CLI's messages for a pickle without ``--trust-model`` and for a state_dict without
+    ``--architecture``."""
     from calix import model_io
 
     try:
@@ -553,17 +552,27 @@ def _load_user_model(path: Path, rows: _Rows, *, trust: bool, architecture: str 
             f"{path} holds torch weights (a state_dict) but not the network they belong to; "
             f"name it with --architecture ({', '.join(_architectures())}) and --num-classes, "
             "or save the model as TorchScript (torch.jit.save)", param_hint="--model")
+    if kind == "state_dict" and num_classes is None:
+        raise click.UsageError("--architecture needs --num-classes: the number of classes "
+                               "the weights were trained for")
     if kind != "state_dict" and (architecture is not None or num_classes is not None):
         raise click.UsageError(f"{path} holds a whole model, which needs no --architecture or "
                                "--num-classes; leave them out")
+    return kind
+
+
+def _load_user_model(path: Path, kind: str, rows: _Rows, *, trust: bool,
+                     architecture: str | None, num_classes: int | None):
+    """The model saved in ``path`` (of ``kind``) for inputs like ``rows``."""
+    import inspect
+
+    from calix import model_io
+
     wrap_kwargs: dict = {"input_shape": tuple(rows.X.shape[1:])}
     if kind in ("pickle", "skops"):
         wrap_kwargs = {}
     arch_kwargs = None
     if kind == "state_dict":
-        if num_classes is None:
-            raise click.UsageError("--architecture needs --num-classes: the number of "
-                                   "classes the weights were trained for")
         shape = rows.X.shape[1:]
         offered = {"num_classes": num_classes, "n_classes": num_classes,
                    "n_outputs": num_classes, "in_channels": shape[0],
@@ -743,6 +752,8 @@ def _explain_zoo(data_name, model_name, method, indices, target, cal_method, n_s
 def _explain_file(model_path, data_name, trust, architecture, num_classes, label_column,
                   image_size, channels, method, indices, target, n_samples, seed, delimiter,
                   out) -> dict:
+    kind = _user_model_kind(model_path, trust=trust, architecture=architecture,
+                            num_classes=num_classes)
     rows = _read_rows(data_name, label_column, delimiter, image_size, channels)
     n = len(rows.X)
     bad = [i for i in indices if i >= n]
@@ -751,7 +762,7 @@ def _explain_file(model_path, data_name, trust, architecture, num_classes, label
         raise click.BadParameter(f"indices {bad} outside the {n} {what} of {rows.source}: "
                                  f"--index counts from 0 to {n - 1}", param_hint="--index")
     _out_dir(out)
-    model = _load_user_model(model_path, rows, trust=trust, architecture=architecture,
+    model = _load_user_model(model_path, kind, rows, trust=trust, architecture=architecture,
                              num_classes=num_classes)
     _check_columns(model, rows)
     classes = getattr(model, "classes_", None)
