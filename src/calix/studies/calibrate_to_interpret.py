@@ -80,7 +80,7 @@ class _FixedTemperature(Calibrator):
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = float(temperature)
-        self._fitted = True
+        self._set_fitted()
 
     def fit(self, logits: Any, labels: Any, **kwargs: Any) -> _FixedTemperature:
         return self
