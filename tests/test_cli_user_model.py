@@ -103,8 +103,7 @@ def test_sklearn_model_on_the_users_csv(sklearn_files, recwarn):
     assert abs(top[0]["attribution"]) == pytest.approx(np.abs(exp.values[1]).max(), rel=1e-6)
     for fig in res["figures"]:
         assert (f["out"] / fig["file"]).read_bytes()[:4] == b"\x89PNG"
-    assert {fig["file"] for fig in res["figures"]} == {"explanation.png", "input_0.png",
-                                                      "input_17.png"}
+    assert {fig["file"] for fig in res["figures"]} == {"input_0.png", "input_17.png"}
 
 
 def test_csv_without_labels_explains_the_predicted_class(sklearn_files, tmp_path):
@@ -227,7 +226,9 @@ def test_torchscript_model_on_an_image_folder(tmp_path, image_folder):
     assert [r["label"] for r in rows] == ["square", "stripes"]  # the class sub-folders
     assert [r["probability"] for r in rows] == pytest.approx(proba.max(1), abs=1e-5)
     assert res["config"]["index_of"] == "images of the folder, sorted by path"
-    assert (out / "input_4.png").read_bytes()[:4] == b"\x89PNG"
+    for name in ("input_4.png", "overlay_4.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    assert "top features" not in res["tables"]  # image features have no names to list
 
 
 def test_state_dict_with_an_architecture(tmp_path, image_folder):
@@ -338,7 +339,8 @@ def test_report_renders_explain_and_calibrate_outputs(tmp_path, sklearn_files, i
     html = (root / "report.html").read_text()
     n_figures = sum(len(json.loads((root / d / "results.json").read_text())["figures"])
                     for d in ("tabular", "images", "calibration"))
-    assert n_figures == 2 + 3 + 1  # (overview + one per input) x 2, and the calibration curve
+    # a bar chart per table row, a map beside and over each image, the calibration curve
+    assert n_figures == 1 + 2 * 2 + 1
     assert html.count("data:image/png;base64,") == n_figures
     for text in ("kernel_shap: clf.joblib on patients.csv", "occlusion: net.pt on imgs",
                  "calibration: temperature for mlp on iris", "Table: explained inputs",
@@ -349,7 +351,7 @@ def test_report_renders_explain_and_calibrate_outputs(tmp_path, sklearn_files, i
     # one explain output folder on its own renders as well
     r = run(["report", root / "images", "--out", tmp_path / "one" / "r.html"])
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "one" / "r.html").read_text().count("data:image/png;base64,") == 3
+    assert (tmp_path / "one" / "r.html").read_text().count("data:image/png;base64,") == 4
 
 
 def test_report_of_user_model_outputs_loads_in_chromium(tmp_path, sklearn_files, image_folder,

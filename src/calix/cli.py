@@ -819,20 +819,20 @@ def _write_explanation(out: Path, *, model, explainer, x, indices, target, metho
     exp.save(out / "explanation.npz")
 
     rows = _prediction_rows(model, x, exp, indices, names, labels, class_names)
-    figures = [{"file": "explanation.png", "caption": f"{title}: every explained input"}]
-    _close(explanation_figure(exp, title=title, path=out / "explanation.png"))
-    for j, i in enumerate(indices):
-        name = f"input_{i}.png"
+    figures = []
+    for j, i in enumerate(indices):  # one figure per input, titled with its row or file
+        said = f"{names[j]}: attribution to class {rows[j]['explained class']}"
         if image:
-            fig = overlay(None, exp, index=j, title=names[j], path=out / name)
+            _close(explanation_figure(exp[j], title=names[j], path=out / f"input_{i}.png"))
+            _close(overlay(None, exp, index=j, title=names[j], path=out / f"overlay_{i}.png"))
+            figures += [{"file": f"input_{i}.png", "caption": f"{said}, beside the input"},
+                        {"file": f"overlay_{i}.png", "caption": f"{said}, over the input"}]
         else:
-            fig = attribution_bars(exp, index=j, title=names[j], path=out / name)
-        _close(fig)
-        figures.append({"file": name, "caption": f"{names[j]}: attribution to class "
-                                                 f"{rows[j]['explained class']}"})
+            _close(attribution_bars(exp, index=j, title=names[j], path=out / f"input_{i}.png"))
+            figures.append({"file": f"input_{i}.png", "caption": said})
     tables = {"explained inputs": rows}
-    if not image or exp.feature_values is not None:
-        tables["top features"] = _top_features(exp, names, x if not image else None)
+    if not image:
+        tables["top features"] = _top_features(exp, names, x)
     doc = {"kind": "explain", "title": title,
            "config": {**config, "method": method, "explainer": type(explainer).__name__,
                       "indices": list(indices), "target": target, "seed": seed,
