@@ -367,3 +367,41 @@ def test_report_of_user_model_outputs_loads_in_chromium(tmp_path, sklearn_files,
     assert all(i["decoded"] and i["complete"] and i["width"] > 0 for i in page["images"])
     for text in ("explained inputs", "square/img0.png", "calibration before and after"):
         assert text in page["text"]
+
+
+# ---------------------------------------------------------------- a zoo model on a user's file
+@pytest.mark.parametrize("label_first", [False, True], ids=["label-last", "label-column"])
+def test_zoo_model_on_a_users_csv_indexes_the_files_rows(tmp_path, monkeypatch, label_first):
+    from calix.data import load_csv
+
+    monkeypatch.setenv("CALIX_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(50, 3)).round(4) * [1.0, 3.0, 0.2] + [5.0, -2.0, 0.0]
+    y = np.where(X[:, 0] > 5.0, "high", "low")
+    cols = ["a", "b", "c"]
+    body = [[*map(str, row), label] for row, label in zip(X, y, strict=True)]
+    header = ["a", "b", "c", "level"]
+    if label_first:  # the label column first, named on the command line
+        body = [[r[-1], *r[:-1]] for r in body]
+        header = ["level", *cols]
+    csv = tmp_path / "measurements.csv"
+    csv.write_text("\n".join(",".join(r) for r in [header, *body]) + "\n")
+    extra = ["--label-column", "level"] if label_first else []
+    out = tmp_path / "o"
+    r = run(["explain", "--model", "mlp", "--data", csv, *extra, "--method", "occlusion",
+             "--index", "7", "--index", "0", "--out", out])
+    assert r.exit_code == 0, r.output
+    exp = Explanation.load(out / "explanation.npz")
+    # the inputs are rows 7 and 0 of the file, as the model saw them in training
+    # (standardised): each matches exactly one row of the dataset calix trained on
+    ds = load_csv(csv, target="level")
+    every = np.concatenate([ds.X_train, ds.X_val, ds.X_test])
+    labels = np.concatenate([ds.y_train, ds.y_val, ds.y_test])
+    for j, i in enumerate([7, 0]):
+        match = np.flatnonzero((every == exp.data[j]).all(1))
+        assert len(match) == 1 and ds.class_names[labels[match[0]]] == y[i]
+    rows = json.loads((out / "results.json").read_text())["tables"]["explained inputs"]
+    assert [(r["input"], r["label"]) for r in rows] == [("row 7", y[7]), ("row 0", y[0])]
+    r = run(["explain", "--model", "mlp", "--data", csv, *extra, "--index", "50",
+             "--out", out])
+    assert r.exit_code == 2 and "indices [50] outside the 50 data rows" in one_line(r)

@@ -395,9 +395,12 @@ class _Rows:
         self.labels, self.feature_names = labels, feature_names
 
 
-def _read_csv_rows(path: Path, label_column: str | None, delimiter: str | None) -> _Rows:
+def _read_csv_rows(path: Path, label_column: str | None, delimiter: str | None, *,
+                   last_is_label: bool = False) -> _Rows:
     """The data rows of CSV file ``path`` in file order: every column but ``label_column``
-    is a numeric feature. Failures are DataFileErrors naming the file, column and line."""
+    (or, with ``last_is_label`` and no ``label_column``, the last one, as
+    :func:`calix.data.load_csv` reads it) is a numeric feature. Failures are DataFileErrors
+    naming the file, column and line."""
     import csv
     import io
 
@@ -435,6 +438,8 @@ def _read_csv_rows(path: Path, label_column: str | None, delimiter: str | None) 
         if len(r) != len(header):
             raise DataFileError(f"{p}: every row must have {len(header)} fields like the "
                                 f"header row, but line {line} has {len(r)}")
+    if label_column is None and last_is_label:
+        label_column = header[-1]
     if label_column is not None and label_column not in header:
         raise DataFileError(f"{p}: no column named {label_column!r} (--label-column); "
                             f"columns are {header}")
@@ -633,9 +638,10 @@ def _check_columns(model, rows: _Rows):
 @click.option("--num-classes", type=click.IntRange(min=1), default=None,
               help="Classes of a state_dict --model file's network.")
 @click.option("--label-column", default=None,
-              help="Label column of a .csv --data file for a model file: left out of the "
-                   "features and recorded beside the prediction (default: no label column; "
-                   "every column is a feature).")
+              help="Label column of a .csv --data file: left out of the features and "
+                   "recorded beside the prediction. Default with a model file: none (every "
+                   "column is a feature, and the predicted class is explained); with a zoo "
+                   "model, which trains on the file: the last column.")
 @click.option("--image-size", type=(click.IntRange(min=1), click.IntRange(min=1)),
               default=None, metavar="H W", help="Resize the images of an image folder.")
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None,
@@ -647,9 +653,10 @@ def _check_columns(model, rows: _Rows):
 @click.option("--index", "indices", type=click.IntRange(min=0), multiple=True, default=(0,),
               show_default=True,
               help="Input to explain (repeat for several). For your own --data file: the "
-                   "0-based data row of the CSV file (the header row not counted) or the "
-                   "position of the image among the folder's images sorted by path. For a "
-                   "shipped dataset: the test split's index.")
+                   "0-based data row of the .csv file (the header row not counted) or of an "
+                   ".npz file's X, or the position of the image among the folder's images "
+                   "sorted by path (class sub-folder, then file name). For a shipped "
+                   "dataset: the index into its test split.")
 @click.option("--target", type=click.IntRange(min=0), default=None,
               help="Class to explain (default: predicted).")
 @click.option("--calibrate", "cal_method", default="none", show_default=True,
@@ -679,13 +686,13 @@ def explain(data_name: str | None, model_name: str | None, trust_model: bool,
     """
     if model_name is None or model_name in _ZOO_MODELS:
         for flag, value in (("--trust-model", trust_model), ("--architecture", architecture),
-                            ("--num-classes", num_classes), ("--label-column", label_column),
-                            ("--image-size", image_size), ("--channels", channels)):
+                            ("--num-classes", num_classes), ("--image-size", image_size),
+                            ("--channels", channels)):
             if value:
                 raise click.UsageError(f"{flag} applies to a model file (--model FILE), not "
                                        f"to a zoo model")
-        run = _explain_zoo(data_name or "digits", model_name, method, indices, target,
-                           cal_method, n_samples, seed, delimiter, out)
+        run = _explain_zoo(data_name or "digits", model_name, label_column, method, indices,
+                           target, cal_method, n_samples, seed, delimiter, out)
     else:
         if cal_method != "none":
             raise click.BadParameter("calibrating needs a validation split with labels; "
@@ -700,18 +707,34 @@ def explain(data_name: str | None, model_name: str | None, trust_model: bool,
     _write_explanation(out, **run)
 
 
-def _explain_zoo(data_name, model_name, method, indices, target, cal_method, n_samples,
-                 seed, delimiter, out) -> dict:
+def _explain_zoo(data_name, model_name, label_column, method, indices, target, cal_method,
+                 n_samples, seed, delimiter, out) -> dict:
     from calix import zoo
     from calix.calibrate import calibrated, fit_calibrator
+    from calix.data import DATASETS
     from calix.recipes import default_perturbation
 
-    ds = _load_or_exit(data_name, 0, delimiter)
+    shipped = data_name in DATASETS
+    if label_column is not None and (shipped or Path(data_name).suffix.lower() != ".csv"):
+        raise click.UsageError("--label-column names the label column of a .csv --data file")
+    ds = _load_zoo_data(data_name, label_column, delimiter)
     model_name = model_name or ("cnn" if ds.is_image else "mlp")
-    bad = [i for i in indices if not 0 <= i < len(ds.X_test)]
-    if bad:
-        raise click.BadParameter(f"indices {bad} outside the test split [0, {len(ds.X_test)})",
-                                 param_hint="--index")
+    if shipped:
+        bad = [i for i in indices if not 0 <= i < len(ds.X_test)]
+        if bad:
+            raise click.BadParameter(f"indices {bad} outside the test split [0, "
+                                     f"{len(ds.X_test)})", param_hint="--index")
+        x = ds.X_test[list(indices)]
+        names = [f"test {i}" for i in indices]
+        labels = [ds.class_names[int(v)] if ds.class_names else float(v)
+                  for v in ds.y_test[list(indices)]]
+        index_of = "test split"
+    else:
+        rows = _zoo_rows(ds, data_name, label_column, delimiter)
+        _check_indices(indices, rows)
+        x, names = rows.X[list(indices)], [rows.names[i] for i in indices]
+        labels = None if rows.labels is None else [rows.labels[i] for i in indices]
+        index_of = _index_of(rows)
     if cal_method != "none" and ds.task != "classification":
         raise click.BadParameter(
             f"a regression model cannot be calibrated: {ds.name} has a regression target, "
@@ -736,17 +759,66 @@ def _explain_zoo(data_name, model_name, method, indices, target, cal_method, n_s
                                     background=None if ds.is_image else ds.X_train)
     except (ValueError, TypeError) as exc:
         raise click.UsageError(str(exc)) from exc
-    labels = [ds.class_names[int(v)] if ds.class_names else float(v)
-              for v in ds.y_test[list(indices)]]
-    return dict(model=model, explainer=explainer, x=ds.X_test[list(indices)],
-                indices=indices, target=target, method=method,
-                names=[f"test {i}" for i in indices], labels=labels,
+    return dict(model=model, explainer=explainer, x=x, indices=indices, target=target,
+                method=method, names=names, labels=labels,
                 feature_names=None if ds.is_image else list(ds.feature_names),
                 class_names=list(ds.class_names) or None,
                 config={"model": model_name, "model_source": "zoo", "data": ds.name,
-                        "index_of": "test split", "calibrate": cal_method,
+                        "index_of": index_of, "calibrate": cal_method,
                         "background": None if ds.is_image else "training split"},
                 seed=seed, n_samples=n_samples, title=f"{method}: {model_name} on {ds.name}")
+
+
+def _load_zoo_data(data_name: str, label_column: str | None, delimiter: str | None):
+    """The dataset a zoo model trains on: shipped, or a user's file (``label_column`` of a
+    .csv file: its label, by default the last column)."""
+    if label_column is None:
+        return _load_or_exit(data_name, 0, delimiter)
+    from calix.data import load_csv
+
+    try:
+        return load_csv(data_name, target=label_column, delimiter=delimiter)
+    except _USER_ERRORS as exc:
+        raise click.BadParameter(_message(exc), param_hint="--data") from exc
+
+
+def _zoo_rows(ds, data_name: str, label_column: str | None, delimiter: str | None) -> _Rows:
+    """The rows of a user's file in file order, as the zoo model sees them: a .csv file's
+    columns standardised with the training split's statistics (as :func:`calix.data.load`
+    does), an image folder's images in grey, an .npz file's ``X``."""
+    import numpy as np
+
+    p = Path(data_name)
+    try:
+        if p.is_dir():
+            rows = _read_image_rows(p, None, 1)
+        elif p.suffix.lower() == ".csv":
+            rows = _read_csv_rows(p, label_column, delimiter, last_is_label=True)
+        else:
+            with np.load(p, allow_pickle=False) as z:
+                rows = _Rows(np.asarray(z["X"], dtype=np.float32), source=p,
+                             kind="table" if z["X"].ndim == 2 else "images",
+                             names=[f"row {i}" for i in range(len(z["X"]))])
+    except (ValueError, OSError) as exc:
+        raise click.BadParameter(_message(exc), param_hint="--data") from exc
+    if rows.X.ndim == 2:  # tables are standardised like the training data
+        scale = np.where(ds.raw_std > 0, ds.raw_std, 1.0).astype(np.float32)
+        rows.X = (rows.X - ds.raw_mean) / scale
+    return rows
+
+
+def _check_indices(indices: tuple[int, ...], rows: _Rows) -> None:
+    n = len(rows.X)
+    bad = [i for i in indices if i >= n]
+    if bad:
+        what = "data rows (the header row not counted)" if rows.kind == "table" else "images"
+        raise click.BadParameter(f"indices {bad} outside the {n} {what} of {rows.source}: "
+                                 f"--index counts from 0 to {n - 1}", param_hint="--index")
+
+
+def _index_of(rows: _Rows) -> str:
+    return ("data rows of the file" if rows.kind == "table"
+            else "images of the folder, sorted by path")
 
 
 def _explain_file(model_path, data_name, trust, architecture, num_classes, label_column,
@@ -755,12 +827,7 @@ def _explain_file(model_path, data_name, trust, architecture, num_classes, label
     kind = _user_model_kind(model_path, trust=trust, architecture=architecture,
                             num_classes=num_classes)
     rows = _read_rows(data_name, label_column, delimiter, image_size, channels)
-    n = len(rows.X)
-    bad = [i for i in indices if i >= n]
-    if bad:
-        what = "data rows (the header row not counted)" if rows.kind == "table" else "images"
-        raise click.BadParameter(f"indices {bad} outside the {n} {what} of {rows.source}: "
-                                 f"--index counts from 0 to {n - 1}", param_hint="--index")
+    _check_indices(indices, rows)
     _out_dir(out)
     model = _load_user_model(model_path, kind, rows, trust=trust, architecture=architecture,
                              num_classes=num_classes)
@@ -785,8 +852,7 @@ def _explain_file(model_path, data_name, trust, architecture, num_classes, label
                 feature_names=rows.feature_names, class_names=class_names,
                 config={"model": str(model_path), "model_source": "file",
                         "model_class": type(model).__name__, "data": str(rows.source),
-                        "index_of": ("data rows of the CSV file" if rows.kind == "table"
-                                     else "images of the folder, sorted by path"),
+                        "index_of": _index_of(rows),
                         "label_column": label_column,
                         "background": "the rows of the data file" if rows.kind == "table"
                         else None},
