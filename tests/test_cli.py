@@ -43,6 +43,14 @@ def test_calibrate(tmp_path, monkeypatch):
     res = json.loads((tmp_path / "cal" / "results.json").read_text())
     assert [row["method"] for row in res["rows"]] == ["none", "temperature"]
     assert (tmp_path / "cal" / "ce_by_level.png").exists()
+    # what `calix report` shows: the rows, one table per level curve, the figure
+    assert res["kind"] == "calibrate" and res["figures"] == [
+        {"file": "ce_by_level.png", "caption": "ece by perturbation level (mean fill), "
+                                               "uncalibrated and temperature"}]
+    assert res["tables"]["calibration before and after"] == res["rows"]
+    curve = res["tables"]["ece by perturbation level: temperature"]
+    assert [row["ece"] for row in curve] == res["by_level"]["temperature"]["errors"]
+    assert sum(row["inputs"] for row in curve) == sum(res["by_level"]["temperature"]["counts"])
     r = CliRunner().invoke(main, ["calibrate", "--data", "diabetes"])
     assert r.exit_code != 0 and "regression" in r.output
     r = CliRunner().invoke(main, ["calibrate", "--data", "wine", "--perturbation", "blur"])

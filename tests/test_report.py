@@ -111,3 +111,70 @@ def test_json_helpers(tmp_path):
     write_json_atomic(tmp_path / "x.json", {"v": 1})
     assert json.loads((tmp_path / "x.json").read_text()) == {"v": 1}
     assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("doc, expected", [
+    ({"kind": 3}, "'kind' must be a name (a string), got int 3"),
+    ({"kind": "explain", "title": ["x"]}, "'title' must be a string"),
+    ({"kind": "explain", "config": [1]}, "'config' must be an object, got list [1]"),
+    ({"kind": "explain", "tables": {"t": [1]}}, "tables['t'] must be a list of objects"),
+    ({"kind": "explain", "figures": [{"file": 2}]},
+     "figures[0] must be an object with a 'file' name"),
+    ({"kind": "explain", "figures": [{"file": "a.png", "caption": 1}]},
+     "figures[0].caption must be a string"),
+    ({"claims": []}, "'study' must be a name (a string), got nothing"),
+    ({"study": "s"}, "'claims' must be a list of objects, got nothing"),
+], ids=["kind-int", "title-list", "config-list", "table-row-int", "figure-file-int",
+        "caption-int", "claims-without-study", "study-without-claims"])
+def test_malformed_results_name_the_file_and_field(tmp_path, doc, expected):
+    path = tmp_path / "run" / "results.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError) as err:
+        write_report(tmp_path)
+    assert str(err.value).startswith(f"{path} is malformed: {expected}")
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_other_json_is_skipped_and_said_when_nothing_is_left(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps({"accuracy": 0.9}))
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "results.json").write_text(json.dumps([1, 2]))
+    assert find_results(tmp_path) == []
+    with pytest.raises(FileNotFoundError, match="no study results.json .*calix explain"):
+        write_report(tmp_path)
+
+
+def test_command_output_section(tmp_path):
+    from calix.plot import _plt
+
+    fig, ax = _plt().subplots(figsize=(2, 2))
+    ax.plot([0, 1], [1, 0])
+    fig.savefig(tmp_path / "bars.png")
+    (tmp_path / "secret.png").write_bytes(b"\x89PNG not for the page")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "bars.png").write_bytes((tmp_path / "bars.png").read_bytes())
+    doc = {"kind": "explain", "title": "lime: m.pt on d.csv", "config": {"seed": 4},
+           "n_queries": 120, "explanation": "explanation.npz",
+           "tables": {"explained inputs": [{"index": 3, "predicted": "yes<b>"}]},
+           "figures": [{"file": "bars.png", "caption": "row 3"},
+                       {"file": "../secret.png"}]}
+    (run / "results.json").write_text(json.dumps(doc))
+    html = write_report(tmp_path, tmp_path / "new" / "folder" / "r.html").read_text()
+    assert "lime: m.pt on d.csv" in html and "Table: explained inputs" in html
+    assert "yes&lt;b&gt;" in html and "model queries: 120" in html
+    assert html.count("data:image/png;base64,") == 1  # the file outside its folder is not read
+    assert "figure ../secret.png lies outside its folder" in html
+    assert "<td class='txt'>explain</td>" in html  # the contents table names the kind
+
+
+def test_write_report_checks_its_output_first(tmp_path, study_dir):
+    from calix._io import OutputPathError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(OutputPathError, match="it exists and is not a folder"):
+        write_report(study_dir, blocker / "report.html")
+    with pytest.raises(OutputPathError, match="is a folder; give a file name"):
+        write_report(study_dir, study_dir)
