@@ -285,7 +285,7 @@ def test_method_choices_are_the_registry():
         assert name in one_line(run(["explain", "--help"]))
 
 
-@pytest.mark.parametrize("method", ["bayes_shap", "eagle", "glime", "lime"])
+@pytest.mark.parametrize("method", ["bayes_shap", "eagle", "glime", "lime", "lime_tabular"])
 def test_stochastic_explainers_follow_seed(sklearn_files, method):
     f = sklearn_files
 
@@ -301,6 +301,15 @@ def test_stochastic_explainers_follow_seed(sklearn_files, method):
     np.testing.assert_array_equal(a.values, b.values)
     assert not np.array_equal(a.values, c.values)
     assert a.params.get("seed", 1) == 1
+
+
+def test_tabular_only_explainer_on_images_is_named(tmp_path, image_folder):
+    model = tmp_path / "net.pt"
+    torch.jit.save(torch.jit.script(_TinyNet().eval()), model)
+    r = run(["explain", "--model", model, "--data", image_folder, "--method", "lime_tabular",
+             "--out", tmp_path / "o"])
+    assert r.exit_code == 2, r.output
+    assert "Invalid value for --method: lime_tabular explains tables" in one_line(r)
 
 
 def test_n_samples_refused_where_the_explainer_draws_none(sklearn_files):

@@ -367,8 +367,8 @@ def _init_params(cls: type) -> set[str]:
 
 def _make_explainer(method: str, model, *, seed: int, n_samples: int | None, background):
     """The explainer ``method`` on ``model``: ``seed`` for stochastic explainers,
-    ``n_samples`` where the explainer has a sample count, ``background`` for tabular
-    perturbation explainers (the mean fill)."""
+    ``n_samples`` where the explainer has a sample count, ``background`` (tables only) as
+    the mean fill of perturbation explainers and as ``training_data`` where one is needed."""
     from calix.explain import METHODS
 
     cls = METHODS["smoothgrad" if method == "smoothgrad_squared" else method]
@@ -383,6 +383,12 @@ def _make_explainer(method: str, model, *, seed: int, n_samples: int | None, bac
         kwargs["n_samples"] = n_samples
     if background is not None and "background" in params:
         kwargs["background"] = background
+    if "training_data" in params:  # samplers built from the training data (LimeTabular)
+        if background is None:
+            raise click.BadParameter(f"{method} explains tables (it samples from the "
+                                     "training data's columns), and these inputs are images",
+                                     param_hint="--method")
+        kwargs["training_data"] = background
     return cls(model, **kwargs)
 
 
