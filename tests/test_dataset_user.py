@@ -197,6 +197,17 @@ def test_lazy_csv_rows_blank_lines_crlf_and_bom(tmp_path, table):
         rows = source.rows(start, stop)
         assert 0 < rows.end - rows.begin < size / 2  # only this chunk's bytes are read
         np.testing.assert_array_equal(rows.read(), X[start:stop])
+    # whitespace-only lines, a last line without a line break, a ';' delimiter
+    text = "x;y\n \t \n1;2\n\n  \r\n3;4\n5;6"
+    odd = tmp_path / "odd.csv"
+    odd.write_text(text)
+    with pytest.raises(ValueError, match=rf"{odd} has a single column 'x;y' when split at "
+                                         r"',' *; pass delimiter= \(e.g. ';'\)"):
+        CsvFile(odd, delimiter=",")._bind(None)
+    source = CsvFile(odd, delimiter=";")._bind(None)
+    assert source.n == 3 and source.rows(2, 3).read().tolist() == [[5.0, 6.0]]
+    np.testing.assert_array_equal(source.rows(0, 3).read(), [[1, 2], [3, 4], [5, 6]])
+    assert source.rows(1, 2).lines == [6]  # line numbers for messages count every line
     # the model's own column order wins over the file's
     rows = CsvFile(path)._bind(["d", "a"]).rows(3, 5)
     np.testing.assert_array_equal(rows.read(), X[3:5][:, [3, 0]])
@@ -327,6 +338,24 @@ def test_device(monkeypatch):
     assert resolve_device("auto").type == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto") == torch.device("cuda")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_gpu_asked_of_workers_without_one(tmp_path, table, client):
+    path, X, clf = table
+    net = nn.Sequential(nn.Linear(N_FEATURES, 2))
+    with pytest.raises(ValueError, match="device must be 'auto', 'cpu', 'cuda'"):
+        explain_dataset(X, net, "saliency", out=tmp_path / "a", device="mps",
+                        executor="dask", scheduler=client)
+    # the caller (without a GPU) runs locally only on what it has ...
+    with pytest.raises(ValueError, match="asks for a GPU, but torch sees none"):
+        explain_dataset(X, net, "saliency", out=tmp_path / "b", device="cuda")
+    assert not (tmp_path / "b" / "manifest.json").exists()
+    # ... but a GPU is the workers' business: each refuses, naming its host
+    with pytest.raises(ValueError, match="asks for a GPU, but torch sees none on "):
+        explain_dataset(X, net, "saliency", out=tmp_path / "c", device="cuda",
+                        executor="dask", scheduler=client)
+    assert not list((tmp_path / "c" / "chunks").glob("*.npz"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

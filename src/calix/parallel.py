@@ -272,52 +272,57 @@ class CsvFile:
         if p.is_dir():
             raise DataFileError(f"{p} is a folder, not a CSV file")
         h = hashlib.sha256()
-        starts, size = [np.zeros(1, np.int64)], 0
+        # per line break: its offset and the count of non-blank bytes before it, so that a
+        # line holding only whitespace is found without a Python loop over lines
+        breaks, marks, size, seen = [], [], 0, 0
+        space = np.zeros(256, bool)
+        space[list(b" \t\r\n\v\f")] = True
         try:
             with open(p, "rb") as f:
                 head = f.read(4096)
                 f.seek(0)
-                while block := f.read(1 << 24):
+                while block := f.read(1 << 22):
                     h.update(block)
-                    nl = np.flatnonzero(np.frombuffer(block, np.uint8) == 10)
-                    starts.append(nl.astype(np.int64) + size + 1)
-                    size += len(block)
+                    b = np.frombuffer(block, np.uint8)
+                    ink = np.cumsum(~space[b], dtype=np.int64)
+                    nl = np.flatnonzero(b == 10)
+                    breaks.append(nl.astype(np.int64) + size)
+                    marks.append(ink[nl] + seen)
+                    size, seen = size + len(block), seen + int(ink[-1])
         except OSError as exc:
             raise DataFileError(f"{p} cannot be read: {exc.strerror or exc}") from exc
         if b"\x00" in head:
             raise DataFileError(f"{p} contains NUL bytes: it is a binary file (or not UTF-8 "
                                 "text), not a CSV file; save it as UTF-8 text")
-        line_start = np.concatenate(starts)
+        nl = np.concatenate([np.zeros(0, np.int64), *breaks])
+        ink = np.concatenate([np.zeros(0, np.int64), *marks])
+        line_start = np.concatenate([[0], nl + 1])
+        ink_end = np.concatenate([ink, [seen]])  # non-blank bytes up to each line's end
         if line_start[-1] >= size:  # a final line break starts no line
-            line_start = line_start[:-1]
-        if head.startswith(b"\xef\xbb\xbf"):
+            line_start, ink_end = line_start[:-1], ink_end[:-1]
+        bom = head.startswith(b"\xef\xbb\xbf")
+        if bom:
             line_start[0] = 3
         line_end = np.append(line_start[1:], size)
-        # blank lines: only whitespace (checked for the short lines only)
-        blank = np.zeros(len(line_start), bool)
-        short = np.flatnonzero(line_end - line_start <= 64)
-        if len(short):
-            with open(p, "rb") as f:
-                for i in short:
-                    f.seek(int(line_start[i]))
-                    blank[i] = not f.read(int(line_end[i] - line_start[i])).strip()
+        ink_per_line = np.diff(np.concatenate([[0], ink_end]))
+        if bom:
+            ink_per_line[0] -= 3  # the byte-order mark
+        blank = ink_per_line == 0
         keep = np.flatnonzero(~blank)
         if len(keep) < 2:
             raise DataFileError(f"{p} needs a header row and at least one data row")
-        try:
-            text = head.decode("utf-8-sig", errors="strict") if len(head) < 4096 else \
-                head[: head.rfind(b"\n") + 1 or len(head)].decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise DataFileError(f"{p} is not UTF-8 text (byte at offset {exc.start}); save "
-                                "the CSV file as UTF-8") from exc
+        # the delimiter is sniffed from the first KB (a cut character does not matter there)
+        text = head.decode("utf-8-sig", errors="ignore")
         sep = self.delimiter if self.delimiter is not None else _sniff_delimiter(text)
         with open(p, "rb") as f:
             f.seek(int(line_start[keep[0]]))
             raw = f.read(int(line_end[keep[0]] - line_start[keep[0]]))
         try:
-            header = [c.strip() for c in next(_csv_reader([raw.decode("utf-8")], sep))]
+            line = raw.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError as exc:
-            raise DataFileError(f"{p}: the header row is not UTF-8 text") from exc
+            raise DataFileError(f"{p}: the header row is not UTF-8 text (byte "
+                                f"{raw[exc.start]:#04x}); save the CSV file as UTF-8") from exc
+        header = [c.strip() for c in next(_csv_reader([line], sep))]
         rows = keep[1:]
         row_start = np.append(line_start[rows], size)
         self._index = (h.hexdigest(), header, sep, row_start, rows + 1)
@@ -328,6 +333,10 @@ class CsvFile:
         from calix._io import DataFileError
 
         _, header, sep, _, _ = self._scan()
+        others = [d for d in ",;\t|" if d != sep and len(header) == 1 and d in header[0]]
+        if others:
+            raise DataFileError(f"{self.path} has a single column {header[0]!r} when split at "
+                                f"{sep!r}; pass delimiter= (e.g. {others[0]!r})")
         dups = sorted({c for c in header if header.count(c) > 1})
         if dups:
             raise DataFileError(f"{self.path}: duplicate column name(s) {dups}")
@@ -692,14 +701,23 @@ def resolve_device(device: Any) -> Any:
 
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<i>', got {device!r}"
-                         ) from exc
+    dev = _parse_device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asks for a GPU, but torch sees none on "
                          f"{socket.gethostname()}; use device='auto' or 'cpu'")
+    return dev
+
+
+def _parse_device(device: Any) -> Any:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<i>', got {device!r}"
+                         ) from exc
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<i>', got {device!r}")
     return dev
 
 
@@ -985,8 +1003,10 @@ def explain_dataset(
         raise ValueError(f"n_workers must be >= 1, got {n_workers}")
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-    if device != "auto":
-        resolve_device(device)  # an unknown device fails here (a GPU on workers is not known)
+    if executor == "local":
+        resolve_device(device)  # an unknown device, or a GPU this process lacks
+    elif device != "auto":
+        _parse_device(device)  # whether the workers have a GPU is known only there
     zoo_name = isinstance(model, str) and model in zoo.ZOO
     if zoo_name and isinstance(data, str | Path):
         if background is not None:
@@ -1032,7 +1052,8 @@ def explain_dataset(
     manifest = _manifest(spec, chunk_size, source.n)
     # checked before the folder is claimed: the model takes the data, and the explainer and
     # the sampler can be built (bad method_kwargs or n_samples)
-    local = _build_model(shipped, device)
+    # (for Dask on the CPU: the caller need not have the workers' GPU)
+    local = _build_model(shipped, device if executor == "local" else "cpu")
     first = source.rows(0, 1).read()
     if bg is not None and bg.shape[1:] != first.shape[1:]:
         raise ValueError(f"background inputs have shape {bg.shape[1:]}, the data's "
