@@ -288,3 +288,91 @@ def test_folder_that_cannot_be_locked_runs_with_a_warning(cache, monkeypatch):
     with pytest.warns(RuntimeWarning, match=r"cannot lock .*\.lock \(No locks available\)"):
         res = explain_dataset(**{**KW, "uncertainty": None}, out=out)
     assert len(res.computed) == 3
+
+
+# a user's model (a TorchScript file) on a user's CSV file, each chunk slowed down
+SCRIPT_USER = """
+import sys, time, warnings
+import torch
+from calix import parallel
+out, delay, threads, csv_path, model_path = sys.argv[1:6]
+torch.set_num_threads(int(threads))
+warnings.simplefilter("ignore")
+real = parallel._explain_array
+def slow(*args, **kwargs):
+    arrays = real(*args, **kwargs)
+    time.sleep(float(delay))
+    return arrays
+parallel._explain_array = slow
+parallel.explain_dataset(parallel.CsvFile(csv_path, target="label"), model_path, "kernel_shap",
+                         out=out, chunk_size=10, method_kwargs={"n_samples": 30})
+"""
+
+
+@pytest.fixture
+def user_files(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 4)).round(4)
+    path = tmp_path / "rows.csv"
+    lines = ["a,b,c,d,label"] + [",".join(map(str, r)) + f",{int(r[0] > 0)}" for r in X]
+    path.write_text("\n".join(lines) + "\n")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    model = tmp_path / "net.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(net), model)
+    return path, model
+
+
+def _user_run(path, model, out):
+    from calix.parallel import CsvFile
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return explain_dataset(CsvFile(path, target="label"), str(model), "kernel_shap",
+                               out=out, chunk_size=10, method_kwargs={"n_samples": 30})
+
+
+def test_killed_user_run_resumes_to_the_uninterrupted_result(cache, user_files):
+    path, model = user_files
+    reference = _user_run(path, model, cache / "reference")
+    out = cache / "killed"
+    script = cache / "slow_user_run.py"
+    script.write_text(SCRIPT_USER)
+    proc = subprocess.Popen([sys.executable, str(script), str(out), "2.0",
+                             str(torch.get_num_threads()), str(path), str(model)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        _wait_for(proc, lambda: len(list((out / "chunks").glob("chunk_*.npz"))) >= 1)
+        # the folder is the running user run's: a second one is refused
+        with pytest.raises(ValueError, match=f"{out} is in use by another explain-dataset run"):
+            _user_run(path, model, out)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0, "the run finished before it was killed; nothing was tested"
+    res = _user_run(path, model, out)
+    assert 1 <= len(res.computed) <= 2 and (0, 10) not in res.computed
+    _assert_same(res, reference)
+
+
+def test_damaged_chunk_of_a_user_run_is_recomputed(cache, user_files):
+    path, model = user_files
+    out = cache / "run"
+    first = _user_run(path, model, out)
+    last = sorted((out / "chunks").glob("chunk_*.npz"))[-1]
+    _flip_byte(last)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        from calix.parallel import CsvFile
+
+        res = explain_dataset(CsvFile(path, target="label"), str(model), "kernel_shap",
+                              out=out, chunk_size=10, method_kwargs={"n_samples": 30})
+    assert any(f"chunk file {last} is damaged" in str(w.message) for w in caught)
+    assert res.computed == [(20, 30)]
+    _assert_same(res, first)
