@@ -414,3 +414,32 @@ def test_zoo_model_on_a_users_csv_indexes_the_files_rows(tmp_path, monkeypatch, 
     r = run(["explain", "--model", "mlp", "--data", csv, *extra, "--index", "50",
              "--out", out])
     assert r.exit_code == 2 and "indices [50] outside the 50 data rows" in one_line(r)
+
+
+@pytest.mark.parametrize("method", [*METHODS, "smoothgrad_squared"])
+def test_every_registered_explainer_runs_on_a_users_torch_model(tmp_path, image_folder,
+                                                                sklearn_files, method):
+    """Every name of calix.explain.METHODS explains a user's torch model (state_dicts of the
+    zoo's networks): on the CSV's rows, or (for explainers of images only, which say so for a
+    table) on the images."""
+    from calix.zoo import CNN, MLP
+
+    torch.manual_seed(0)
+    table, image = tmp_path / "tab.pt", tmp_path / "img.pt"
+    torch.save(MLP(n_features=3, n_outputs=2).state_dict(), table)
+    torch.save(CNN(in_channels=1, n_classes=2, image_size=32).state_dict(), image)
+    out = tmp_path / "o"
+    r = run(["explain", "--model", table, "--architecture", "mlp", "--num-classes", "2",
+             "--data", sklearn_files["csv"], "--label-column", "outcome", "--method", method,
+             "--index", "3", "--out", out])
+    if r.exit_code == 0:
+        shape = (1, 3)
+    else:
+        assert r.exit_code == 2 and "explains images" in one_line(r), r.output
+        r = run(["explain", "--model", image, "--architecture", "cnn", "--num-classes", "2",
+                 "--data", image_folder, "--method", method, "--index", "3", "--out", out])
+        assert r.exit_code == 0, r.output
+        shape = (1, 1, 32, 32)
+    exp = Explanation.load(out / "explanation.npz")
+    assert exp.values.shape == shape and np.isfinite(exp.values).all()
+    assert np.abs(exp.values).sum() > 0 and exp.n_queries > 0
