@@ -285,7 +285,7 @@ def test_saved_models_dataframes_and_datasets(tmp_path, table, images):
         res = explain_dataset(ds, "mlp", "occlusion", out=tmp_path / "iris", chunk_size=10)
     assert res.values.shape == (len(ds.X_test), 4)
     manifest = json.loads((tmp_path / "iris" / "manifest.json").read_text())
-    assert manifest["data"]["kind"] == "dataset:iris" and manifest["background"] is not None
+    assert manifest["data"]["kind"] == "array" and manifest["background"] is not None
 
 
 def test_bad_input_claims_nothing(tmp_path, table):

@@ -213,14 +213,15 @@ class _ArrayRows:
 
 
 class _Arrays:
-    """In-memory inputs of shape (n, *input_shape), float32."""
+    """In-memory inputs of shape (n, *input_shape), float32 (from an array, a tensor, a
+    DataFrame or a Dataset's test split alike: the values identify them)."""
 
-    def __init__(self, x: np.ndarray, what: str):
-        self.x, self.what = x, what
+    def __init__(self, x: np.ndarray):
+        self.x = x
         self.n = len(x)
 
     def identity(self) -> dict[str, Any]:
-        return {"kind": self.what, "shape": list(self.x.shape), "sha256": _sha256_array(self.x)}
+        return {"kind": "array", "shape": list(self.x.shape), "sha256": _sha256_array(self.x)}
 
     def rows(self, start: int, stop: int) -> _ArrayRows:
         return _ArrayRows(self.x[start:stop])
@@ -572,32 +573,27 @@ class _ImageRows:
         return np.stack(out)
 
 
-def _as_rows(x: Any, feature_names: list[str] | None, name: str) -> tuple[np.ndarray, str]:
-    """In-memory inputs as float32 numpy, and what they were (DataFrame columns in the model's
-    order when it names them)."""
+def _as_rows(x: Any, feature_names: list[str] | None, name: str) -> np.ndarray:
+    """In-memory inputs as float32 numpy (a DataFrame's columns in the model's order when it
+    names them)."""
     import torch
 
     from calix.models import as_tensor
 
-    what = type(x).__name__
     if hasattr(x, "columns") and hasattr(x, "dtypes"):  # a DataFrame
         if feature_names is not None:
-            missing = [c for c in feature_names if c not in list(map(str, x.columns))]
+            cols = [str(c) for c in x.columns]
+            missing = [c for c in feature_names if c not in cols]
             if missing:
                 raise ValueError(f"{name} (a DataFrame) lacks the model's feature column(s) "
                                  f"{missing}")
-            x = x[[c for c in x.columns if str(c) in feature_names]]
-            x = x[sorted(x.columns, key=lambda c: feature_names.index(str(c)))]
-        what = "dataframe"
+            x = x[[x.columns[cols.index(c)] for c in feature_names]]
     elif isinstance(x, torch.Tensor):
         x = x.detach().cpu()
-        what = "tensor"
-    else:
-        what = "array"
     t = as_tensor(x, name=name)
     if t.ndim < 2:
         raise ValueError(f"{name} must have shape (n, *input_shape), got {tuple(t.shape)}")
-    return t.numpy(), what
+    return t.numpy()
 
 
 def _source(data: Any, feature_names: list[str] | None, seed: int) -> tuple[Any, Any]:
@@ -620,9 +616,8 @@ def _source(data: Any, feature_names: list[str] | None, seed: int) -> tuple[Any,
         x = np.ascontiguousarray(data.X_test, dtype=np.float32)
         # tables: the training split's mean fills removed features (as the CLI's explain)
         bg = data.X_train if x.ndim == 2 else None
-        return _Arrays(x, f"dataset:{data.name}"), bg
-    x, what = _as_rows(data, feature_names, "data")
-    return _Arrays(x, what), None
+        return _Arrays(x), bg
+    return _Arrays(_as_rows(data, feature_names, "data")), None
 
 
 # ====================================================================== a user's model
@@ -960,9 +955,9 @@ def explain_dataset(
         features take its mean) unless ``method_kwargs`` name a fill. Tables explained
         without one get a :class:`~calix.exceptions.DefaultFillWarning`.
     device : where a user's torch model runs: ``"auto"`` (a GPU where the chunk runs when
-        torch sees one there, else the CPU), ``"cpu"`` or ``"cuda"``. Zoo models run on the
-        CPU, as do scikit-learn models. Results of a chunk on a GPU equal those on a CPU up
-        to float rounding only.
+        torch sees one there, else the CPU), ``"cpu"`` or ``"cuda"``. A zoo model named with
+        a shipped dataset name runs on the CPU, as before; scikit-learn models always do.
+        Results of a chunk on a GPU equal those on a CPU up to float rounding only.
     uncertainty : None, ``"mc_dropout"`` or ``"mc_dropconnect"``: explain under ``n_samples``
         stochastic passes and store the mean map as ``values`` and the std map as ``std``.
     executor : ``"local"`` or ``"dask"``.
@@ -1041,7 +1036,7 @@ def explain_dataset(
     if background is None:
         background = default_bg
     if background is not None:
-        bg, _ = _as_rows(background, names, "background")
+        bg = _as_rows(background, names, "background")
         bg_id: dict[str, Any] | None = {"shape": list(bg.shape), "sha256": _sha256_array(bg)}
     else:
         bg, bg_id = None, None
