@@ -630,7 +630,8 @@ def _check_columns(model, rows: _Rows):
               help="Dataset name or path. With a zoo model: a shipped dataset (default digits) "
                    "or a file to train on. With --model FILE: your own .csv file (every column "
                    "a feature but --label-column) or image folder (images directly in it, or "
-                   "one sub-folder per class).")
+                   "one sub-folder per class; read as floats in [0, 1], channels first, "
+                   "without normalisation).")
 @click.option("--model", "model_name", default=None, metavar="cnn|mlp|FILE",
               help="Zoo model cnn or mlp (default: cnn for images, mlp for tabular data), "
                    "trained here and cached; or your own model file: TorchScript, a torch "
