@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -392,13 +394,21 @@ def _make_explainer(method: str, model, *, seed: int, n_samples: int | None, bac
     return cls(model, **kwargs)
 
 
+@dataclass
 class _Rows:
-    """A user's data file read in file order: ``X`` of shape (n, d) or (n, C, H, W)."""
+    """A user's data file read in file order.
 
-    def __init__(self, X, *, source: Path, kind: str, names: list[str],
-                 labels: list[str] | None = None, feature_names: list[str] | None = None):
-        self.X, self.source, self.kind, self.names = X, source, kind, names
-        self.labels, self.feature_names = labels, feature_names
+    ``X`` of shape (n, d) or (n, C, H, W), float32; ``names`` one per row ("row 3", or an
+    image's path relative to its folder); ``labels`` the label column's values or the images'
+    class sub-folders, if any; ``kind`` "table" or "images".
+    """
+
+    X: Any
+    source: Path
+    kind: str
+    names: list[str]
+    labels: list[str] | None = None
+    feature_names: list[str] | None = None
 
 
 def _read_csv_rows(path: Path, label_column: str | None, delimiter: str | None, *,
