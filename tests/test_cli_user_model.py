@@ -443,3 +443,23 @@ def test_every_registered_explainer_runs_on_a_users_torch_model(tmp_path, image_
     exp = Explanation.load(out / "explanation.npz")
     assert exp.values.shape == shape and np.isfinite(exp.values).all()
     assert np.abs(exp.values).sum() > 0 and exp.n_queries > 0
+
+
+def test_flat_image_folder_has_no_labels(tmp_path, image_folder):
+    import shutil
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for f in sorted(image_folder.rglob("*.png")):
+        shutil.copy(f, flat / f"{f.parent.name}_{f.name}")
+    (flat / ".hidden.png").write_bytes(b"not read")
+    model = tmp_path / "net.pt"
+    torch.jit.save(torch.jit.script(_TinyNet().eval()), model)
+    r = run(["explain", "--model", model, "--data", flat, "--method", "occlusion",
+             "--index", "5", "--out", tmp_path / "o"])
+    assert r.exit_code == 0, r.output
+    (row,) = json.loads((tmp_path / "o" / "results.json").read_text()
+                        )["tables"]["explained inputs"]
+    assert row["input"] == "stripes_img2.png" and "label" not in row
+    np.testing.assert_allclose(Explanation.load(tmp_path / "o" / "explanation.npz").data[0, 0],
+                               _png(image_folder / "stripes" / "img2.png"), atol=1e-6)

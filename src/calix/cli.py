@@ -489,8 +489,10 @@ def _read_csv_rows(path: Path, label_column: str | None, delimiter: str | None, 
 
 
 def _read_image_rows(root: Path, size: tuple[int, int] | None, channels: int | None) -> _Rows:
-    """The images under ``root`` (directly, or one sub-folder per class) sorted by their path
-    relative to ``root``, as float32 (n, C, H, W) in [0, 1]."""
+    """The images under ``root`` and its sub-folders (hidden names skipped) sorted by their
+    path relative to ``root`` (the order of :class:`calix.parallel.ImageFolder`), as float32
+    (n, C, H, W) in [0, 1]. Labels are the images' folders when none lies in ``root`` itself
+    (one sub-folder per class)."""
     import numpy as np
     from skimage.color import gray2rgb, rgb2gray
     from skimage.transform import resize
@@ -500,7 +502,7 @@ def _read_image_rows(root: Path, size: tuple[int, int] | None, channels: int | N
     def visible(f: Path) -> bool:
         return not any(part.startswith(".") for part in f.relative_to(root).parts)
 
-    files = sorted((f for pattern in ("*", "*/*") for f in root.glob(pattern)
+    files = sorted((f for f in root.rglob("*")
                     if f.is_file() and f.suffix.lower() in _IMAGE_SUFFIXES and visible(f)),
                    key=lambda f: f.relative_to(root).as_posix())
     if not files:
