@@ -463,3 +463,14 @@ def test_flat_image_folder_has_no_labels(tmp_path, image_folder):
     assert row["input"] == "stripes_img2.png" and "label" not in row
     np.testing.assert_allclose(Explanation.load(tmp_path / "o" / "explanation.npz").data[0, 0],
                                _png(image_folder / "stripes" / "img2.png"), atol=1e-6)
+
+
+def test_weights_that_do_not_fit_the_architecture(tmp_path, image_folder):
+    from calix.zoo import CNN
+
+    weights = tmp_path / "w.pt"
+    torch.save(CNN(in_channels=1, n_classes=3, image_size=32).state_dict(), weights)
+    r = run(["explain", "--model", weights, "--architecture", "cnn", "--num-classes", "2",
+             "--data", image_folder, "--out", tmp_path / "o"])
+    assert r.exit_code == 2, r.output
+    assert f"Invalid value for --model: the weights in {weights} do not fit" in one_line(r)

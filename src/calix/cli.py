@@ -607,8 +607,14 @@ def _load_user_model(path: Path, kind: str, rows: _Rows, *, trust: bool,
         arch_kwargs = {k: v for k, v in offered.items() if k in accepted and v is not None}
         if len(shape) != 3:
             arch_kwargs.pop("in_channels", None)
-    return model_io.load_model(path, architecture=architecture,
-                               architecture_kwargs=arch_kwargs, trusted=trust, **wrap_kwargs)
+    try:
+        return model_io.load_model(path, architecture=architecture,
+                                   architecture_kwargs=arch_kwargs, trusted=trust,
+                                   **wrap_kwargs)
+    except model_io.ModelFileError as exc:
+        hint = (" (on the command line, --trust-model trusts every type the file names)"
+                if kind == "skops" and not trust else "")
+        raise click.BadParameter(f"{exc}{hint}", param_hint="--model") from exc
 
 
 def _check_columns(model, rows: _Rows):
