@@ -145,15 +145,15 @@ def test_missing_empty_corrupt_and_foreign_files(tmp_path, tiny):
     np.savez(npz, a=np.zeros(2))
     with pytest.raises(ValueError, match=f"{npz} is a zip archive but neither"):
         load_model(npz)
-    # a TorchScript archive whose code is damaged, and one cut short
+    # a TorchScript archive with a damaged member, and one cut short
     path = tmp_path / "scripted.pt"
     torch.jit.save(torch.jit.script(tiny), path)
     broken = tmp_path / "broken.pt"
     with zipfile.ZipFile(path) as src, zipfile.ZipFile(broken, "w") as dst:
         for info in src.infolist():
             data = src.read(info)
-            if info.filename.endswith("linear.py"):
-                data = b"def forward(self, x) -> Tensor:\n  return @@@\n"
+            if info.filename.endswith("/data.pkl"):  # the module's structure
+                data = b"\x80\x02garbage"
             dst.writestr(info, data)
     with pytest.raises(ValueError, match=rf"{broken} is not a loadable TorchScript file"):
         load_model(broken)
