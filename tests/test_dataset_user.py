@@ -28,11 +28,10 @@ def client():
     """One LocalCluster for the module, as explain_dataset starts one: two single-threaded
     worker processes."""
     distributed = pytest.importorskip("distributed")
-    from calix.parallel import _local_cluster
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cluster = _local_cluster(2)
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           dashboard_address=None)
         c = distributed.Client(cluster)
     yield c
     c.close()
@@ -368,9 +367,3 @@ def test_gpu_chunks_match_cpu_chunks(tmp_path, images):
                           chunk_size=5, device="cpu")
     np.testing.assert_allclose(gpu.values, cpu.values, rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(gpu.target, cpu.target)
-
-
-def test_local_cluster_workers_keep_one_thread_and_the_adaptive_allocator(client):
-    env = client.run(lambda: (os.environ.get("OMP_NUM_THREADS"),
-                              "MALLOC_TRIM_THRESHOLD_" in os.environ, torch.get_num_threads()))
-    assert len(env) == 2 and set(env.values()) == {("1", False, 1)}

@@ -1139,7 +1139,7 @@ def _run_local_rows(job: _Job, source: Any, todo: list[tuple[int, int]], model: 
 def _dask_client(scheduler: Any, n_workers: int) -> Iterator[Any]:
     """A client of ``scheduler`` (an address, or a Client left open), or of a new
     LocalCluster of ``n_workers`` single-threaded processes shut down afterwards."""
-    from distributed import Client
+    from distributed import Client, LocalCluster
 
     if scheduler is not None and not isinstance(scheduler, str):
         if not isinstance(scheduler, Client):
@@ -1150,7 +1150,8 @@ def _dask_client(scheduler: Any, n_workers: int) -> Iterator[Any]:
     cluster = client = None
     try:
         if scheduler is None:
-            cluster = _local_cluster(n_workers)
+            cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=None)
             client = Client(cluster)
         else:
             client = Client(scheduler)
@@ -1160,21 +1161,6 @@ def _dask_client(scheduler: Any, n_workers: int) -> Iterator[Any]:
             client.close()
         if cluster is not None:
             cluster.close()
-
-
-def _local_cluster(n_workers: int) -> Any:
-    """A LocalCluster of ``n_workers`` single-threaded worker processes whose allocator keeps
-    glibc's adaptive mmap threshold: Dask's default ``MALLOC_TRIM_THRESHOLD_`` turns it off,
-    so every large tensor (a batch of perturbed images) is mapped and unmapped afresh, which
-    made a CNN's CPU explanations 1.6x slower (dataset_scale benchmark)."""
-    import dask
-    from distributed import LocalCluster
-
-    env = {k: v for k, v in (dask.config.get("distributed.nanny.pre-spawn-environ", None)
-                             or {}).items() if k != "MALLOC_TRIM_THRESHOLD_"}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
-        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                            dashboard_address=None)
 
 
 def _run_dask(spec: dict[str, Any], todo: list[tuple[int, int]], scheduler: Any,
