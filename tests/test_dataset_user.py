@@ -220,6 +220,18 @@ def test_images_read_per_chunk(images):
     np.testing.assert_array_equal(rows.read(), X[5:9])
     grey = ImageFolder(root, grayscale=True, size=(8, 8))._bind(None).rows(0, 2).read()
     assert grey.shape == (2, 1, 8, 8) and grey.dtype == np.float32
+    # the identity changes with any file's bytes or name, and only then
+    folder = ImageFolder(root)
+    before = folder._bind(None).identity()
+    assert folder._bind(None).identity() == before
+    raw = bytearray(files[3].read_bytes())
+    raw[-20] ^= 1
+    files[3].write_bytes(bytes(raw))
+    assert folder._bind(None).identity()["sha256"] != before["sha256"]
+    files[3].write_bytes(bytes(raw[:-20] + bytes([raw[-20] ^ 1]) + raw[-19:]))
+    assert folder._bind(None).identity() == before
+    files[3].rename(files[3].with_name("zzz.png"))
+    assert folder._bind(None).identity()["sha256"] != before["sha256"]
 
 
 def test_rerun_with_another_model_or_data_is_refused(tmp_path, table):
@@ -240,7 +252,11 @@ def test_rerun_with_another_model_or_data_is_refused(tmp_path, table):
     with pytest.raises(ValueError, match=r"another configuration \(background: "):
         explain_dataset(CsvFile(path, target="label"), clf, "kernel_shap", out=out,
                         **{**kw, "background": X[:10]})
+    reused = CsvFile(path, target="label")  # one object, the file changed between runs
+    with pytest.raises(ValueError, match=r"another configuration \(data: "):
+        explain_dataset(reused, clf, "kernel_shap", out=out, **kw)
     _write_csv(path, X, y)  # the original bytes again: the run resumes
+    assert explain_dataset(reused, clf, "kernel_shap", out=out, **kw).computed == []
     again = explain_dataset(CsvFile(path, target="label"), clf, "kernel_shap", out=out, **kw)
     assert again.computed == []
     _same(again, first)

@@ -362,6 +362,7 @@ class CsvFile:
         return len(self._scan()[3]) - 1
 
     def _bind(self, feature_names: list[str] | None) -> _CsvSource:
+        self._index = None  # every run scans (and hashes) the file as it is now
         sha, header, sep, row_start, lines = self._scan()
         cols = self.feature_columns(feature_names)
         return _CsvSource(self.path, sha, header, sep, row_start, lines,
@@ -508,6 +509,7 @@ class ImageFolder:
         return len(self.files)
 
     def _bind(self, feature_names: list[str] | None) -> _ImageSource:
+        self._files = None  # every run lists (and hashes) the files as they are now
         files = self.files
         first = _ImageRows([str(files[0])], self.size, self.grayscale, None).read()
         h = hashlib.sha256()
