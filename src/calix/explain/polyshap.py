@@ -204,14 +204,25 @@ def sigmoid_quadratic_shapley(a: Tensor, b: Tensor, c: Tensor, perms: Tensor,
     n, d = b.shape
     perms = torch.cat([perms, perms.flip(-1)]).to(b.device)
     total = torch.zeros(n, d, dtype=torch.float64, device=b.device)
-    step = max(1, chunk_elements // max(1, n * d * d))
-    low = torch.ones(d, d, dtype=torch.bool, device=b.device).tril(-1)
+    # walks advance together, one feature per step: ``above`` accumulates C's columns of the
+    # features already added (O(n k d) per step, no (n, k, d, d) gather of C in walk order)
+    step = max(1, chunk_elements // max(1, n * d))
+    ct = c.transpose(1, 2).contiguous()  # ct[:, j] = C[:, :, j]
     for start in range(0, len(perms), step):
         p = perms[start:start + step]  # (k, d)
-        cp = c[:, p[:, :, None], p[:, None, :]]  # (n, k, d, d): C in walk order
-        inc = b[:, p] + (cp * low).sum(-1)  # (n, k, d): rise of q when p[:, t] joins
-        q = a[:, None, None] + torch.cat([torch.zeros_like(inc[..., :1]), inc.cumsum(-1)], -1)
-        mc = torch.sigmoid(q).diff(dim=-1)  # (n, k, d): marginal contribution of p[:, t]
+        k = len(p)
+        above = torch.zeros(n, k, d, dtype=c.dtype, device=c.device)  # Σ_{u<t} C[:, :, p_u]
+        q = a[:, None].expand(n, k).clone()
+        prev = torch.sigmoid(q)
+        mc = torch.empty(n, k, d, dtype=torch.float64, device=b.device)
+        for t in range(d):
+            j = p[:, t]  # (k,) the feature each walk adds now
+            inc = b.index_select(1, j) + above.gather(2, j.view(1, k, 1).expand(n, k, 1))[..., 0]
+            q = q + inc
+            cur = torch.sigmoid(q)
+            mc[:, :, t] = cur - prev  # marginal contribution of p[:, t]
+            prev = cur
+            above += ct.index_select(1, j)  # add column j of each input's C
         total.scatter_add_(1, p.reshape(1, -1).expand(n, -1), mc.reshape(n, -1))
     return total / len(perms)
 
