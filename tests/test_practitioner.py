@@ -248,3 +248,18 @@ def test_a_batch_that_does_not_fit_names_batch_size():
     with pytest.raises(MemoryError, match=r"smaller batch_size .*now 16"):
         model.predict_logits(torch.ones(20, 3))
     assert wrap(Hungry(), batch_size=8).predict_logits(torch.ones(20, 3)).shape == (20, 2)
+
+
+def test_explain_classes_gives_one_explanation_per_class(cancer):
+    X, _, clf = cancer
+    ks = KernelSHAP(clf, fill=Marginal(X.iloc[:20]), n_samples=200, seed=0)
+    out = ks.explain_classes(X.iloc[:3])
+    assert list(out) == ["benign", "malignant"]
+    phi = np.stack([e.feature_values for e in out.values()], -1)  # shap's (n, d, k)
+    assert phi.shape == (3, 30, 2)
+    # the classes' probabilities sum to 1, so their attributions cancel
+    np.testing.assert_allclose(phi.sum(-1), 0.0, atol=1e-4)
+    np.testing.assert_allclose(out["malignant"].feature_values,
+                               ks.explain(X.iloc[:3], target="malignant").feature_values)
+    with pytest.raises(ValueError, match="classes is empty"):
+        ks.explain_classes(X.iloc[:3], classes=[])

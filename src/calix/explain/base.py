@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from calix.models import Model, as_tensor, wrap
+from calix.perturb import check_count
 
 __all__ = ["Explanation", "Explainer", "Output", "Reduce", "reduce_channels", "score"]
 
@@ -18,6 +19,11 @@ Output = Literal["probability", "logit", "log_probability"]
 Reduce = Literal["none", "sum", "abs_sum", "square_sum"]
 _REDUCE = ("none", "sum", "abs_sum", "square_sum")
 _OUTPUTS = ("probability", "logit", "log_probability")
+#: explainer attributes that hold a budget (model evaluations, steps or masks per input)
+_BUDGET_ATTRS = ("n_samples", "n_steps", "n_masks", "steps", "max_samples", "n_permutations")
+#: the largest budget per input, and the most evaluations one explain call may plan
+MAX_BUDGET = 1 << 24
+MAX_QUERIES = 1 << 26
 
 
 @dataclass
@@ -432,6 +438,7 @@ class Explainer(ABC):
         names = column_names(x)
         self._column_names = names or getattr(self.model, "feature_names_in_", None)
         xb = self._batch(x)
+        self._check_budget(len(xb))
         targets = self.targets(xb, target)
         before = self.model.n_queries
         self.progress = bool(progress)
@@ -460,6 +467,35 @@ class Explainer(ABC):
             exp.class_names = [str(c) for c in classes]
         return exp
 
+    def explain_classes(self, x: Any, classes: Any = None, *, progress: bool = False
+                        ) -> dict[Any, Explanation]:
+        """One Explanation per class: ``{class: explain(x, target=class)}``.
+
+        Parameters
+        ----------
+        classes : None or sequence of class indices / names
+            None explains every class of the model (by name when the model knows its
+            classes' names, else by index).
+
+        Each class costs one :meth:`explain` (seeded explainers draw the same coalitions for
+        every class). ``np.stack([e.feature_values for e in out.values()], -1)`` gives the
+        ``(n, d, k)`` array of shap's multi-output explainers.
+        """
+        if self.model.task != "classification":
+            raise ValueError("explain_classes needs a classifier; a regressor has one output")
+        if classes is None:
+            xb = self._batch(x)
+            if self.model.n_outputs is None:
+                with torch.no_grad():
+                    self.model.forward(xb[:1])
+            names = getattr(self.model, "classes_", None)
+            classes = list(names) if names is not None else list(range(self.model.n_outputs))
+        classes = list(classes)
+        if not classes:
+            raise ValueError("classes is empty; give at least one class")
+        return {c: self.explain(x, target=str(c) if isinstance(c, str) else c,
+                                progress=progress) for c in classes}
+
     def params(self) -> dict[str, Any]:
         """The method's parameters (recorded in every Explanation)."""
         return {}
@@ -468,6 +504,20 @@ class Explainer(ABC):
     @abstractmethod
     def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
         """Explain a validated batch ``x`` (n, *input_shape) for ``targets`` (n,)."""
+
+    def _check_budget(self, n: int) -> None:
+        """Refuse a budget (samples, steps, masks per input) that cannot run: not a positive
+        integer, past :data:`MAX_BUDGET` per input or :data:`MAX_QUERIES` for the ``n`` inputs."""
+        for name in _BUDGET_ATTRS:
+            value = getattr(self, name, None)
+            if value is None:
+                continue
+            value = check_count(value, name)
+            if value > MAX_BUDGET or value * n > MAX_QUERIES:
+                raise ValueError(
+                    f"{name}={value} for {n} input(s) is too large: calix runs at most "
+                    f"{MAX_BUDGET:.3g} per input and {MAX_QUERIES:.3g} in one explain call; "
+                    f"lower {name} or explain fewer inputs at a time")
 
     def _batch(self, x: Any) -> Tensor:
         t = as_tensor(x, name="x", device=self.model.device)
