@@ -6,7 +6,7 @@ PIP    := $(BIN)/python -m pip
 # The constraints file pins torch to its CPU wheel (never a CUDA build) for every install.
 PIPFLAGS := --constraint constraints.txt
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench docs clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ test: $(VENV)/.dev
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests benchmarks
+
+docs: $(VENV)/.runtime
+	$(BIN)/python -m calix._apidoc docs/api.md
 
 bench: $(VENV)/.dev
 	for f in benchmarks/*.py; do $(BIN)/python $$f || exit 1; done
