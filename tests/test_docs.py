@@ -30,3 +30,16 @@ def test_guide_runs(guide, tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+def test_readme_quick_start_runs(tmp_path, monkeypatch):
+    """The README's quick start, as a reader would paste it (its models come from the cache
+    the other tests fill)."""
+    monkeypatch.chdir(tmp_path)
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Quick start"):]
+    code = BLOCK.findall(section)[0]
+    namespace: dict = {"__name__": "readme_quick_start"}
+    exec(compile(code, "README.md[quick start]", "exec"), namespace)
+    assert namespace["shap_exp"].feature_values.shape == (8, 16)
+    assert namespace["res"].outputs.shape == (8, 200, 10)
