@@ -28,11 +28,14 @@ def client():
     """One LocalCluster for the module, as explain_dataset starts one: two single-threaded
     worker processes."""
     distributed = pytest.importorskip("distributed")
+    from calix.parallel import _local_cluster
+
+    inherited = os.environ.get("MALLOC_TRIM_THRESHOLD_")  # before a nanny sets it here
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                           dashboard_address=None)
+        cluster = _local_cluster(2)
         c = distributed.Client(cluster)
+    c.inherited_trim = inherited
     yield c
     c.close()
     cluster.close()
@@ -353,6 +356,12 @@ def test_device(monkeypatch):
     assert resolve_device("auto").type == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto") == torch.device("cuda")
+
+
+def test_local_cluster_workers_keep_one_thread_and_the_adaptive_allocator(client):
+    env = client.run(lambda: (os.environ.get("OMP_NUM_THREADS"),
+                              os.environ.get("MALLOC_TRIM_THRESHOLD_"), torch.get_num_threads()))
+    assert len(env) == 2 and set(env.values()) == {("1", client.inherited_trim, 1)}
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
