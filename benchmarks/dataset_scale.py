@@ -155,11 +155,11 @@ def main() -> None:
 
     print(f"\nload average of this machine (shared): "
           f"{' '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} cores")
-    print(f"\n{'executor':<56}{'seconds':>9}{'inputs/s':>10}  {'start+imports':>13}  "
+    print(f"\n{'executor':<64}{'seconds':>9}{'inputs/s':>10}  {'start+imports':>13}  "
           "bitwise = local")
     for name, secs, start, same in rows:
         st = "" if start is None else f"{start:.1f} s"
-        print(f"{name:<56}{secs:>9.2f}{args.n / secs:>10.2f}  {st:>13}  {same}")
+        print(f"{name:<64}{secs:>9.2f}{args.n / secs:>10.2f}  {st:>13}  {same}")
 
     # ----------------------------------------------------------------- the estimate
     q_small = _queries_per_input(args.method, args.side, method_kwargs)
