@@ -1053,40 +1053,89 @@ def report(folder: Path, out: Path | None) -> None:
 # ---------------------------------------------------------------------- dataset scale
 
 @main.command("explain-dataset")
-@click.option("--data", "data_name", required=True, help="Shipped dataset name.")
-@click.option("--model", "model_name", type=click.Choice(["cnn", "mlp"]), default=None,
-              help="Zoo model (default: cnn for images, mlp for tabular data).")
+@click.option("--data", "data_name", required=True,
+              help="A shipped dataset name (its test split), or with --model FILE your own "
+                   ".csv file or image folder, read lazily: each chunk reads only its rows.")
+@click.option("--model", "model_name", default=None, metavar="cnn|mlp|FILE",
+              help="Zoo model cnn or mlp (default: cnn for images, mlp for tabular data), or "
+                   "your own model file: TorchScript, a .skops file, a torch state_dict (with "
+                   "--architecture and --num-classes) or a joblib file (with --trust-model). "
+                   "A model file is sent to every worker once.")
+@click.option("--trust-model", is_flag=True,
+              help="Load a joblib/pickle --model file. Unpickling runs code the file names: "
+                   "give this only for your own files or files from someone you trust.")
+@click.option("--architecture", type=click.Choice(_architectures()), default=None,
+              help="Network of a state_dict --model file.")
+@click.option("--num-classes", type=click.IntRange(min=1), default=None,
+              help="Classes of a state_dict --model file's network.")
+@click.option("--label-column", default=None,
+              help="Label column of a .csv --data file, left out of the features.")
+@click.option("--image-size", type=(click.IntRange(min=1), click.IntRange(min=1)),
+              default=None, metavar="H W", help="Resize the images of an image folder.")
+@click.option("--channels", type=click.Choice(["1", "3"]), default="3", show_default=True,
+              help="Grey (1) or RGB (3) images from an image folder.")
+@click.option("--background", "background_path", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A .csv file of background rows (e.g. training data, same columns) for "
+                   "tabular perturbation explainers: removed features take its mean.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True,
+              help="Where a torch model runs on each worker (auto: the worker's GPU if it has "
+                   "one).")
 @click.option("--method", required=True, type=click.Choice(_registered_methods()),
               help="Any explainer of calix.explain.METHODS.")
 @click.option("--uncertainty", type=click.Choice(["mc_dropout", "mc_dropconnect"]),
-              default=None, help="Explain under stochastic passes (mean and std maps).")
+              default=None, help="Stochastic sampler: mean and std maps over --n-samples.")
 @click.option("--n-samples", type=click.IntRange(min=1), default=30, show_default=True,
-              help="Stochastic passes with --uncertainty.")
+              help="Stochastic samples with --uncertainty.")
 @click.option("--executor", type=click.Choice(["local", "dask"]), default="local",
               show_default=True)
 @click.option("--scheduler", default=None,
-              help="Dask scheduler address, e.g. tcp://host:8786 (default: a new LocalCluster).")
+              help="Dask scheduler address (tcp://host:8786); default: a LocalCluster.")
 @click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
               show_default=True, help="Seconds to wait for the Dask scheduler to answer.")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
-              help="LocalCluster workers when no scheduler is given.")
+              help="Workers of the LocalCluster started without --scheduler.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=64, show_default=True)
 @_seed_option()
+@_delimiter_option
 @click.option("--out", type=_OutPath(file_okay=False, path_type=Path), required=True)
-def explain_dataset_cmd(data_name: str, model_name: str | None, method: str,
+def explain_dataset_cmd(data_name: str, model_name: str | None, trust_model: bool,
+                        architecture: str | None, num_classes: int | None,
+                        label_column: str | None, image_size: tuple[int, int] | None,
+                        channels: str, background_path: Path | None, device: str, method: str,
                         uncertainty: str | None, n_samples: int, executor: str,
                         scheduler: str | None, connect_timeout: float, workers: int,
-                        chunk_size: int, seed: int, out: Path) -> None:
-    """Explain every test input in chunks; finished chunks survive interruption."""
+                        chunk_size: int, seed: int, delimiter: str | None, out: Path) -> None:
+    """Explain every test input (or every row / image of your own file) in chunks; finished
+    chunks survive interruption, and a rerun computes only the missing ones."""
     import contextlib
 
     from calix.parallel import explain_dataset
 
     if scheduler is not None and executor != "dask":
         raise click.UsageError("--scheduler needs --executor dask")
-    ds = _load_or_exit(data_name, seed)
-    model_name = model_name or ("cnn" if ds.is_image else "mlp")
-    _out_dir(out)
+    background = None
+    if model_name is None or model_name in _ZOO_MODELS:
+        for flag, value in (("--trust-model", trust_model), ("--architecture", architecture),
+                            ("--num-classes", num_classes), ("--image-size", image_size),
+                            ("--label-column", label_column),
+                            ("--background", background_path)):
+            if value:
+                raise click.UsageError(f"{flag} applies to a model file (--model FILE), not "
+                                       f"to a zoo model")
+        ds = _load_or_exit(data_name, seed)
+        model: Any = model_name or ("cnn" if ds.is_image else "mlp")
+        data: Any = data_name
+        _out_dir(out)
+    else:
+        data, model = _user_dataset(data_name, Path(model_name), trust=trust_model,
+                                    architecture=architecture, num_classes=num_classes,
+                                    label_column=label_column, image_size=image_size,
+                                    grayscale=channels == "1", delimiter=delimiter)
+        if background_path is not None:
+            background = _read_csv_rows(background_path, label_column, delimiter).X
+        _out_dir(out)
     timeouts = contextlib.nullcontext()
     if scheduler is not None:
         _check_scheduler(scheduler, connect_timeout)
@@ -1095,8 +1144,8 @@ def explain_dataset_cmd(data_name: str, model_name: str | None, method: str,
         timeouts = dask.config.set({"distributed.comm.timeouts.connect": f"{connect_timeout}s"})
     try:
         with timeouts:
-            res = explain_dataset(data_name, model_name, method, out=out,
-                                  uncertainty=uncertainty, n_samples=n_samples,
+            res = explain_dataset(data, model, method, out=out, background=background,
+                                  device=device, uncertainty=uncertainty, n_samples=n_samples,
                                   executor=executor, scheduler=scheduler, n_workers=workers,
                                   chunk_size=chunk_size, seed=seed,
                                   progress=sys.stderr.isatty())
@@ -1108,6 +1157,37 @@ def explain_dataset_cmd(data_name: str, model_name: str | None, method: str,
         raise click.ClickException(f"Dask scheduler {scheduler}: {_message(exc)}") from exc
     click.echo(f"{len(res.indices)} inputs explained ({len(res.computed)} chunks computed now, "
                f"the rest read back); chunks in {out / 'chunks'}")
+
+
+def _user_dataset(data_path: str, model_path: Path, *, trust: bool, architecture: str | None,
+                  num_classes: int | None, label_column: str | None,
+                  image_size: tuple[int, int] | None, grayscale: bool,
+                  delimiter: str | None) -> tuple[Any, Any]:
+    """A lazily read data file and the model file for ``explain-dataset``: only the first
+    row is read here (a state_dict's network is sized by it)."""
+    from calix.parallel import CsvFile, ImageFolder
+
+    kind = _user_model_kind(model_path, trust=trust, architecture=architecture,
+                            num_classes=num_classes)
+    p = Path(data_path)
+    if p.is_dir():
+        if label_column is not None:
+            raise click.UsageError("--label-column applies to a .csv file, not to an image "
+                                   "folder (its class sub-folders are the labels)")
+        source: Any = ImageFolder(p, size=image_size, grayscale=grayscale)
+    elif p.is_file() and p.suffix.lower() == ".csv":
+        source = CsvFile(p, target=label_column, delimiter=delimiter)
+    else:
+        raise click.BadParameter(f"{p} is neither a .csv file nor an image folder; a model "
+                                 "file explains your own data in one of these",
+                                 param_hint="--data")
+    try:
+        first = source._bind(None).rows(0, 1).read()
+    except (ValueError, OSError) as exc:
+        raise click.BadParameter(_message(exc), param_hint="--data") from exc
+    rows = _Rows(X=first, source=p, kind="images" if p.is_dir() else "table", names=["0"])
+    return source, _load_user_model(model_path, kind, rows, trust=trust,
+                                    architecture=architecture, num_classes=num_classes)
 
 
 def _check_scheduler(address: str, timeout: float) -> None:
