@@ -94,8 +94,19 @@ def check_logits_labels(logits: Any, labels: Any, *, name: str = "logits") -> tu
             "log-probabilities (np.log(p)) or the model's logits (genuine logits of this form "
             "can be shifted by a constant per row, which changes no softmax)"
         )
-    y = (labels.detach().cpu() if isinstance(labels, Tensor)
-         else torch.as_tensor(np.asarray(labels), device="cpu"))
+    if isinstance(labels, Tensor):
+        y = labels.detach().cpu()
+    else:
+        try:
+            arr = np.asarray(labels)
+        except ValueError as exc:  # ragged lists
+            raise TypeError(f"labels could not be converted to an array: {exc}") from exc
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"labels must be integer class indices, got dtype {arr.dtype}; "
+                            "map class names to indices 0 .. n_classes - 1 first")
+        y = torch.as_tensor(arr, device="cpu")
+    if y.is_complex():
+        raise TypeError(f"labels must be integer class indices, got dtype {y.dtype}")
     if y.is_floating_point():
         if not torch.isfinite(y).all() or (y != y.round()).any():
             raise ValueError("labels must be integer class indices")
@@ -206,7 +217,7 @@ class Calibrator(nn.Module, ABC):
         with torch.no_grad():
             z = as_tensor(logits, name="logits")
             if levels is not None and not isinstance(levels, Tensor):
-                levels = torch.as_tensor(np.asarray(levels), device=z.device)
+                levels = as_tensor(levels, name="levels", device=z.device)
             z = self.forward(z, levels)
         return torch.softmax(z, dim=-1).cpu().numpy()
 
@@ -449,6 +460,10 @@ class Dirichlet(Calibrator):
         return best
 
     def _calibrate(self, logits: Tensor, levels: Tensor | None) -> Tensor:
+        k = self.weight_.shape[0]
+        if logits.shape[1] != k:
+            raise ValueError(f"logits must have the {k} classes this Dirichlet calibrator was "
+                             f"fitted on, got shape {tuple(logits.shape)}")
         lq = self._log_q(logits)
         return lq @ self.weight_.to(lq).T + self.bias_.to(lq)
 
@@ -534,10 +549,10 @@ class ReCalX(Calibrator):
         if levels is None:
             raise ValueError("ReCalX.fit needs the perturbation level of every sample (levels=)")
         lv = (levels.detach() if isinstance(levels, Tensor)
-              else torch.as_tensor(np.asarray(levels), device="cpu"))
+              else as_tensor(levels, name="levels", device="cpu"))
         lv = lv.to("cpu", torch.float64).reshape(-1)  # fitting runs on CPU, like z and y
         if len(lv) != len(z):
-            raise ValueError(f"levels has {len(lv)} values for {len(z)} samples")
+            raise ValueError(f"levels has {len(lv)} values for {len(z)} rows of logits")
         nb = self.n_bins
         bins = level_bins(lv, nb).to(lv.device)
         counts = torch.bincount(bins, minlength=nb)
@@ -627,7 +642,7 @@ class ReCalX(Calibrator):
             )
         lv = torch.as_tensor(levels, device=logits.device).reshape(-1)
         if len(lv) != len(logits):
-            raise ValueError(f"levels has {len(lv)} values for {len(logits)} rows")
+            raise ValueError(f"levels has {len(lv)} values for {len(logits)} rows of logits")
         bins = level_bins(lv, self.n_bins).to(lv.device)
         return logits / self.log_temperatures_.exp().to(logits)[bins][:, None]
 

@@ -64,7 +64,8 @@ def as_tensor(x: Any, *, name: str = "x", device: torch.device | str | None = No
                 "first (e.g. inside a scikit-learn pipeline is not enough: calix perturbs "
                 "numbers)"
             )
-        arr = np.ascontiguousarray(arr)
+        if not arr.flags.c_contiguous:  # (np.ascontiguousarray would turn a scalar 1-D)
+            arr = np.ascontiguousarray(arr)
         if not arr.flags.writeable:  # a DataFrame's or a memory map's read-only buffer
             arr = arr.copy()
         t = torch.from_numpy(arr)
@@ -94,6 +95,18 @@ def _non_numeric_columns(x: Any) -> list[str]:
     if dtypes is None or not hasattr(dtypes, "items"):
         return []
     return [str(c) for c, dt in dtypes.items() if getattr(dt, "kind", "O") not in "biuf"]
+
+
+def _check_input_shape(shape: Any) -> tuple[int, ...]:
+    """``shape`` as a tuple of positive ints (the shape of one input)."""
+    dims = (shape,) if isinstance(shape, int | np.integer) else shape
+    if isinstance(dims, str | bytes) or not hasattr(dims, "__iter__"):
+        raise TypeError(f"input_shape must be a tuple of positive ints, got {shape!r}")
+    dims = tuple(dims)
+    if not all(isinstance(s, int | np.integer) and not isinstance(s, bool) and s >= 1
+               for s in dims):
+        raise ValueError(f"input_shape must be a tuple of positive ints, got {shape!r}")
+    return tuple(int(s) for s in dims)
 
 
 _INT_DTYPES = {torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64}
@@ -145,8 +158,10 @@ class Model(ABC):
             raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
         if not isinstance(batch_size, int | np.integer) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if input_shape is not None:
+            input_shape = _check_input_shape(input_shape)
         self.task: Task = task
-        self.input_shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
+        self.input_shape = input_shape
         self.batch_size = int(batch_size)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.n_outputs: int | None = None
@@ -284,8 +299,11 @@ class Model(ABC):
                 lv = None if levels is None else levels[start : start + self.batch_size]
                 outs.append(self._checked_forward(chunk, lv))
         if not outs:
-            k = self.n_outputs if self.n_outputs is not None else 0
-            return torch.empty(0, k, device=self.device)
+            if self.n_outputs is None:
+                raise ValueError(
+                    f"x has no rows (shape {tuple(x.shape)}), and this model's number of "
+                    "outputs is not known before it has evaluated a non-empty batch")
+            return torch.empty(0, self.n_outputs, device=self.device)
         return torch.cat(outs)
 
     def _checked_forward(self, chunk: Tensor, levels: Tensor | None) -> Tensor:
@@ -300,7 +318,8 @@ class Model(ABC):
                     f"{self.batch_size}): it bounds the memory of every query") from exc
             if self.input_shape is None:
                 raise ValueError(
-                    f"the model failed on inputs of shape {tuple(chunk.shape)}: {exc}"
+                    f"the model failed on a batch x of shape {tuple(chunk.shape)} (does x "
+                    f"have the shape the model expects?): {exc}"
                 ) from exc
             raise
         out = self._check_output(out, len(chunk))

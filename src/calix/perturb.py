@@ -52,7 +52,7 @@ __all__ = [
     "Segmentation", "Features", "Columns", "Pixels", "PatchGrid", "Superpixels",
     "Fill", "Constant", "Mean", "Blur", "Noise", "Marginal",
     "CoalitionSampler", "Uniform", "FixedSize", "ShapleyKernel", "Bernoulli", "StratifiedLevels",
-    "all_coalitions", "levels_of", "level_bins", "make_generator",
+    "all_coalitions", "levels_of", "level_bins", "make_generator", "check_count", "MAX_ELEMENTS",
     "Perturbation", "Perturbed", "QueryResult", "MaskBlocks",
 ]
 
@@ -67,6 +67,36 @@ def make_generator(seed: int | torch.Generator | None) -> torch.Generator:
     else:
         g.manual_seed(int(seed))
     return g
+
+
+#: Most elements one dense tensor of masks or samples may hold (rows x width): a budget
+#: past it is refused up front instead of being allocated.
+MAX_ELEMENTS = 1 << 28
+
+
+def check_count(value: Any, name: str, *, minimum: int = 1, width: int = 1) -> int:
+    """``value`` as an int >= ``minimum``, refusing booleans, fractions, strings and counts whose
+    ``value * width`` elements exceed :data:`MAX_ELEMENTS`.
+
+    Raises
+    ------
+    TypeError
+        For a value that is not an integer (integral floats are accepted).
+    ValueError
+        For a value below ``minimum`` or too large to allocate.
+    """
+    if isinstance(value, float | np.floating) and np.isfinite(value) and float(value).is_integer():
+        value = int(value)
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if value * max(int(width), 1) > MAX_ELEMENTS:
+        raise ValueError(
+            f"{name}={value} is too large: it needs {value * max(int(width), 1):.3g} elements "
+            f"at once, more than the {MAX_ELEMENTS:.3g} calix allocates in one tensor")
+    return value
 
 
 # ====================================================================== features
@@ -642,11 +672,9 @@ class CoalitionSampler(ABC):
 
     def sample(self, m: int, d: int, *, seed: int | torch.Generator | None = None) -> Tensor:
         """``m`` masks over ``d`` features, bool of shape ``(m, d)``, reproducible by ``seed``."""
-        if m < 0:
-            raise ValueError(f"m must be >= 0, got {m}")
-        if d < 1:
-            raise ValueError(f"d must be >= 1, got {d}")
-        return self._sample(int(m), int(d), make_generator(seed))
+        d = check_count(d, "d")
+        m = check_count(m, "m", minimum=0, width=d)
+        return self._sample(m, d, make_generator(seed))
 
 
 def _subsets_of_size(sizes: Tensor, d: int, g: torch.Generator) -> Tensor:
@@ -940,7 +968,7 @@ class Perturbation:
                ) -> Tensor | MaskBlocks:
         if isinstance(masks, MaskBlocks):
             if masks.d != d:
-                raise ValueError(f"masks must have width {d}, got {masks.d}")
+                raise ValueError(f"masks must have width {d} (the features of x), got {masks.d}")
             return masks
         try:
             mk = torch.as_tensor(masks, device=device)
@@ -950,8 +978,8 @@ class Perturbation:
             mk = mk[None]
         if mk.ndim != 3 or mk.shape[0] not in (1, n) or mk.shape[-1] != d:
             raise ValueError(
-                f"masks must have shape (m, {d}) or ({n}, m, {d}), "
-                f"got {tuple(torch.as_tensor(masks).shape)}"
+                f"masks must have shape (m, {d}) or ({n}, m, {d}) for x of {n} input(s) with "
+                f"{d} features, got {tuple(torch.as_tensor(masks).shape)}"
             )
         if mk.dtype != torch.bool:
             if mk.is_complex():

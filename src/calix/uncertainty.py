@@ -38,6 +38,7 @@ from torch import nn
 
 from calix.explain.base import Explainer, Explanation
 from calix.models import Model, TorchModel, as_tensor, wrap
+from calix.perturb import check_count
 
 __all__ = [
     "Sampler", "MCDropout", "MCDropConnect", "DeepEnsemble", "train_ensemble",
@@ -97,8 +98,7 @@ class MCDropout(Sampler):
         self.layers = [m for m in self.module.modules() if isinstance(m, nn.Dropout)]
         if not self.layers:
             raise ValueError("MC-Dropout needs a model with nn.Dropout layers")
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        n_samples = check_count(n_samples, "n_samples")
         if p is not None and not 0.0 <= p < 1.0:
             raise ValueError(f"p must lie in [0, 1), got {p}")
         self.n_samples, self.p, self.seed = int(n_samples), p, int(seed)
@@ -169,6 +169,7 @@ class MCDropConnect(Sampler):
         if missing or not layers:
             raise ValueError(f"unknown or no layers to mask: {missing or layers}")
         self.layer_names = list(layers)
+        n_samples = check_count(n_samples, "n_samples")
         self.n_samples, self.p, self.seed = int(n_samples), float(p), int(seed)
 
     @contextlib.contextmanager
@@ -323,7 +324,11 @@ class PredictiveUncertainty:
 def predictive_uncertainty(sampler: Sampler, x: Any) -> PredictiveUncertainty:
     """Predictive entropy and mutual information of a sampler on inputs x (n, ...)."""
     xb = as_tensor(x, name="x")
-    T = sampler.n_samples
+    if xb.ndim < 2 or len(xb) == 0:
+        raise ValueError(f"x must be a non-empty batch of shape (n, *input_shape), got shape "
+                         f"{tuple(xb.shape)}")
+    # the T copies of the batch are built at once
+    T = check_count(sampler.n_samples, "n_samples", width=xb.numel())
     with torch.no_grad():
         if sampler.batched:
             with sampler.active() as model:
@@ -548,7 +553,7 @@ class Flipout(Sampler):
         if not self.layers:
             raise ValueError("Flipout sampling needs a model with Flipout layers "
                              "(see to_flipout / train_flipout)")
-        self.n_samples, self.seed = int(n_samples), int(seed)
+        self.n_samples, self.seed = check_count(n_samples, "n_samples"), int(seed)
 
     @contextlib.contextmanager
     def active(self) -> Iterator[Model]:

@@ -187,7 +187,8 @@ class _BayesSurrogate(FeatureExplainer):
     def _check(self, d: int, budget: int) -> None:
         if budget < d + 1:
             raise ValueError(f"{type(self).__name__} needs a budget of at least d + 1 = {d + 1} "
-                             f"queries for {d} features, got {budget}")
+                             f"queries for {d} features, got {budget} (n_samples="
+                             f"{self.n_samples}, n_start={getattr(self, 'n_start', None)})")
 
     def _start(self, x: Tensor, masks: Tensor, targets: Tensor, g: torch.Generator,
                valid: Tensor | None = None) -> tuple[BayesianLinear, list[Tensor]]:

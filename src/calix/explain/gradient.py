@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from calix.explain.base import Explainer, Explanation, score
 from calix.models import Model, TorchModel
+from calix.perturb import check_count
 
 __all__ = [
     "Saliency", "IntegratedGradients", "SmoothGrad", "GuidedBackprop", "CaptumExplainer",
@@ -180,8 +181,7 @@ class IntegratedGradients(_GradientExplainer):
                  method: str = "gausslegendre", internal_batch_size: int | None = None,
                  multiply_by_input: bool = True, **kwargs: Any):
         super().__init__(model, multiply_by_input=multiply_by_input, **kwargs)
-        if n_steps < 1:
-            raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+        n_steps = check_count(n_steps, "n_steps")
         self.baselines, self.n_steps, self.method = baselines, int(n_steps), method
         self.internal_batch_size = internal_batch_size
 
@@ -230,8 +230,7 @@ class SmoothGrad(_GradientExplainer):
     def __init__(self, model: Any, *, n_samples: int = 50, noise: float = 0.15,
                  squared: bool = False, seed: int | None = 0, **kwargs: Any):
         super().__init__(model, **kwargs)
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        n_samples = check_count(n_samples, "n_samples")
         if noise < 0:
             raise ValueError(f"noise must be >= 0, got {noise}")
         self.n_samples, self.noise, self.squared, self.seed = (

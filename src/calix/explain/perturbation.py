@@ -29,6 +29,7 @@ from calix.perturb import (
     Pixels,
     QueryResult,
     Segmentation,
+    check_count,
     make_generator,
 )
 
@@ -186,8 +187,7 @@ class RISE(FeatureExplainer):
                  interpolation: str = "bilinear", fill: Fill | None = None,
                  seed: int | None = 0, block_size: int = 256, **kwargs: Any):
         super().__init__(model, features=Pixels(), fill=fill, **kwargs)
-        if n_masks < 1:
-            raise ValueError(f"n_masks must be >= 1, got {n_masks}")
+        n_masks = check_count(n_masks, "n_masks")
         if grid < 1:
             raise ValueError(f"grid must be >= 1, got {grid}")
         if not 0.0 < p <= 1.0:
@@ -273,8 +273,7 @@ class MeaningfulPerturbation(FeatureExplainer):
                  lr: float = 0.1, l1: float = 0.1, tv: float = 0.4, tv_power: float = 3.0,
                  **kwargs: Any):
         super().__init__(model, features=Pixels(), fill=fill, **kwargs)
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+        steps = check_count(steps, "steps")
         self.steps, self.lr, self.l1, self.tv, self.tv_power = (
             int(steps), float(lr), float(l1), float(tv), float(tv_power))
 

@@ -23,6 +23,7 @@ import torch
 from scipy.special import gammaln
 
 from calix.metrics._base import MetricInfo
+from calix.perturb import check_count
 
 __all__ = [
     "ece", "kde_ece", "ce_kl", "ce_kl_binned", "nll", "brier", "accuracy",
@@ -51,13 +52,18 @@ def check_probs_labels(probs: Any, labels: Any, *, atol: float = 1e-4) -> tuple[
         NaN/inf, values outside [0, 1], rows not summing to 1, mismatched lengths, labels
         outside ``[0, k)``, or no samples.
     """
-    p = np.asarray(probs.detach().cpu() if isinstance(probs, torch.Tensor) else probs,
-                   dtype=np.float64)
-    y = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels)
+    try:
+        p = np.asarray(probs.detach().cpu() if isinstance(probs, torch.Tensor) else probs)
+        y = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels)
+    except ValueError as exc:  # ragged lists
+        raise TypeError(f"probs and labels must be arrays: {exc}") from exc
+    if p.dtype.kind not in "biuf":
+        raise TypeError(f"probs must be real numbers, got dtype {p.dtype}")
+    p = p.astype(np.float64)
     if p.ndim != 2 or p.shape[1] < 2:
         raise ValueError(f"probs must have shape (n, n_classes >= 2), got {p.shape}")
     if len(p) == 0:
-        raise ValueError("no samples")
+        raise ValueError("probs has no samples (0 rows)")
     if not np.isfinite(p).all():
         raise ValueError("probs contain NaN or infinite values")
     if (p < -atol).any() or (p > 1 + atol).any():
@@ -81,8 +87,7 @@ def check_probs_labels(probs: Any, labels: Any, *, atol: float = 1e-4) -> tuple[
 
 
 def _bin_edges(values: np.ndarray, n_bins: int, strategy: str) -> np.ndarray:
-    if n_bins < 1:
-        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    n_bins = check_count(n_bins, "n_bins")
     if strategy == "uniform":
         return np.linspace(0.0, 1.0, n_bins + 1)
     if strategy == "quantile":
@@ -130,6 +135,7 @@ def ece(
     mode : {"top", "classwise"}
     """
     p, y = check_probs_labels(probs, labels)
+    n_bins = check_count(n_bins, "n_bins")
     if mode == "top":
         conf = p.max(1)
         hit = (p.argmax(1) == y).astype(np.float64)
@@ -153,6 +159,7 @@ def reliability_curve(
     ``count``, and ``edges`` of shape (n_bins + 1,).
     """
     p, y = check_probs_labels(probs, labels)
+    n_bins = check_count(n_bins, "n_bins")
     conf, hit = p.max(1), (p.argmax(1) == y).astype(np.float64)
     edges = _bin_edges(conf, n_bins, strategy)
     b = _bin_index(conf, edges)
@@ -381,6 +388,7 @@ def ce_kl(
 def ce_kl_binned(probs: Any, labels: Any, *, n_bins: int = 15) -> float:
     """Fast top-label CE_KL: per equal-width confidence bin, mean KL(Bern(acc_b) ‖ Bern(conf_i))."""
     p, y = check_probs_labels(probs, labels)
+    n_bins = check_count(n_bins, "n_bins")
     conf = np.clip(p.max(1), 1e-10, 1 - 1e-10)
     hit = (p.argmax(1) == y).astype(np.float64)
     b = _bin_index(conf, _bin_edges(conf, n_bins, "uniform"))

@@ -18,10 +18,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from calix.explain.base import score
+from calix.explain.base import _OUTPUTS, score
 from calix.metrics._base import MetricInfo
 from calix.models import Model, as_tensor, wrap
-from calix.perturb import Columns, Constant, Fill, Perturbation, Pixels, Superpixels
+from calix.perturb import (
+    Columns,
+    Constant,
+    Fill,
+    Perturbation,
+    Pixels,
+    Superpixels,
+    check_count,
+)
 
 __all__ = [
     "Curve", "deletion_curve", "insertion_curve", "mif_lif", "Fidelity", "better_than_random",
@@ -62,6 +70,8 @@ class Curve:
 
 def _flat_maps(maps: Any, x: Tensor) -> Tensor:
     m = as_tensor(maps, name="maps", device=x.device)
+    if m.ndim == 0:
+        raise ValueError(f"maps must have one map per input ({x.shape[0]}), got a scalar")
     if m.shape[0] != x.shape[0]:
         raise ValueError(f"maps has {m.shape[0]} rows for {x.shape[0]} inputs")
     if x.ndim == 4:
@@ -83,11 +93,28 @@ def _ranks(flat_maps: Tensor, most_first: bool) -> Tensor:
     return ranks
 
 
+def _targets(target: Any, n: int, k: int) -> Tensor:
+    """``target`` (one index or one per input) as a long tensor (n,) of indices in [0, k)."""
+    t = target.detach().cpu().numpy() if isinstance(target, Tensor) else np.asarray(target)
+    if t.dtype.kind not in "biuf":
+        raise TypeError(f"target must be integer class indices, got {target!r}")
+    if t.dtype.kind == "f" and (not np.isfinite(t).all() or (t != np.round(t)).any()):
+        raise ValueError(f"target must be integer class indices, got {target!r}")
+    t = t.astype(np.int64).reshape(-1)
+    if t.size == 1:
+        t = np.repeat(t, n)
+    if t.size != n:
+        raise ValueError(f"target must be one index or one per input ({n}), got {t.size}")
+    bad = (t < 0) | (t >= k)
+    if bad.any():
+        raise ValueError(f"target must lie in [0, {k}) for a model with {k} outputs; got "
+                         f"{sorted(set(t[bad].tolist()))[:5]}")
+    return torch.from_numpy(t)
+
+
 def _fractions(steps: int | Any) -> np.ndarray:
-    if isinstance(steps, int | np.integer):
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        return np.linspace(0.0, 1.0, int(steps) + 1)
+    if isinstance(steps, int | np.integer) and not isinstance(steps, bool):
+        return np.linspace(0.0, 1.0, check_count(steps, "steps") + 1)
     f = np.asarray(steps, dtype=np.float64)
     if f.ndim != 1 or len(f) < 2 or (f < 0).any() or (f > 1).any() or (np.diff(f) <= 0).any():
         raise ValueError("fractions must be increasing values in [0, 1]")
@@ -97,11 +124,16 @@ def _fractions(steps: int | Any) -> np.ndarray:
 def _curve(model: Model, x: Any, maps: Any, *, mode: Literal["deletion", "insertion"],
            fill: Fill, steps: int | Any, target: Any, output: str, normalize: bool,
            most_first: bool = True, seed: int | None = 0) -> Curve:
+    if output not in _OUTPUTS:
+        raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
     model = wrap(model)
     xb = model.check_input(x)
+    if len(xb) == 0:
+        raise ValueError(f"x has no inputs (shape {tuple(xb.shape)})")
     flat = _flat_maps(maps, xb)
     n, d = flat.shape
     fr = _fractions(steps)
+    check_count(len(fr), "steps", width=n * d)  # the (n, steps, d) masks built at once
     counts = torch.as_tensor(np.round(fr * d).astype(np.int64), device=xb.device)
     ranks = _ranks(flat, most_first)  # (n, d)
     removed = ranks[:, None, :] < counts[None, :, None]  # (n, S, d)
@@ -112,7 +144,7 @@ def _curve(model: Model, x: Any, maps: Any, *, mode: Literal["deletion", "insert
         if target is None:
             tgt = clean.argmax(1) if model.task == "classification" else torch.zeros(n).long()
         else:
-            tgt = torch.as_tensor(np.asarray(target)).long().reshape(-1).expand(n)
+            tgt = _targets(target, n, clean.shape[1]).to(clean.device)
         before = model.n_queries
         res = engine.query(model, xb, keep, seed=seed)
     s = score(res.outputs, tgt, output, model.task)  # (n, S)

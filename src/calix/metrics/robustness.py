@@ -16,7 +16,7 @@ import torch
 
 from calix.metrics._base import MetricInfo
 from calix.models import as_tensor
-from calix.perturb import _std_normal, make_generator
+from calix.perturb import _std_normal, check_count, make_generator
 
 __all__ = ["sensitivity", "local_lipschitz", "parameter_randomisation", "neighbours", "METRICS"]
 
@@ -42,8 +42,13 @@ def neighbours(x: Any, n_neighbours: int, radius: float, *,
     (Yeh et al.'s and Quantus's sampler); ``gaussian``: N(0, r²) per element.
     """
     xt = as_tensor(x, name="x")
-    if n_neighbours < 1 or radius <= 0:
-        raise ValueError("n_neighbours must be >= 1 and radius > 0")
+    if xt.ndim < 2 or xt.numel() == 0:
+        raise ValueError(f"x must be a non-empty batch of shape (n, *input_shape), got shape "
+                         f"{tuple(xt.shape)}")
+    n_neighbours = check_count(n_neighbours, "n_neighbours", width=xt.numel())
+    if isinstance(radius, bool) or not isinstance(radius, int | float | np.number) \
+            or not 0 < radius < float("inf"):
+        raise ValueError(f"radius must be a finite number > 0, got {radius!r}")
     g = make_generator(seed)
     shape = (len(xt), n_neighbours, *xt.shape[1:])
     if ball == "linf":
