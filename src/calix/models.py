@@ -318,8 +318,8 @@ class Model(ABC):
                     f"{self.batch_size}): it bounds the memory of every query") from exc
             if self.input_shape is None:
                 raise ValueError(
-                    f"the model failed on a batch x of shape {tuple(chunk.shape)} (does x "
-                    f"have the shape the model expects?): {exc}"
+                    f"the model failed on inputs of shape {tuple(chunk.shape)} (does x have "
+                    f"the shape the model expects?): {exc}"
                 ) from exc
             raise
         out = self._check_output(out, len(chunk))
