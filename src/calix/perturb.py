@@ -1015,6 +1015,7 @@ class Perturbation:
         device: torch.device | str | None = None,
         chunk_size: int | None = None,
         expand_background: bool = False,
+        reuse: bool = False,
     ) -> Iterator[tuple[slice, Tensor, Tensor]]:
         """Yield ``(rows, inputs, levels)`` chunks of the flattened ``n * m`` perturbations.
 
@@ -1025,6 +1026,8 @@ class Perturbation:
 
         With ``expand_background`` (a :class:`Marginal` fill) every perturbation is built
         once per background row: row index ``(i * m + j) * B + k`` takes background row k.
+        With ``reuse``, every chunk is written into one buffer (a chunk is valid until the
+        next is drawn: for consumers that use each chunk at once, such as :meth:`query`).
         """
         dev = torch.device(device) if device is not None else None
         xb, _ = self._batch(x, dev)
@@ -1053,7 +1056,7 @@ class Perturbation:
                 return mk.rows(j0, j1, dev)
             return mk[i if mk.shape[0] > 1 else 0, j0:j1]
 
-        mk_flat = None
+        mk_flat, buffer = None, None
         for start in range(0, total, size):
             stop = min(start + size, total)
             c = stop - start
@@ -1081,7 +1084,14 @@ class Perturbation:
                        levels_of(rows_mask.detach(), nf[i]))
                 continue
             grad = (not lazy and mk.requires_grad) or xb.requires_grad
-            out = None if grad else torch.empty((c, numel), dtype=xb.dtype, device=dev)
+            if grad:
+                out = None
+            elif reuse:  # one buffer for every batch: no fresh pages to fault in each time
+                if buffer is None:
+                    buffer = torch.empty((size, numel), dtype=xb.dtype, device=dev)
+                out = buffer[:c]
+            else:
+                out = torch.empty((c, numel), dtype=xb.dtype, device=dev)
             pieces, lvls = [], []
             q0, q1 = start // n_bg, (stop - 1) // n_bg  # perturbation indices i * m + j
             for i in range(q0 // m, q1 // m + 1):
@@ -1101,20 +1111,21 @@ class Perturbation:
                 else:
                     ref = ref_flat[i][None]
                 # one gather from features to elements (an expanded view of the labels: no
-                # index tensor the size of the batch)
+                # index tensor the size of the batch), then one lerp between the reference and
+                # the input, in place: exact for 0/1 masks, the blend for float masks
                 lab = lab_flat[0 if seg.shared else i]
-                keep = torch.gather(rows_mask, 1, lab.expand(len(rows_mask), numel))
+                r = b - a
                 xi = flat[i][None]
-                if keep.dtype != torch.bool:
-                    piece = ref + keep * (xi - ref)
-                    if out is None:
-                        pieces.append(piece)
+                if out is None:
+                    keep = torch.gather(rows_mask, 1, lab.expand(r, numel))
+                    if keep.dtype == torch.bool:
+                        pieces.append(torch.where(keep, xi, ref))
                     else:
-                        out[a - start:b - start] = piece
-                elif out is None:
-                    pieces.append(torch.where(keep, xi, ref))
+                        pieces.append(ref + keep * (xi - ref))
                 else:
-                    torch.where(keep, xi, ref, out=out[a - start:b - start])
+                    dst = out[a - start:b - start]
+                    torch.gather(rows_mask.to(dst.dtype), 1, lab.expand(r, numel), out=dst)
+                    torch.lerp(ref.expand(r, numel), xi.expand(r, numel), dst, out=dst)
                 lvls.append(lv)
             if out is None:
                 out = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
@@ -1199,7 +1210,7 @@ class Perturbation:
         n_bg = len(self.fill.background_) if expand and self.fill.background_ is not None else 1
         size = self.chunk_size or model.batch_size
         chunks = self.iter_chunks(xb, masks, seed=seed, chunk_size=size,
-                                  expand_background=expand)
+                                  expand_background=expand, reuse=not grad)
         total = math.ceil(n * m_total * n_bg / size)
         outs, lvls = [], []
         acc: Tensor | None = None
