@@ -21,7 +21,15 @@ from calix import wrap
 from calix.exceptions import DefaultFillWarning, ProbabilityOutputWarning
 from calix.explain import LIME, RISE, KernelSHAP, Occlusion, PolySHAP
 from calix.models import Model, TorchModel
-from calix.perturb import Columns, Constant, Marginal, MaskBlocks, Perturbation, Superpixels
+from calix.perturb import (
+    Columns,
+    Constant,
+    Marginal,
+    MaskBlocks,
+    PatchGrid,
+    Perturbation,
+    Superpixels,
+)
 
 
 @pytest.fixture(scope="module")
@@ -263,3 +271,19 @@ def test_explain_classes_gives_one_explanation_per_class(cancer):
                                ks.explain(X.iloc[:3], target="malignant").feature_values)
     with pytest.raises(ValueError, match="classes is empty"):
         ks.explain_classes(X.iloc[:3], classes=[])
+
+
+def test_outputs_that_view_their_inputs_survive_the_reused_batch_buffer():
+    """A model returning a view of its input (here: two pixels as scores) must not see its
+    earlier outputs overwritten by the next perturbed batch (images large enough for the
+    engine's reused batch buffer; Model.forward hands back a new tensor)."""
+    side = 1500
+    model = wrap(lambda x: x.reshape(len(x), -1)[:, :2], backend="torch",
+                 input_shape=(1, side, side), batch_size=3)
+    x = torch.arange(float(side * side)).reshape(1, 1, side, side)
+    engine = Perturbation(PatchGrid(side // 2), Constant(-1.0))
+    masks = torch.tensor([[1, 0, 0, 0], [0, 1, 1, 1], [1, 1, 0, 0], [0, 0, 1, 1],
+                          [1, 0, 1, 0]], dtype=torch.bool)
+    res = engine.query(model, x, masks)
+    want = [[0.0, 1.0], [-1, -1], [0, 1], [-1, -1], [0, 1]]
+    np.testing.assert_array_equal(res.outputs[0], want)
