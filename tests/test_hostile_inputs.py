@@ -437,6 +437,23 @@ def test_explainer_inputs(name: str) -> None:
     hold(lambda: explainer.explain(good[0]), "x", _explanation_shape(1, shape), accept=True)
 
 
+@pytest.mark.parametrize("name", [n for n in EXPLAINERS if n not in _IMAGES_ONLY | {
+    "lime_tabular"}])
+def test_explainer_images(name: str) -> None:
+    """Every explainer that takes images, on hostile image batches (patch features)."""
+    model = calix.wrap(_img_module(), input_shape=IMG)
+    kwargs = dict(_BUDGETS.get(name, {}))
+    if issubclass(METHODS[name], FeatureExplainer):
+        kwargs["features"] = PatchGrid(3)  # 4 features
+    if name == "glime":
+        kwargs["variant"] = "gauss"
+    explainer = METHODS[name](model, **kwargs)
+    for case, x in hostile_arrays((N, *IMG)).items():
+        well = case in WELL_FORMED
+        hold(lambda x=x: explainer.explain(x), "x", _explanation_shape(N, IMG) if well else None,
+             accept=well)
+
+
 @pytest.mark.parametrize("name", EXPLAINERS)
 def test_explainer_targets(name: str) -> None:
     explainer = _explainer(name)
@@ -647,6 +664,40 @@ def test_curve_arguments(curve: str) -> None:
         hold(lambda mp=mp: run(maps=mp), "maps", _curve_shape(N) if ok else None, accept=ok)
     for steps in (0, -2, 2.5, "4", HUGE, [0.0, 0.5, 1.0], [0.5, 0.2], [0.0, 2.0], [[0, 1]]):
         hold(lambda s=steps: run(steps=s), ("steps", "fractions"), _curve_shape(N))
+
+
+def test_fidelity_arguments() -> None:
+    model = calix.wrap(_tab_module(), input_shape=(D,))
+    x = hostile_arrays((N, D))["valid"]
+
+    def run(**kw: Any) -> Any:
+        args = {"x": x, "maps": np.abs(x), **kw}
+        return faith.mif_lif(model, args.pop("x"), args.pop("maps"), **args)
+
+    hold(run, "x", accept=True)
+    for case, target in BAD_TARGETS.items():
+        hold(lambda t=target: run(target=t), "target", accept=case in GOOD_TARGETS)
+    for case, mp in hostile_arrays((N, D), seed=7).items():
+        hold(lambda mp=mp: run(maps=mp), "maps", accept=case in WELL_FORMED)
+    for fr in ([0.0, 0.5], [0.5, 0.2], [-1.0, 0.5], "0.5", [[0.0, 1.0]], [np.nan, 1.0]):
+        hold(lambda f=fr: run(fractions=f), "fractions")
+
+
+def test_better_than_random_arguments() -> None:
+    model = calix.wrap(_img_module(), input_shape=IMG)
+    x = hostile_arrays((N, *IMG))["valid"]
+
+    def run(**kw: Any) -> Any:
+        args = {"x": x, "maps": np.abs(x), "steps": 3, "n_segments": 4, "n_orders": 2, **kw}
+        return faith.better_than_random(model, args.pop("x"), args.pop("maps"), **args)
+
+    hold(run, "x", accept=True)
+    for value in (0, -1, 2.5, "2", None, HUGE):
+        hold(lambda v=value: run(n_orders=v), "n_orders")
+        hold(lambda v=value: run(n_segments=v), "n_segments")
+        hold(lambda v=value: run(steps=v), ("steps", "fractions"))
+    hold(lambda: run(output="prob"), "output", refuse=True)
+    hold(lambda: run(x=x[:, 0, 0], maps=x[:, 0, 0]), "x", refuse=True)
 
 
 ROBUSTNESS = {"sensitivity": robustness.sensitivity, "local_lipschitz": robustness.local_lipschitz}

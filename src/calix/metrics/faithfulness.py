@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from calix.explain.base import _OUTPUTS, score
+from calix.explain.base import _OUTPUTS, MAX_QUERIES, score
 from calix.metrics._base import MetricInfo
 from calix.models import Model, as_tensor, wrap
 from calix.perturb import (
@@ -116,7 +116,8 @@ def _fractions(steps: int | Any) -> np.ndarray:
     if isinstance(steps, int | np.integer) and not isinstance(steps, bool):
         return np.linspace(0.0, 1.0, check_count(steps, "steps") + 1)
     f = np.asarray(steps, dtype=np.float64)
-    if f.ndim != 1 or len(f) < 2 or (f < 0).any() or (f > 1).any() or (np.diff(f) <= 0).any():
+    if f.ndim != 1 or len(f) < 2 or not np.isfinite(f).all() or (f < 0).any() or (f > 1).any() \
+            or (np.diff(f) <= 0).any():
         raise ValueError("fractions must be increasing values in [0, 1]")
     return f
 
@@ -243,10 +244,18 @@ def better_than_random(model: Any, x: Any, maps: Any, *, fill: Fill | None = Non
     dict with ``btr`` (float), ``auc`` (n,) of the maps, ``random_auc`` (n,), and ``better``
     (n,) booleans.
     """
+    n_orders = check_count(n_orders, "n_orders")
+    n_segments = check_count(n_segments, "n_segments")
     model = wrap(model)
     xb = model.check_input(x)
     if xb.ndim != 4:
-        raise ValueError("better_than_random needs images (n, C, H, W)")
+        raise ValueError(f"better_than_random needs images x of shape (n, C, H, W), got "
+                         f"{tuple(xb.shape)}")
+    queries = n_orders * len(xb) * len(_fractions(steps))
+    if queries > MAX_QUERIES:
+        raise ValueError(f"n_orders={n_orders} random deletion curves of {len(xb)} input(s) "
+                         f"with {len(_fractions(steps))} steps need {queries:.3g} model "
+                         f"evaluations, more than {MAX_QUERIES:.3g}: lower n_orders or steps")
     ours = deletion_curve(model, xb, maps, fill=fill, steps=steps, output=output)
     seg = Superpixels(n_segments).segment(xb)
     lab = seg.labels[:, 0].reshape(len(xb), -1)  # (n, H*W)
