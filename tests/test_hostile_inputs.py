@@ -829,3 +829,28 @@ def test_random_explanations(x: Any, target: Any, name: str) -> None:
     if exp is not None:
         n = _rows(x) if np.ndim(np.asarray(x, dtype=object)) == 2 else 1
         _explanation_shape(n, (D,))(exp)
+
+
+def test_lime_tabular_training_data() -> None:
+    model = calix.wrap(_tab_module(), input_shape=(D,))
+    x = hostile_arrays((N, D))["valid"]
+    for case, data in hostile_arrays((40, D), seed=8).items():
+        well = case in WELL_FORMED
+        hold(lambda t=data: METHODS["lime_tabular"](model, training_data=t,
+                                                    n_samples=30).explain(x),
+             ("training_data", "x"), _explanation_shape(N, (D,)) if well else None, accept=well)
+
+
+@_FAST
+@given(masks=arrays(ndim=(0, 4), width=D), op=st.sampled_from(["apply", "query"]),
+       fill=st.sampled_from(list(TAB_FILLS)))
+def test_random_masks(masks: Any, op: str, fill: str) -> None:
+    engine = Perturbation(Columns(), TAB_FILLS[fill]())
+    x = hostile_arrays((N, D))["valid"]
+    model = calix.wrap(_tab_module(), input_shape=(D,))
+    run = (lambda: engine.apply(x, masks, seed=0)) if op == "apply" else (
+        lambda: engine.query(model, x, masks, seed=0))
+    res = hold(run, "masks")
+    if res is not None:
+        m = np.shape(np.asarray(masks, dtype=object))[-2]
+        assert tuple(res.levels.shape) == (N, m)
