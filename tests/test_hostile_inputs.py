@@ -854,3 +854,39 @@ def test_random_masks(masks: Any, op: str, fill: str) -> None:
     if res is not None:
         m = np.shape(np.asarray(masks, dtype=object))[-2]
         assert tuple(res.levels.shape) == (N, m)
+
+
+def _by_level(**kw: Any) -> Any:
+    args = {"X": X_TRAIN[:12], "y": Y_TRAIN[:12], "n_samples": 12, "n_per_bin": 2,
+            "n_bins": 3, "min_samples": 3, **kw}
+    model = calix.wrap(_tab_module(), input_shape=(D,))
+    return mcal.calibration_by_level(model, args.pop("X"), args.pop("y"),
+                                     Perturbation(Columns(), Constant(0.0)), **args)
+
+
+def _fit_perturbed(**kw: Any) -> Any:
+    args = {"X": X_TRAIN[:12], "y": Y_TRAIN[:12], "n_samples": 12, "n_per_bin": 2, **kw}
+    model = calix.wrap(_tab_module(), input_shape=(D,))
+    c = cal.ReCalX(3, min_samples_per_bin=2)
+    return c.fit_perturbed(model, args.pop("X"), args.pop("y"),
+                           Perturbation(Columns(), Constant(0.0)), **args).predict_proba(
+        LOGITS[:N], LEVELS[:N])
+
+
+@pytest.mark.parametrize("entry", ["calibration_by_level", "fit_perturbed"])
+def test_calibration_on_perturbations(entry: str) -> None:
+    """Calibration by perturbation level: hostile inputs, labels and sizes."""
+    fn = _by_level if entry == "calibration_by_level" else _fit_perturbed
+    check = (lambda r: _finite(r.counts)) if entry == "calibration_by_level" else _proba_shape(N)
+    hold(fn, "X", check, accept=True)
+    for case, x in hostile_arrays((12, D), seed=9).items():
+        hold(lambda x=x: fn(X=x), ("X", "x", "y"), accept=case in WELL_FORMED)
+    y = Y_TRAIN[:12]
+    for case, yy in {"strings": y.astype(str), "letters": np.array(list("abc") * 4),
+                     "fractions": y + 0.5, "nan": np.where(y == 0, np.nan, y),
+                     "high": np.where(y == 0, K + 1, y), "short": y[:-1],
+                     "object": y.astype(object), "none": None, "list": y.tolist()}.items():
+        hold(lambda yy=yy: fn(y=yy), ("y", "labels"), accept=case == "list")
+    for arg in ("n_samples", "n_per_bin") + (("n_bins",) if fn is _by_level else ()):
+        for value in (0, -1, 2.5, "3", None, HUGE):
+            hold(lambda a=arg, v=value: fn(**{a: v}), (arg, "n_samples"))

@@ -34,7 +34,14 @@ import torch
 from torch import Tensor, nn
 
 from calix.models import Model, as_tensor
-from calix.perturb import Perturbation, StratifiedLevels, level_bins, make_generator
+from calix.perturb import (
+    MAX_ELEMENTS,
+    Perturbation,
+    StratifiedLevels,
+    check_count,
+    level_bins,
+    make_generator,
+)
 
 __all__ = [
     "Calibrator", "TemperatureScaling", "Dirichlet", "ReCalX", "CalibratedModel", "calibrated",
@@ -94,23 +101,7 @@ def check_logits_labels(logits: Any, labels: Any, *, name: str = "logits") -> tu
             "log-probabilities (np.log(p)) or the model's logits (genuine logits of this form "
             "can be shifted by a constant per row, which changes no softmax)"
         )
-    if isinstance(labels, Tensor):
-        y = labels.detach().cpu()
-    else:
-        try:
-            arr = np.asarray(labels)
-        except ValueError as exc:  # ragged lists
-            raise TypeError(f"labels could not be converted to an array: {exc}") from exc
-        if arr.dtype.kind not in "biuf":
-            raise TypeError(f"labels must be integer class indices, got dtype {arr.dtype}; "
-                            "map class names to indices 0 .. n_classes - 1 first")
-        y = torch.as_tensor(arr, device="cpu")
-    if y.is_complex():
-        raise TypeError(f"labels must be integer class indices, got dtype {y.dtype}")
-    if y.is_floating_point():
-        if not torch.isfinite(y).all() or (y != y.round()).any():
-            raise ValueError("labels must be integer class indices")
-    y = y.long().reshape(-1)
+    y = _label_tensor(labels, "labels")
     if len(y) != len(z):
         raise ValueError(f"{name} has {len(z)} rows but labels has {len(y)}")
     k = z.shape[1]
@@ -125,6 +116,28 @@ def check_logits_labels(logits: Any, labels: Any, *, name: str = "logits") -> tu
             "Use validation data that covers the classes"
         )
     return z, y
+
+
+def _label_tensor(labels: Any, name: str) -> Tensor:
+    """Class indices ``labels`` as a flat int64 CPU tensor; names ``name`` when they are not
+    integers (class names, fractions, NaN, complex or ragged input)."""
+    if isinstance(labels, Tensor):
+        y = labels.detach().cpu()
+    else:
+        try:
+            arr = np.asarray(labels)
+        except ValueError as exc:  # ragged lists
+            raise TypeError(f"{name} could not be converted to an array: {exc}") from exc
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must be integer class indices, got dtype {arr.dtype}; "
+                            "map class names to indices 0 .. n_classes - 1 first")
+        y = torch.as_tensor(arr, device="cpu")
+    if y.is_complex():
+        raise TypeError(f"{name} must be integer class indices, got dtype {y.dtype}")
+    if y.is_floating_point():
+        if not torch.isfinite(y).all() or (y != y.round()).any():
+            raise ValueError(f"{name} must be integer class indices")
+    return y.long().reshape(-1)
 
 
 class Calibrator(nn.Module, ABC):
@@ -669,16 +682,24 @@ def perturbed_logits(
     logits : Tensor (N, k); labels : Tensor (N,); levels : Tensor (N,), N = n·n_bins·n_per_bin,
     all three on the model's device.
     """
-    if n_samples < 1 or n_per_bin < 1:
-        raise ValueError("n_samples and n_per_bin must be >= 1")
-    Xt = as_tensor(X, name="X")[:n_samples]
-    yt = y.detach() if isinstance(y, Tensor) else torch.as_tensor(np.asarray(y), device="cpu")
-    yt = yt[:n_samples].long()
+    n_samples = check_count(n_samples, "n_samples")
+    n_per_bin = check_count(n_per_bin, "n_per_bin")
+    n_bins = check_count(n_bins, "n_bins")
+    Xt = as_tensor(X, name="X")
+    if Xt.ndim < 2 or len(Xt) == 0:
+        raise ValueError(f"X must be a non-empty batch (n, *input_shape), got shape "
+                         f"{tuple(Xt.shape)}")
+    Xt = Xt[:n_samples]
+    yt = _label_tensor(y, "y")[:n_samples]
     if len(yt) != len(Xt):
         raise ValueError(f"X has {len(Xt)} rows but y has {len(yt)}")
     n = len(Xt)
     d = perturbation.n_features(Xt)
     m = n_per_bin * n_bins
+    if n * m * d > MAX_ELEMENTS:
+        raise ValueError(f"n_samples={n} inputs x n_per_bin={n_per_bin} x n_bins={n_bins} "
+                         f"coalitions of {d} features are {n * m * d:.3g} mask elements, more "
+                         f"than {MAX_ELEMENTS:.3g}: lower n_samples, n_per_bin or n_bins")
     g = make_generator(seed)
     masks = StratifiedLevels(n_bins).sample(n * m, d, seed=g).reshape(n, m, d)
     # each input gets masks from every bin (the sampler orders by bin, so interleave)

@@ -1203,6 +1203,7 @@ class Perturbation:
         if average == "probability" and model.task != "classification":
             average = "output"
         xb, single = self._batch(x, model.device)
+        model.check_input(xb[:0])  # x's shape against the model's (rows skip the check)
         before = model.n_queries
         n = len(xb)
         m_total = self._mask_count(masks)
