@@ -890,3 +890,33 @@ def test_calibration_on_perturbations(entry: str) -> None:
     for arg in ("n_samples", "n_per_bin") + (("n_bins",) if fn is _by_level else ()):
         for value in (0, -1, 2.5, "3", None, HUGE):
             hold(lambda a=arg, v=value: fn(**{a: v}), (arg, "n_samples"))
+
+
+def test_similarity_maps() -> None:
+    from calix.metrics import similarity as sim
+
+    good = np.random.default_rng(10).random((N, 1, 8, 8))
+    for case, maps in hostile_arrays((N, 1, 8, 8), seed=10).items():
+        ok = case in WELL_FORMED
+        hold(lambda m=maps: sim.minmax(m), "maps", accept=ok)
+        hold(lambda m=maps: sim.otsu_tv(m), "maps", _shape_is(N) if ok else None, accept=ok)
+        hold(lambda m=maps: sim.ssim(m, good), "maps", _shape_is(N) if ok else None, accept=ok)
+        hold(lambda m=maps: sim.ssim(good, m), "maps", _shape_is(N) if ok else None, accept=ok)
+
+
+def test_stability_arguments() -> None:
+    from calix.metrics import stability
+
+    lime = METHODS["lime"](calix.wrap(_tab_module(), input_shape=(D,)), n_samples=30,
+                           fill=Constant(0.0))
+    x = hostile_arrays((N, D))["valid"]
+    exp = lime.explain(x)
+    for case, xx in hostile_arrays((N, D)).items():
+        ok = case in WELL_FORMED
+        hold(lambda xx=xx: stability.neighbourhood_stability(lime, xx, n_neighbours=2), "x",
+             _shape_is(N) if ok else None, accept=ok)
+    for value in (0, -1, 2.5, "2", None, HUGE):
+        hold(lambda v=value: stability.neighbourhood_stability(lime, x, n_neighbours=v),
+             "n_neighbours", _shape_is(N))
+        hold(lambda v=value: stability.surrogate_r2(lime, exp, x, n_holdout=v), "n_holdout",
+             _shape_is(N))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 from calix.metrics._base import MetricInfo
 
@@ -17,13 +18,21 @@ METRICS = {
 
 
 def _maps2d(maps: Any) -> np.ndarray:
-    m = np.asarray(maps, dtype=np.float64)
+    try:
+        m = np.asarray(maps.detach().cpu() if isinstance(maps, torch.Tensor) else maps)
+    except ValueError as exc:  # ragged lists
+        raise TypeError(f"maps could not be converted to an array: {exc}") from exc
+    if m.dtype.kind not in "biuf":
+        raise TypeError(f"maps must be real numbers, got dtype {m.dtype}")
+    m = m.astype(np.float64)
     if m.ndim == 4:
         m = m.sum(1)
     if m.ndim == 2:
         m = m[None]
     if m.ndim != 3:
         raise ValueError(f"maps must have shape (n, C, H, W), (n, H, W) or (H, W), got {m.shape}")
+    if m.shape[1] * m.shape[2] == 0:
+        raise ValueError(f"maps have no pixels (shape {m.shape})")
     if not np.isfinite(m).all():
         raise ValueError("maps contain NaN or infinite values")
     return m

@@ -16,6 +16,7 @@ import torch
 
 from calix.metrics._base import MetricInfo
 from calix.models import as_tensor
+from calix.perturb import check_count
 
 __all__ = ["reproducibility", "neighbourhood_stability", "surrogate_r2", "interval_coverage",
            "queries_to_stability", "topk_jaccard", "spearman", "METRICS"]
@@ -109,6 +110,7 @@ def surrogate_r2(explainer: Any, exp: Any, x: Any, *, n_holdout: int = 500,
                          "extra['intercept'])")
     xt = explainer._batch(x)
     d = exp.feature_values.shape[1]
+    n_holdout = check_count(n_holdout, "n_holdout", width=len(xt) * d)
     nf = None
     if exp.labels is not None:
         nf = torch.as_tensor(np.asarray(exp.labels).reshape(len(exp.labels), -1).max(1) + 1)
