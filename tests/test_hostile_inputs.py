@@ -920,3 +920,31 @@ def test_stability_arguments() -> None:
              "n_neighbours", _shape_is(N))
         hold(lambda v=value: stability.surrogate_r2(lime, exp, x, n_holdout=v), "n_holdout",
              _shape_is(N))
+
+
+@pytest.mark.parametrize("sampler", ["mc_dropout", "mc_dropconnect"])
+def test_explanation_distribution_arguments(sampler: str) -> None:
+    s = SAMPLER_CLASSES[sampler](n_samples=2)
+    shape = _explanation_shape(N, (D,))
+
+    def run(x: Any, target: Any = None) -> Any:
+        return unc.explanation_distribution(lambda m: METHODS["saliency"](m), s, x,
+                                            target=target)
+
+    for case, x in hostile_arrays((N, D)).items():
+        ok = case in WELL_FORMED
+        hold(lambda x=x: run(x), "x", shape if ok else None, accept=ok)
+    good = hostile_arrays((N, D))["valid"]
+    for case, target in BAD_TARGETS.items():
+        hold(lambda t=target: run(good, t), "target", shape, accept=case in GOOD_TARGETS)
+
+
+def test_calibrated_model_inputs() -> None:
+    ts = cal.TemperatureScaling().fit(LOGITS, LABELS)
+    model = cal.calibrated(calix.wrap(_tab_module(), input_shape=(D,)), ts)
+    for case, x in hostile_arrays((N, D)).items():
+        ok = case in WELL_FORMED
+        hold(lambda x=x: model.predict_proba(x), "x", _proba_shape(N) if ok else None,
+             accept=ok)
+    hold(lambda: cal.calibrated(_tab_module(), cal.TemperatureScaling()).predict_proba(
+        X_TRAIN[:N]), ("calibrator", "fit"))

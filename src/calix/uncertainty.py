@@ -272,12 +272,16 @@ def explanation_distribution(explainer: Explainer | Callable[[Model], Explainer]
     first = sampler.model
     if first.input_shape is not None and tuple(xb.shape) == first.input_shape:
         xb = xb[None]
+    if xb.ndim < 2 or len(xb) == 0:
+        raise ValueError(f"x must be one input or a non-empty batch (n, *input_shape), got "
+                         f"shape {tuple(xb.shape)}")
     n = len(xb)
     if target is None:
         probs = predictive_uncertainty(sampler, xb).mean_probs
-        target = probs.argmax(1)
-    tgt = np.broadcast_to(np.asarray(target), (n,)).copy()
-    T = sampler.n_samples
+        tgt = probs.argmax(1)
+    else:  # indices, class names and their range, as every explainer resolves them
+        tgt = make(first).targets(first.check_input(xb), target).numpy()
+    T = check_count(sampler.n_samples, "n_samples", width=xb.numel())
     queries = 0
     if sampler.batched and getattr(make(sampler.model), "single_pass", False):
         with sampler.active() as model:
