@@ -365,8 +365,9 @@ class Superpixels(Features):
 
     def __init__(self, n_segments: int = 100, *, compactness: float = 0.1, sigma: float = 0.0,
                  n_jobs: int | None = None, cache: bool = True):
-        if n_segments < 1:
-            raise ValueError(f"n_segments must be >= 1, got {n_segments}")
+        if not isinstance(n_segments, int | np.integer) or isinstance(n_segments, bool) \
+                or n_segments < 1:
+            raise ValueError(f"n_segments must be an integer >= 1, got {n_segments!r}")
         if n_jobs is not None and (not isinstance(n_jobs, int | np.integer)
                                    or n_jobs == 0 or n_jobs < -1):
             raise ValueError(f"n_jobs must be None, -1 or a positive integer, got {n_jobs!r}")
