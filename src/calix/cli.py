@@ -643,6 +643,18 @@ def _check_columns(model, rows: _Rows):
     rows.X = X
 
 
+def _model_file_options(f):
+    """The options of a user's --model file, shared by explain and explain-dataset."""
+    f = click.option("--num-classes", type=click.IntRange(min=1), default=None,
+                     help="Classes of a state_dict --model file's network.")(f)
+    f = click.option("--architecture", type=click.Choice(_architectures()), default=None,
+                     help="Network of a state_dict --model file.")(f)
+    return click.option(
+        "--trust-model", is_flag=True,
+        help="Load a joblib/pickle --model file. Unpickling runs code the file names: give "
+             "this only for your own files or files from someone you trust.")(f)
+
+
 @main.command()
 @click.option("--data", "data_name", default=None,
               help="Dataset name or path. With a zoo model: a shipped dataset (default digits) "
@@ -655,13 +667,7 @@ def _check_columns(model, rows: _Rows):
                    "trained here and cached; or your own model file: TorchScript, a torch "
                    "state_dict (with --architecture and --num-classes), a .skops file, or a "
                    "scikit-learn model saved with joblib (with --trust-model).")
-@click.option("--trust-model", is_flag=True,
-              help="Load a joblib/pickle --model file. Unpickling runs code the file names: "
-                   "give this only for your own files or files from someone you trust.")
-@click.option("--architecture", type=click.Choice(_architectures()), default=None,
-              help="Network of a state_dict --model file.")
-@click.option("--num-classes", type=click.IntRange(min=1), default=None,
-              help="Classes of a state_dict --model file's network.")
+@_model_file_options
 @click.option("--label-column", default=None,
               help="Label column of a .csv --data file: left out of the features and "
                    "recorded beside the prediction. Default with a model file: none (every "
@@ -1061,13 +1067,7 @@ def report(folder: Path, out: Path | None) -> None:
                    "your own model file: TorchScript, a .skops file, a torch state_dict (with "
                    "--architecture and --num-classes) or a joblib file (with --trust-model). "
                    "A model file is sent to every worker once.")
-@click.option("--trust-model", is_flag=True,
-              help="Load a joblib/pickle --model file. Unpickling runs code the file names: "
-                   "give this only for your own files or files from someone you trust.")
-@click.option("--architecture", type=click.Choice(_architectures()), default=None,
-              help="Network of a state_dict --model file.")
-@click.option("--num-classes", type=click.IntRange(min=1), default=None,
-              help="Classes of a state_dict --model file's network.")
+@_model_file_options
 @click.option("--label-column", default=None,
               help="Label column of a .csv --data file, left out of the features.")
 @click.option("--image-size", type=(click.IntRange(min=1), click.IntRange(min=1)),
