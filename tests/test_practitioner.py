@@ -19,7 +19,15 @@ from sklearn.preprocessing import StandardScaler
 
 from calix import wrap
 from calix.exceptions import DefaultFillWarning, ProbabilityOutputWarning
-from calix.explain import LIME, RISE, KernelSHAP, Occlusion, PolySHAP
+from calix.explain import (
+    EAGLE,
+    LIME,
+    RISE,
+    IntegratedGradients,
+    KernelSHAP,
+    Occlusion,
+    PolySHAP,
+)
 from calix.models import Model, TorchModel
 from calix.perturb import (
     Columns,
@@ -287,3 +295,18 @@ def test_outputs_that_view_their_inputs_survive_the_reused_batch_buffer():
     res = engine.query(model, x, masks)
     want = [[0.0, 1.0], [-1, -1], [0, 1], [-1, -1], [0, 1]]
     np.testing.assert_array_equal(res.outputs[0], want)
+
+
+@pytest.mark.parametrize("make", [
+    lambda m: KernelSHAP(m, fill=Constant(0.0), n_samples=64),
+    lambda m: IntegratedGradients(m, n_steps=8),
+    lambda m: EAGLE(m, fill=Constant(0.0), n_samples=40, batch=10),
+], ids=["kernel_shap", "integrated_gradients", "eagle"])
+def test_progress_counts_every_model_row_and_restores_the_hook(make):
+    net = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    model = wrap(net, input_shape=(5,), batch_size=16)
+    seen = []
+    model.on_rows = seen.append  # an outer hook (e.g. a caller's own display) keeps working
+    exp = make(model).explain(torch.randn(3, 5), progress=True)
+    assert model.on_rows == seen.append
+    assert sum(seen) == model.n_queries and exp.n_queries <= model.n_queries

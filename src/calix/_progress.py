@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -43,3 +44,33 @@ def _bar(items: Iterable[T], total: int | None, description: str) -> Iterator[T]
         for item in items:
             yield item
             bar.advance(task)
+
+
+@contextmanager
+def model_rows(model: Any, *, enabled: bool = True, description: str = "") -> Iterator[None]:
+    """Count the rows ``model`` evaluates inside the block on a live line on stderr
+    (``description: 12,016 model rows · elapsed``): for long work whose number of queries is
+    not known in advance (gradient steps, sequential designs). Nothing is shown when
+    disabled."""
+    if not enabled:
+        yield
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (SpinnerColumn(), TextColumn("[progress.description]{task.description}"),
+               TextColumn("{task.completed:,} model rows"), TimeElapsedColumn())
+    previous = getattr(model, "on_rows", None)
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=None)
+
+        def advance(n: int) -> None:
+            bar.advance(task, n)
+            if previous is not None:
+                previous(n)
+
+        model.on_rows = advance
+        try:
+            yield
+        finally:
+            model.on_rows = previous

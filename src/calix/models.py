@@ -145,6 +145,8 @@ class Model(ABC):
     #: log-probabilities) or "auto" (decided on the first batch; see :func:`wrap`).
     output: str = "logits"
     _check_softmax: bool = False  # warn once if declared logits look like probabilities
+    #: Called with the number of rows of every evaluated chunk (progress displays), or None.
+    on_rows: Callable[[int], None] | None = None
 
     def __init__(
         self,
@@ -326,6 +328,8 @@ class Model(ABC):
         if self.input_shape is None:
             self.input_shape = tuple(chunk.shape[1:])
         self.n_queries += len(chunk)
+        if self.on_rows is not None:
+            self.on_rows(len(chunk))
         return out
 
     def _forward_levels(self, chunk: Tensor, levels: Tensor | None) -> Tensor:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from calix._progress import model_rows
 from calix.models import Model, as_tensor, wrap
 from calix.perturb import check_count
 
@@ -433,7 +434,9 @@ class Explainer(ABC):
             an array gives one class per input. Class names (strings) are looked up in the
             model's classes (``classes_`` of a scikit-learn classifier).
         progress : bool
-            Show a progress bar over the model batches of long work.
+            Show a live count of the model rows evaluated, with the elapsed time (on stderr),
+            for every explainer: perturbation and gradient methods, Captum attributions and
+            sequential designs alike.
         """
         names = column_names(x)
         self._column_names = names or getattr(self.model, "feature_names_in_", None)
@@ -443,7 +446,8 @@ class Explainer(ABC):
         before = self.model.n_queries
         self.progress = bool(progress)
         try:
-            exp = self._explain(xb, targets)
+            with model_rows(self.model, enabled=self.progress, description=self.name):
+                exp = self._explain(xb, targets)
         finally:
             self.progress = False
         used = self.model.n_queries - before

@@ -115,7 +115,7 @@ class FeatureExplainer(Explainer):
         """Model outputs on all perturbations of ``x`` (averaged over a Marginal fill's
         background), one model batch at a time."""
         return self.engine(x).query(self.model, x, masks, seed=seed, average=self.average,
-                                    progress=progress or self.progress)
+                                    progress=progress)
 
     def _scores(self, x: Tensor, masks: Any, targets: Tensor, *,
                 seed: int | torch.Generator | None = None) -> tuple[Tensor, Tensor]:
