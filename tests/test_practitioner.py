@@ -310,3 +310,37 @@ def test_progress_counts_every_model_row_and_restores_the_hook(make):
     exp = make(model).explain(torch.randn(3, 5), progress=True)
     assert model.on_rows == seen.append
     assert sum(seen) == model.n_queries and exp.n_queries <= model.n_queries
+
+
+def test_explain_classes_keys_integer_labels_that_are_not_indices():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 3))
+    y = np.where(X[:, 0] + X[:, 1] > 0, 2, 1)
+    y[:30] = 5  # classes_ = [1, 2, 5]
+    clf = LogisticRegression().fit(X, y)
+    out = Occlusion(clf, fill=Constant(0.0)).explain_classes(X[:3])
+    assert list(out) == [1, 2, 5]
+    assert [list(e.target) for e in out.values()] == [[0] * 3, [1] * 3, [2] * 3]
+
+
+def test_engine_paths_agree_and_survive_huge_values():
+    """Small rows (one gather for the whole chunk) and image blocks (a lerp into a buffer)
+    give the same bits; values whose difference overflows float32 stay exact."""
+    import calix.perturb as pt
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 1, 6, 6, generator=g)
+    masks = torch.rand(2, 9, 9, generator=g)  # float masks: blends
+    engine = Perturbation(PatchGrid(2), Constant(-0.5), chunk_size=4)
+    small = engine.apply(x, masks).inputs
+    old = pt._VECTORISED_ELEMENTS
+    pt._VECTORISED_ELEMENTS = 0
+    try:
+        block = engine.apply(x, masks).inputs
+        huge = torch.tensor([[3e38, 1.0]])
+        out = Perturbation(Columns(), Constant(-3e38)).apply(
+            huge, torch.tensor([[False, True]])).inputs
+    finally:
+        pt._VECTORISED_ELEMENTS = old
+    assert torch.equal(small, block)
+    assert torch.equal(out, torch.tensor([[[-3e38, 1.0]]]))

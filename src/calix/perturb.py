@@ -1058,6 +1058,14 @@ class Perturbation:
             return mk[i if mk.shape[0] > 1 else 0, j0:j1]
 
         mk_flat, buffer = None, None
+        # lerp(ref, x, 0/1) is exact unless x - ref overflows float32: with values that
+        # large, the slower where() path is taken instead
+        big = 1e37
+        lerp_safe = bool(flat.abs().max() < big) and (
+            ref_flat is None or bool(ref_flat.abs().max() < big)) and (
+            bg is None or bool(bg.abs().max() < big)) and not (
+            stochastic and isinstance(self.fill, Noise)
+            and abs(self.fill.mean) + 40 * self.fill.std >= big)
         for start in range(0, total, size):
             stop = min(start + size, total)
             c = stop - start
@@ -1079,17 +1087,17 @@ class Perturbation:
                 xi, refi = flat.index_select(0, i), ref_flat.index_select(0, i)
                 if keep.dtype == torch.bool:
                     out = torch.where(keep, xi, refi)
-                else:
-                    out = refi + keep * (xi - refi)
+                else:  # the same blend as the block path, to the last bit
+                    out = torch.lerp(refi, xi, keep)
                 yield (slice(start, stop), out.reshape(c, *shape),
                        levels_of(rows_mask.detach(), nf[i]))
                 continue
             grad = (not lazy and mk.requires_grad) or xb.requires_grad
-            if grad:
+            if grad or not lerp_safe:
                 out = None
             elif reuse:  # one buffer for every batch: no fresh pages to fault in each time
                 if buffer is None:
-                    buffer = torch.empty((size, numel), dtype=xb.dtype, device=dev)
+                    buffer = torch.empty((min(size, total), numel), dtype=xb.dtype, device=dev)
                 out = buffer[:c]
             else:
                 out = torch.empty((c, numel), dtype=xb.dtype, device=dev)
@@ -1122,7 +1130,8 @@ class Perturbation:
                     if keep.dtype == torch.bool:
                         pieces.append(torch.where(keep, xi, ref))
                     else:
-                        pieces.append(ref + keep * (xi - ref))
+                        pieces.append(torch.lerp(ref.expand(r, numel), xi.expand(r, numel),
+                                                 keep))
                 else:
                     dst = out[a - start:b - start]
                     torch.gather(rows_mask.to(dst.dtype), 1, lab.expand(r, numel), out=dst)

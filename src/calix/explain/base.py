@@ -478,8 +478,9 @@ class Explainer(ABC):
         Parameters
         ----------
         classes : None or sequence of class indices / names
-            None explains every class of the model (by name when the model knows its
-            classes' names, else by index).
+            None explains every class of the model, keyed by the model's class labels
+            (``classes_``) when it has them, else by index. Given integers are column indices;
+            strings are class names.
 
         Each class costs one :meth:`explain` (seeded explainers draw the same coalitions for
         every class). ``np.stack([e.feature_values for e in out.values()], -1)`` gives the
@@ -493,7 +494,10 @@ class Explainer(ABC):
                 with torch.no_grad():
                     self.model.forward(xb[:1])
             names = getattr(self.model, "classes_", None)
-            classes = list(names) if names is not None else list(range(self.model.n_outputs))
+            labels = list(names) if names is not None else list(range(self.model.n_outputs))
+            # by column, keyed by label (integer labels such as [1, 2, 5] are not indices)
+            return {c: self.explain(x, target=i, progress=progress)
+                    for i, c in enumerate(labels)}
         classes = list(classes)
         if not classes:
             raise ValueError("classes is empty; give at least one class")
