@@ -344,3 +344,12 @@ def test_engine_paths_agree_and_survive_huge_values():
         pt._VECTORISED_ELEMENTS = old
     assert torch.equal(small, block)
     assert torch.equal(out, torch.tensor([[[-3e38, 1.0]]]))
+
+
+def test_auto_output_misread_on_a_first_batch_says_so():
+    fn = lambda a: np.c_[a[:, :1], 1 - a[:, :1]]  # noqa: E731 - probabilities only for a in [0, 1]
+    model = wrap(fn)
+    with pytest.warns(ProbabilityOutputWarning):
+        model.predict_logits(np.array([[0.6, 0.0]]))
+    with pytest.raises(ValueError, match="output='logits'"):
+        model.predict_logits(np.array([[3.0, 0.0]]))

@@ -393,10 +393,19 @@ class Model(ABC):
                     "logits); pass output='probabilities' to say so, or output='logits' if "
                     "they really are logits", ProbabilityOutputWarning, stacklevel=5)
                 self.output = "probabilities"
+                self._auto_probabilities = True
             else:
                 self.output = "logits"
                 return out
-        return self._log_probabilities(out.to(torch.float64)).float()
+        try:
+            return self._log_probabilities(out.to(torch.float64)).float()
+        except ValueError as exc:
+            if getattr(self, "_auto_probabilities", False):
+                raise ValueError(
+                    f"{exc}; output='auto' took the model's first outputs for probabilities, "
+                    "but these are not: if the model returns logits, wrap it with "
+                    "output='logits'") from exc
+            raise
 
     @staticmethod
     def _log_probabilities(p: Tensor) -> Tensor:
