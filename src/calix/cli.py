@@ -417,30 +417,11 @@ def _read_csv_rows(path: Path, label_column: str | None, delimiter: str | None, 
     (or, with ``last_is_label`` and no ``label_column``, the last one, as
     :func:`calix.data.load_csv` reads it) is a numeric feature. Failures are DataFileErrors
     naming the file, column and line."""
-    import csv
-    import io
-
     import numpy as np
 
-    from calix.data import DataFileError, _existing_file, _read_bytes, _sniff_delimiter
+    from calix.data import DataFileError, _csv_records
 
-    p = _existing_file(path, "CSV file")
-    raw = _read_bytes(p)
-    if b"\x00" in raw[:8192]:
-        raise DataFileError(f"{p} contains NUL bytes: it is a binary file, not a CSV file")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataFileError(f"{p} is not UTF-8 text (byte {raw[exc.start]:#04x} at offset "
-                            f"{exc.start}); save the CSV file as UTF-8") from exc
-    sep = delimiter if delimiter is not None else _sniff_delimiter(text)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
-    try:
-        rows = [(reader.line_num, r) for r in reader]
-    except csv.Error as exc:
-        raise DataFileError(f"{p} is not a valid CSV file (line {reader.line_num}: {exc})"
-                            ) from exc
-    rows = [(line, r) for line, r in rows if any(f.strip() for f in r)]
+    p, _, rows = _csv_records(path, delimiter)
     if len(rows) < 2:
         raise DataFileError(f"{p} needs a header row naming the columns and at least one "
                             "data row")

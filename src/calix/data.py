@@ -477,6 +477,31 @@ def _is_missing_text(v: str) -> bool:
         return False
 
 
+def _csv_records(path: str | Path, delimiter: str | None
+                 ) -> tuple[Path, str, list[tuple[int, list[str]]]]:
+    """The path, the delimiter (sniffed when None) and the non-blank records
+    ``(line number, fields)`` of a UTF-8 CSV file; every failure a DataFileError naming the
+    file."""
+    p = _existing_file(path, "CSV file")
+    raw = _read_bytes(p)
+    if b"\x00" in raw[:8192]:
+        raise DataFileError(f"{p} contains NUL bytes: it is a binary file (or not UTF-8 "
+                            "text), not a CSV file; save it as UTF-8 text")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataFileError(f"{p} is not UTF-8 text (byte {raw[exc.start]:#04x} at offset "
+                            f"{exc.start}); save the CSV file as UTF-8") from exc
+    sep = delimiter if delimiter is not None else _sniff_delimiter(text)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+    try:
+        rows = [(reader.line_num, row) for row in reader]
+    except csv.Error as exc:
+        raise DataFileError(f"{p} is not a valid CSV file (line {reader.line_num}: {exc})"
+                            ) from exc
+    return p, sep, [(line, r) for line, r in rows if any(f.strip() for f in r)]
+
+
 def load_csv(
     path: str | Path,
     *,
@@ -514,24 +539,7 @@ def load_csv(
     if delimiter is not None and (len(delimiter) != 1 or delimiter in "\"\r\n"):
         raise ValueError(f"delimiter must be one character other than a quote or a line "
                          f"break, got {delimiter!r}")
-    p = _existing_file(path, "CSV file")
-    raw = _read_bytes(p)
-    if b"\x00" in raw[:8192]:
-        raise DataFileError(f"{p} contains NUL bytes: it is a binary file (or not UTF-8 "
-                            "text), not a CSV file; save it as UTF-8 text")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataFileError(f"{p} is not UTF-8 text (byte {raw[exc.start]:#04x} at offset "
-                            f"{exc.start}); save the CSV file as UTF-8") from exc
-    sep = delimiter if delimiter is not None else _sniff_delimiter(text)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
-    try:
-        rows = [(reader.line_num, row) for row in reader]
-    except csv.Error as exc:
-        raise DataFileError(f"{p} is not a valid CSV file (line {reader.line_num}: {exc})"
-                            ) from exc
-    rows = [(line, r) for line, r in rows if any(f.strip() for f in r)]  # blank lines
+    p, sep, rows = _csv_records(path, delimiter)
     if len(rows) < 2:
         raise DataFileError(f"{p} needs a header row and at least one data row")
     header = [h.strip() for h in rows[0][1]]
