@@ -624,6 +624,15 @@ def _check_columns(model, rows: _Rows):
     rows.X = X
 
 
+def _model_file_only(given: dict[str, Any]) -> None:
+    """Refuse, by name, the first of ``given`` (option -> value) that was set with a zoo
+    model: these options describe a user's model file."""
+    for flag, value in given.items():
+        if value:
+            raise click.UsageError(f"{flag} applies to a model file (--model FILE), not to a "
+                                   "zoo model")
+
+
 def _model_file_options(f):
     """The options of a user's --model file, shared by explain and explain-dataset."""
     f = click.option("--num-classes", type=click.IntRange(min=1), default=None,
@@ -697,12 +706,9 @@ def explain(data_name: str | None, model_name: str | None, trust_model: bool,
     .csv file for a model file.
     """
     if model_name is None or model_name in _ZOO_MODELS:
-        for flag, value in (("--trust-model", trust_model), ("--architecture", architecture),
-                            ("--num-classes", num_classes), ("--image-size", image_size),
-                            ("--channels", channels)):
-            if value:
-                raise click.UsageError(f"{flag} applies to a model file (--model FILE), not "
-                                       f"to a zoo model")
+        _model_file_only({"--trust-model": trust_model, "--architecture": architecture,
+                          "--num-classes": num_classes, "--image-size": image_size,
+                          "--channels": channels})
         run = _explain_zoo(data_name or "digits", model_name, label_column, method, indices,
                            target, cal_method, n_samples, seed, delimiter, out)
     else:
@@ -1098,13 +1104,9 @@ def explain_dataset_cmd(data_name: str, model_name: str | None, trust_model: boo
         raise click.UsageError("--scheduler needs --executor dask")
     background = None
     if model_name is None or model_name in _ZOO_MODELS:
-        for flag, value in (("--trust-model", trust_model), ("--architecture", architecture),
-                            ("--num-classes", num_classes), ("--image-size", image_size),
-                            ("--label-column", label_column),
-                            ("--background", background_path)):
-            if value:
-                raise click.UsageError(f"{flag} applies to a model file (--model FILE), not "
-                                       f"to a zoo model")
+        _model_file_only({"--trust-model": trust_model, "--architecture": architecture,
+                          "--num-classes": num_classes, "--image-size": image_size,
+                          "--label-column": label_column, "--background": background_path})
         ds = _load_or_exit(data_name, seed)
         model: Any = model_name or ("cnn" if ds.is_image else "mlp")
         data: Any = data_name
