@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from scipy.special import gammaln
 
-from calix.metrics._base import MetricInfo
+from calix.metrics._base import MetricInfo, as_array, real_array
 from calix.perturb import check_count
 
 __all__ = [
@@ -52,14 +52,8 @@ def check_probs_labels(probs: Any, labels: Any, *, atol: float = 1e-4) -> tuple[
         NaN/inf, values outside [0, 1], rows not summing to 1, mismatched lengths, labels
         outside ``[0, k)``, or no samples.
     """
-    try:
-        p = np.asarray(probs.detach().cpu() if isinstance(probs, torch.Tensor) else probs)
-        y = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels)
-    except ValueError as exc:  # ragged lists
-        raise TypeError(f"probs and labels must be arrays: {exc}") from exc
-    if p.dtype.kind not in "biuf":
-        raise TypeError(f"probs must be real numbers, got dtype {p.dtype}")
-    p = p.astype(np.float64)
+    p = real_array(probs, "probs")
+    y = as_array(labels, "labels")
     if p.ndim != 2 or p.shape[1] < 2:
         raise ValueError(f"probs must have shape (n, n_classes >= 2), got {p.shape}")
     if len(p) == 0:

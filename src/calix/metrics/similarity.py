@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
-from calix.metrics._base import MetricInfo
+from calix.metrics._base import MetricInfo, real_array
 
 __all__ = ["ssim", "otsu_tv", "minmax", "METRICS"]
 
@@ -18,13 +17,7 @@ METRICS = {
 
 
 def _maps2d(maps: Any) -> np.ndarray:
-    try:
-        m = np.asarray(maps.detach().cpu() if isinstance(maps, torch.Tensor) else maps)
-    except ValueError as exc:  # ragged lists
-        raise TypeError(f"maps could not be converted to an array: {exc}") from exc
-    if m.dtype.kind not in "biuf":
-        raise TypeError(f"maps must be real numbers, got dtype {m.dtype}")
-    m = m.astype(np.float64)
+    m = real_array(maps, "maps")
     if m.ndim == 4:
         m = m.sum(1)
     if m.ndim == 2:
