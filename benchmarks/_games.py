@@ -23,7 +23,8 @@ b. ``breast-mlp-groups`` -- the zoo MLP on breast_cancer, its 30 columns in 15 g
 c. ``breast-gbt`` -- a scikit-learn GradientBoostingClassifier on 14 breast_cancer columns.
 d. ``digits-cnn-patches`` -- the zoo CNN on digits, 2x2 patches of the 8x8 image (16 players),
    fill 0 (black).
-e. ``near-additive`` -- 16 players: additive terms plus 16 small pairwise products.
+e. ``near-additive`` -- 16 players: additive terms plus 16 small pairwise and 8 small triple
+   products.
 f. ``high-order`` -- 14 players: triple products, minima over 4 players and thresholded counts
    over 6 players (interactions of order 3 to 6), and a weak additive part.
 
@@ -152,13 +153,12 @@ class Game:
     def exact(self) -> np.ndarray:
         """Exact Shapley values (n, d), float64, by enumerating all 2^d coalitions."""
         if self._exact is None:
-            from calix.explain.polyshap import exact_shapley
             from calix.perturb import all_coalitions
 
             coal = all_coalitions(self.d)
             z = coal.numpy()
             values = np.stack([self.value(i, z) for i in range(self.n)])
-            self._exact = exact_shapley(torch.as_tensor(values), coal).numpy()
+            self._exact = exact_shapley()(torch.as_tensor(values), coal).numpy()
             self._ends = values[:, [0, -1]]  # row 0 is ∅, the last row the full coalition
         return self._exact
 
@@ -172,6 +172,18 @@ class Game:
         if self.analytic_fn is None:
             return None
         return self.analytic_fn(self.x.detach().cpu().numpy().astype(np.float64))
+
+
+def exact_shapley() -> Callable[[Tensor, Tensor], Tensor]:
+    """calix's ``exact_shapley(values (n, 2^d), coalitions (2^d, d)) -> (n, d)``."""
+    import importlib
+
+    for name in ("calix.explain.shapley", "calix.explain.polyshap"):
+        try:
+            return importlib.import_module(name).exact_shapley
+        except (ModuleNotFoundError, AttributeError):
+            continue
+    raise ImportError("calix.explain has no exact_shapley")
 
 
 # ====================================================================== model games
@@ -198,7 +210,8 @@ def _pick_inputs(X: np.ndarray, predict: Callable[[np.ndarray], np.ndarray],
     return idx[:n]
 
 
-def _zoo_mlp_game(key: str, dataset: str, n: int, groups: list[list[int]] | None) -> Game:
+def _zoo_mlp_game(key: str, name: str, dataset: str, n: int, groups: list[list[int]] | None
+                  ) -> Game:
     from calix import zoo
     from calix.perturb import Columns, Mean
 
@@ -224,11 +237,9 @@ def _zoo_mlp_game(key: str, dataset: str, n: int, groups: list[list[int]] | None
     features = Columns(groups) if groups else Columns()
     acc = trained.metrics["accuracy"]
     if groups:
-        name = f"{dataset}-mlp-groups"
         desc = (f"zoo MLP on {dataset} (test accuracy {acc:.3f}), {n_cols} columns in "
                 f"{labels.max() + 1} groups, training-mean fill, p(predicted class)")
     else:
-        name = f"{dataset}-mlp"
         desc = (f"zoo MLP on {dataset} (test accuracy {acc:.3f}), {n_cols} columns, "
                 "training-mean fill, p(predicted class)")
     return Game(key, name, desc, "tabular", trained.wrap(), x, features, fill, "probability",
@@ -307,26 +318,35 @@ def _digits_game(key: str, n: int, patch: int = 2) -> Game:
 
 # ====================================================================== synthetic games
 class NearlyAdditive(nn.Module):
-    """f(u) = Σ_i a_i u_i + Σ_{(i, j)} b_ij u_i u_j over a few pairs; output (n, 1)."""
+    """f(u) = Σ_i a_i u_i + Σ_{(i, j)} b_ij u_i u_j + Σ_t c_t Π_{i∈T_t} u_i over a few pairs
+    and triples with small weights; output (n, 1).
 
-    def __init__(self, a: np.ndarray, pairs: np.ndarray, b: np.ndarray):
+    (Without the triples the game would have order 2, which paired kernel regressions and
+    antithetic permutations recover exactly.)
+    """
+
+    def __init__(self, a: np.ndarray, pairs: np.ndarray, b: np.ndarray, triples: np.ndarray,
+                 c: np.ndarray):
         super().__init__()
         self.register_buffer("a", torch.as_tensor(a, dtype=torch.float32))
         self.register_buffer("pairs", torch.as_tensor(pairs, dtype=torch.long))
         self.register_buffer("b", torch.as_tensor(b, dtype=torch.float32))
+        self.register_buffer("triples", torch.as_tensor(triples, dtype=torch.long))
+        self.register_buffer("c", torch.as_tensor(c, dtype=torch.float32))
 
     def forward(self, u: Tensor) -> Tensor:
         pair = u[:, self.pairs[:, 0]] * u[:, self.pairs[:, 1]]
-        return (u @ self.a + pair @ self.b)[:, None]
+        triple = u[:, self.triples].prod(-1)
+        return (u @ self.a + pair @ self.b + triple @ self.c)[:, None]
 
     def shapley(self, x: np.ndarray) -> np.ndarray:
-        """Closed form for fill 0: φ_i = a_i x_i + Σ_{pairs ∋ i} b_ij x_i x_j / 2."""
-        a, p, b = (t.double().numpy() for t in (self.a, self.pairs, self.b))
-        p = p.astype(int)
-        phi = a * x
-        half = 0.5 * b * x[:, p[:, 0]] * x[:, p[:, 1]]
-        np.add.at(phi.T, p[:, 0], half.T)
-        np.add.at(phi.T, p[:, 1], half.T)
+        """Closed form for fill 0: φ_i = a_i x_i + Σ_{pairs ∋ i} b_ij x_i x_j / 2
+        + Σ_{triples ∋ i} c_t Π_{T_t} x / 3."""
+        phi = self.a.double().numpy() * x
+        for sup, w in ((self.pairs, self.b), (self.triples, self.c)):
+            sup, w = sup.numpy(), w.double().numpy()
+            for t in range(len(sup)):
+                phi[:, sup[t]] += (w[t] * x[:, sup[t]].prod(1) / sup.shape[1])[:, None]
         return phi
 
 
@@ -399,14 +419,15 @@ def _synthetic_game(key: str, name: str, desc: str, module: nn.Module, d: int, n
                 module.shapley)
 
 
-def near_additive_module(d: int = 16, n_pairs: int = 16, seed: int = 5) -> NearlyAdditive:
+def near_additive_module(d: int = 16, n_pairs: int = 16, n_triples: int = 8, seed: int = 5
+                         ) -> NearlyAdditive:
     rng = np.random.default_rng(seed)
     a = rng.normal(size=d)
-    pairs = np.array(sorted({tuple(sorted(rng.choice(d, 2, replace=False)))
-                             for _ in range(4 * n_pairs)}))[:n_pairs]
-    pairs = pairs[rng.permutation(len(pairs))][:n_pairs]
-    b = 0.15 * rng.normal(size=len(pairs))
-    return NearlyAdditive(a, pairs, b)
+    pairs = np.stack([rng.choice(d, 2, replace=False) for _ in range(n_pairs)])
+    triples = np.stack([rng.choice(d, 3, replace=False) for _ in range(n_triples)])
+    b = 0.15 * rng.normal(size=n_pairs)
+    c = 0.1 * rng.normal(size=n_triples)
+    return NearlyAdditive(a, pairs, b, triples, c)
 
 
 def high_order_module(d: int = 14, seed: int = 7) -> HighOrder:
@@ -432,9 +453,10 @@ def build_game(key: str, n_inputs: int = 3) -> Game:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if key == "a":
-            return _zoo_mlp_game("a", "wine", n_inputs, None)
+            return _zoo_mlp_game("a", "wine-mlp", "wine", n_inputs, None)
         if key == "b":
-            return _zoo_mlp_game("b", "breast_cancer", n_inputs, breast_cancer_groups())
+            return _zoo_mlp_game("b", "breast-mlp-groups", "breast_cancer", n_inputs,
+                                 breast_cancer_groups())
         if key == "c":
             return _gbt_game("c", n_inputs)
         if key == "d":
@@ -443,7 +465,8 @@ def build_game(key: str, n_inputs: int = 3) -> Game:
             mod = near_additive_module()
             return _synthetic_game(
                 "e", "near-additive", "nearly additive: 16 players, additive terms plus 16 "
-                "small pairwise products (|b| ~ 0.15 |a|), fill 0, raw output", mod, 16,
+                "small pairwise and 8 small triple products (|b| ~ 0.15, |c| ~ 0.1, |a| ~ 1), "
+                "fill 0, raw output", mod, 16,
                 n_inputs, seed=11)
         if key == "f":
             mod = high_order_module()
