@@ -10,7 +10,9 @@ mailed or archived; the page runs no script and loads nothing from the network.
 ``results.json`` documents are JSON objects of one of two shapes:
 
 - a study: ``study`` (a name), ``claims`` (a list of objects, each with an object
-  ``evidence``), and optionally ``config``, ``seed``, ``wall_time_s``, ``tables``, ``figures``;
+  ``evidence``, and, when written by this calix, ``kind`` -- finding, check or extension --,
+  ``quote`` and ``sensitivity``; older files without them still render), and optionally
+  ``config``, ``seed``, ``wall_time_s``, ``tables``, ``figures``;
 - another command's output: ``kind`` (``"explain"``, ``"calibrate"``, ...), optionally
   ``title``, ``config``, ``tables``, ``figures``.
 
@@ -38,7 +40,17 @@ from typing import Any
 
 from calix import __version__
 
-__all__ = ["write_report", "find_results", "check_results", "render"]
+__all__ = ["write_report", "find_results", "check_results", "render", "claim_counts",
+           "KIND_TITLES"]
+
+#: claim kind -> section title, in the order the report shows them (``None``: a
+#: ``results.json`` written before claims had kinds)
+KIND_TITLES: dict[str | None, str] = {
+    "finding": "Findings (the paper's empirical statements)",
+    "check": "Checks (hold by construction or test the implementation)",
+    "extension": "calix extensions (statements the paper does not make)",
+    None: "Claims (kind not recorded)",
+}
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d232a;
@@ -53,6 +65,10 @@ td.txt,th.txt{text-align:left}
 .holds{color:#0a6b2d;font-weight:600}.fails{color:#a3141c;font-weight:600}
 .badge{display:inline-block;border-radius:10px;padding:1px 9px;font-size:12px;color:#fff}
 .b-holds{background:#1a7f37}.b-fails{background:#c4202b}
+.kind{font-size:11px;color:#4a5560;text-transform:uppercase;letter-spacing:.04em}
+blockquote{margin:4px 0 4px 8px;padding-left:8px;border-left:3px solid #c9d1d9;color:#36404a;
+font-style:italic}
+.flip{color:#a3141c;font-weight:600}
 figure{display:inline-block;margin:8px;vertical-align:top;background:#fff;padding:6px;
 border:1px solid #e2e6ea;max-width:100%}
 figure img{max-width:100%;height:auto}
@@ -120,6 +136,10 @@ def check_results(path: str | Path, doc: dict[str, Any]) -> None:
                 raise bad(f"claims[{i}]", "an object", c)
             if not isinstance(c.get("evidence", {}), dict):
                 raise bad(f"claims[{i}].evidence", "an object", c["evidence"])
+            if c.get("kind") not in KIND_TITLES:
+                raise bad(f"claims[{i}].kind", "finding, check or extension", c["kind"])
+            if not isinstance(c.get("sensitivity", {}), dict):
+                raise bad(f"claims[{i}].sensitivity", "an object", c["sensitivity"])
     for key, expected, kind in (("config", "an object", dict), ("tables", "an object", dict),
                                 ("figures", "a list of objects", list)):
         if not isinstance(doc.get(key, kind()), kind):
@@ -219,21 +239,19 @@ def _summary(studies: list[tuple[Path, dict[str, Any]]], anchors: list[str]) -> 
     for (folder, doc), anchor in zip(studies, anchors, strict=True):
         config = doc.get("config", {})
         if _is_study(doc):
-            claims = doc.get("claims", [])
-            n_hold = sum(bool(c.get("holds")) for c in claims)
-            what, held = "study", f"{n_hold} / {len(claims)}"
+            what, held = "study", _e(_counts_text(claim_counts(doc)))
             mode = "quick" if config.get("quick") else "full"
         else:
             what, held, mode = doc["kind"], "–", ""
         seed = doc.get("seed", config.get("seed", ""))
         rows.append(
             f"<tr><td class='txt'><a href='#{anchor}'>{_e(_name(folder, doc))}</a></td>"
-            f"<td class='txt'>{_e(what)}</td><td>{held}</td><td class='txt'>{mode}</td>"
+            f"<td class='txt'>{_e(what)}</td><td class='txt'>{held}</td><td class='txt'>{mode}</td>"
             f"<td>{_e(_num(seed) if seed != '' else '')}</td>"
             f"<td>{_num(doc.get('wall_time_s'))}</td></tr>")
     heading = "Studies" if all(_is_study(d) for _, d in studies) else "Contents"
     return (f"<h2>{heading}</h2><table><tr><th class='txt'>output</th><th class='txt'>kind</th>"
-            "<th>claims holding</th><th class='txt'>size</th><th>seed</th>"
+            "<th class='txt'>claims holding</th><th class='txt'>size</th><th>seed</th>"
             "<th>wall time (s)</th></tr>" + "".join(rows) + "</table>")
 
 
@@ -279,24 +297,79 @@ def _tables(doc: dict[str, Any]) -> str:
                      for tname, rows in doc.get("tables", {}).items())
 
 
+def claim_counts(doc: dict[str, Any]) -> dict[str | None, tuple[int, int]]:
+    """``{kind: (holding, total)}`` over a study's claims, kinds in :data:`KIND_TITLES` order
+    (kind ``None`` for claims of a ``results.json`` written before claims had kinds)."""
+    counts: dict[str | None, list[int]] = {}
+    for c in doc.get("claims", []):
+        kind = c.get("kind") if c.get("kind") in KIND_TITLES else None
+        n = counts.setdefault(kind, [0, 0])
+        n[0] += bool(c.get("holds"))
+        n[1] += 1
+    return {k: (counts[k][0], counts[k][1]) for k in KIND_TITLES if k in counts}
+
+
+_KIND_WORDS = {"finding": ("finding", "findings"), "check": ("check", "checks"),
+               "extension": ("extension", "extensions"), None: ("claim", "claims")}
+
+
+def _counts_text(counts: dict[str | None, tuple[int, int]]) -> str:
+    """``"3 of 9 findings hold · 1 of 1 check · 0 of 2 extensions"``."""
+    if not counts:
+        return "no claims"
+    parts = []
+    for kind, (k, n) in counts.items():
+        word = _KIND_WORDS[kind][n != 1]
+        parts.append(f"{k} of {n} {word} hold" if kind in ("finding", None)
+                     else f"{k} of {n} {word}")
+    return " · ".join(parts)
+
+
 def _claims(claims: list[dict[str, Any]]) -> str:
     if not claims:
         return "<p>No claims recorded.</p>"
-    rows = []
-    for c in claims:
-        ok = bool(c.get("holds"))
-        badge = ("<span class='badge b-holds'>holds</span>" if ok
-                 else "<span class='badge b-fails'>does not hold</span>")
-        evidence = c.get("evidence", {})
-        summary = _evidence_summary(evidence)
-        paper = (f"<br><span class='meta'>paper: {_e(c['paper'])}</span>"
-                 if c.get("paper") else "")
-        rows.append(
-            f"<tr><td class='txt'>{badge}</td><td class='txt'>{_e(c.get('claim', ''))}{paper}"
-            f"</td><td class='txt'>{summary}<details><summary>all evidence</summary><pre>"
+    out = []
+    for kind, title in KIND_TITLES.items():
+        mine = [c for c in claims
+                if (c.get("kind") if c.get("kind") in KIND_TITLES else None) == kind]
+        if not mine:
+            continue
+        n_hold = sum(bool(c.get("holds")) for c in mine)
+        rows = [_claim_row(c) for c in mine]
+        out.append(f"<h4>{_e(title)}: {n_hold} of {len(mine)} hold</h4>"
+                   "<div class='scroll'><table><tr><th class='txt'>result</th>"
+                   "<th class='txt'>claim</th><th class='txt'>evidence</th></tr>"
+                   + "".join(rows) + "</table></div>")
+    return "\n".join(out)
+
+
+def _claim_row(c: dict[str, Any]) -> str:
+    ok = bool(c.get("holds"))
+    badge = ("<span class='badge b-holds'>holds</span>" if ok
+             else "<span class='badge b-fails'>does not hold</span>")
+    kind = c.get("kind") if c.get("kind") in KIND_TITLES else None
+    evidence = c.get("evidence", {})
+    summary = _evidence_summary(evidence)
+    quote = (f"<blockquote>&ldquo;{_e(c['quote'])}&rdquo;</blockquote>"
+             if c.get("quote") else "")
+    paper = (f"<br><span class='meta'>paper: {_e(c['paper'])}</span>"
+             if c.get("paper") else "")
+    sens = c.get("sensitivity") or {}
+    if sens:
+        flip = " <span class='flip'>(verdict flips)</span>"
+        items = "".join(
+            f"<li>{_e(rule)}: {'holds' if v else 'does not hold'}"
+            f"{flip if bool(v) != ok else ''}</li>" for rule, v in sens.items())
+        sens_html = (f"<details><summary>under alternative rules "
+                     f"({sum(bool(v) != ok for v in sens.values())} of {len(sens)} flip the "
+                     f"verdict)</summary><ul>{items}</ul></details>")
+    else:
+        sens_html = ""
+    return (f"<tr><td class='txt'>{badge}<br><span class='kind'>"
+            f"{_e(kind or 'kind not recorded')}</span></td><td class='txt'>"
+            f"{_e(c.get('claim', ''))}{quote}{paper}{sens_html}</td><td class='txt'>{summary}"
+            f"<details><summary>all evidence</summary><pre>"
             f"{_e(json.dumps(evidence, indent=1))}</pre></details></td></tr>")
-    return ("<div class='scroll'><table><tr><th class='txt'>result</th><th class='txt'>claim</th>"
-            "<th class='txt'>evidence</th></tr>" + "".join(rows) + "</table></div>")
 
 
 def _evidence_summary(evidence: dict[str, Any], limit: int = 6) -> str:

@@ -5,8 +5,12 @@ A study is a function ``run(ctx: StudyContext) -> None`` that computes from cali
 pieces and records through the context:
 
 - ``ctx.table(name, rows)`` -- rows are flat dicts of numbers and strings;
-- ``ctx.claim(text, holds, evidence, paper=...)`` -- ``holds`` is computed from the run, never
-  written by hand; ``evidence`` holds the numbers it was computed from;
+- ``ctx.claim(text, holds, evidence, paper=..., kind=..., quote=..., sensitivity=...)`` --
+  ``holds`` is computed from the run, never written by hand; ``evidence`` holds the numbers it
+  was computed from; ``kind`` says what the claim is (see :data:`KINDS`); ``quote`` is the
+  paper's sentence a finding tests; ``sensitivity`` maps the nearest reasonable alternative
+  rules to the verdicts they give, so a reader sees whether the verdict rests on calix's
+  choice of threshold;
 - ``ctx.figure(name, fig)`` -- a matplotlib figure saved as ``DIR/name.png``;
 - ``ctx.arrays(name, **arrays)`` -- numpy arrays saved as ``DIR/name.npz``.
 """
@@ -27,23 +31,61 @@ from typing import Any
 import numpy as np
 
 __all__ = ["StudyContext", "Claim", "write_json_atomic", "to_jsonable", "torch_threads",
-           "RESULTS_FILE"]
+           "RESULTS_FILE", "KINDS"]
 
 RESULTS_FILE = "results.json"
+
+#: what a claim is: the paper's empirical statement, a property that holds by construction
+#: or tests the implementation, or a statement calix adds that the paper does not make
+KINDS: dict[str, str] = {
+    "finding": "the paper's empirical statement",
+    "check": "holds by construction or tests the implementation",
+    "extension": "calix's own statement, not made by the paper",
+}
 
 
 @dataclass
 class Claim:
-    """One testable claim of a paper and whether this run supports it."""
+    """One testable claim of a paper and whether this run supports it.
+
+    ``kind`` is one of :data:`KINDS`; ``quote`` the paper's sentence (findings);
+    ``sensitivity`` maps an alternative rule (in words) to the verdict it gives on the same
+    run. ``results.json`` files written before these fields existed read back with
+    :meth:`from_dict` (no kind: ``None``).
+    """
 
     claim: str
     holds: bool
     evidence: dict[str, Any]
     paper: str = ""
+    kind: str | None = "finding"
+    quote: str = ""
+    sensitivity: dict[str, bool] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind is not None and self.kind not in KINDS:
+            raise ValueError(f"claim kind must be one of {sorted(KINDS)}, got {self.kind!r}")
+
+    @property
+    def flips(self) -> list[str]:
+        """The alternative rules under which the verdict would differ."""
+        return [rule for rule, v in self.sensitivity.items() if bool(v) != bool(self.holds)]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"claim": self.claim, "holds": bool(self.holds),
-                "evidence": to_jsonable(self.evidence), "paper": self.paper}
+        out = {"claim": self.claim, "holds": bool(self.holds), "kind": self.kind,
+               "evidence": to_jsonable(self.evidence), "paper": self.paper}
+        if self.quote:
+            out["quote"] = self.quote
+        if self.sensitivity:
+            out["sensitivity"] = {k: bool(v) for k, v in self.sensitivity.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Claim:
+        """A claim of a ``results.json`` (older files have no kind, quote or sensitivity)."""
+        return cls(str(d.get("claim", "")), bool(d.get("holds")), dict(d.get("evidence", {})),
+                   str(d.get("paper", "") or ""), d.get("kind"), str(d.get("quote", "") or ""),
+                   {str(k): bool(v) for k, v in (d.get("sensitivity") or {}).items()})
 
 
 @dataclass
@@ -90,18 +132,23 @@ class StudyContext:
         self.tables[name] = [dict(to_jsonable(dict(r))) for r in rows]
 
     def claim(self, text: str, holds: Any, evidence: Mapping[str, Any], *,
-              paper: str = "") -> Claim:
+              paper: str = "", kind: str = "finding", quote: str = "",
+              sensitivity: Mapping[str, Any] | None = None) -> Claim:
         """Record whether the run supports a claim, with the numbers it rests on.
 
-        ``paper`` states what the paper reports for comparison (free text).
+        ``paper`` states what the paper reports for comparison (free text); ``kind`` is one of
+        :data:`KINDS`; ``quote`` the paper's sentence a finding tests; ``sensitivity`` the
+        verdicts of the nearest alternative rules (``{rule in words: holds}``).
         """
-        c = Claim(text, bool(holds), dict(evidence), paper)
+        c = Claim(text, bool(holds), dict(evidence), paper, kind, quote,
+                  {str(k): bool(v) for k, v in (sensitivity or {}).items()})
         self.claims.append(c)
         if self.console is not None:
             from rich.markup import escape
 
             mark = "holds" if c.holds else "does not hold"
-            self.console.print(f"  [{'green' if c.holds else 'red'}]{mark}[/]: {escape(text)}")
+            self.console.print(f"  [{'green' if c.holds else 'red'}]{mark}[/] ({kind}): "
+                               f"{escape(text)}")
         return c
 
     def figure(self, name: str, fig: Any, *, caption: str = "") -> Path:

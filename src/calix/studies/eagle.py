@@ -43,11 +43,14 @@ attribution of column j is w_j x_j. For each noise level tau, method and budget:
 interval width, and every method's mean absolute error to the truth.
 
 Claims: reproducibility, neighbourhood stability and sample quality are each compared with
-BayesLIME, US-LIME and GLIME separately (nine claims). A claim holds when, over all dataset x
-budget cells (each the mean over inputs), EAGLE's mean difference to the baseline is positive
-*and* EAGLE is ahead in a strict majority of the cells. The information-gain claim holds when
-gain <= bound in every EAGLE call; the coverage claim when every EAGLE coverage lies within
-0.05 of 0.95.
+BayesLIME, US-LIME and GLIME separately (nine findings). Each is decided on paired per-input
+differences: per input, EAGLE minus the baseline averaged over the budgets, the inputs of the
+three datasets pooled, one-sided paired t-test at p < 0.05; the claim records beside it the
+Wilcoxon test, a per-cell rule with noise control and the earlier mean-and-majority rule
+(``sensitivity``). The O(d log t) finding tests the slope of the gain against log t, divided
+by (d + 1)/2, on every dataset. The bound itself (gain <= bound in every EAGLE call) is a
+check: it holds for any design. Coverage (at least 0.90 for every EAGLE interval set) is a
+calix extension the abstract does not make.
 
 Sizes
 -----
@@ -82,6 +85,7 @@ from calix.metrics.stability import (
 from calix.models import wrap
 from calix.perturb import Columns, Constant, Mean, PatchGrid
 from calix.studies._base import StudyContext, torch_threads
+from calix.studies._stats import ALPHA, paired
 
 __all__ = ["run", "METHODS", "BASELINES", "INTERVAL_METHODS", "DATASETS"]
 
@@ -277,79 +281,144 @@ def _coverage(ctx: StudyContext, cfg: dict[str, Any]) -> tuple[list[dict[str, An
 
 
 # --------------------------------------------------------------------------- claims
-def _compare(rows: Sequence[dict[str, Any]], metric: str, baseline: str
-             ) -> tuple[bool, dict[str, Any]]:
-    """EAGLE vs ``baseline`` on ``metric`` over all dataset x budget cells."""
+def _compare(rows: Sequence[dict[str, Any]], per_input: dict[str, np.ndarray], metric: str,
+             baseline: str, budgets: Sequence[int]) -> tuple[bool, dict[str, Any],
+                                                            dict[str, bool]]:
+    """EAGLE vs ``baseline`` on ``metric``: the decision, its evidence and the verdicts of
+    the alternative rules.
+
+    Decision: per input, EAGLE minus baseline averaged over the budgets; the inputs of every
+    dataset pooled; one-sided paired t-test (mean difference > 0) at ``ALPHA``. Alternatives:
+    the Wilcoxon signed-rank test; per dataset x budget cell, EAGLE significantly ahead
+    (paired t over the cell's inputs) in a strict majority of cells and significantly behind
+    in none; the earlier rule (mean cell difference > 0 and ahead in a strict majority of
+    cells, no noise control).
+    """
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     cells: dict[str, list[float]] = {}
     for r in rows:
         if r["method"] in ("EAGLE", baseline):
             key = f"{r['dataset']}@{r['budget']}"
             cells.setdefault(key, [math.nan, math.nan])[r["method"] != "EAGLE"] = r[metric]
-    diffs = np.array([e - o for e, o in cells.values()])
-    wins = int((diffs > 0).sum())
-    mean_diff = float(np.mean(diffs))
-    holds = mean_diff > 0 and wins > len(diffs) / 2
-    evidence = {"cells (EAGLE, baseline)": {k: [round(v, 4) for v in vals]
-                                            for k, vals in cells.items()},
-                "eagle_ahead_in": f"{wins} of {len(diffs)} cells",
-                "mean_difference": round(mean_diff, 4)}
-    return holds, evidence
+    cell_diffs = np.array([e - o for e, o in cells.values()])
+    old_rule = bool(np.mean(cell_diffs) > 0 and (cell_diffs > 0).sum() > len(cell_diffs) / 2)
+    ahead, behind, cell_tests = 0, 0, {}
+    pooled_e, pooled_b = [], []
+    for data in datasets:
+        e_in, b_in = [], []
+        for b in budgets:
+            e = per_input[f"{data}__EAGLE__{b}__{metric}"].astype(np.float64)
+            o = per_input[f"{data}__{baseline}__{b}__{metric}"].astype(np.float64)
+            up, down = paired(e, o), paired(e, o, alternative="less")
+            ahead += up["significant"]
+            behind += down["significant"]
+            cell_tests[f"{data}@{b}"] = {"mean_diff": round(up["mean_diff"], 4),
+                                         "ci95": [round(v, 4) for v in up["ci95"]],
+                                         "p_ahead": float(f"{up['p']:.3g}")}
+            e_in.append(e)
+            b_in.append(o)
+        pooled_e.append(np.nanmean(e_in, axis=0))
+        pooled_b.append(np.nanmean(b_in, axis=0))
+    test = paired(np.concatenate(pooled_e), np.concatenate(pooled_b))
+    n_cells = len(datasets) * len(budgets)
+    evidence = {"pooled_per_input_difference": {
+                    "n_inputs": test["n"], "mean_diff": round(test["mean_diff"], 4),
+                    "ci95": [round(v, 4) for v in test["ci95"]],
+                    "p": float(f"{test['p']:.3g}"),
+                    "p_wilcoxon": float(f"{test['p_wilcoxon']:.3g}")},
+                "cells_significantly_ahead": f"{ahead} of {n_cells}",
+                "cells_significantly_behind": f"{behind} of {n_cells}",
+                "cells": cell_tests,
+                "cells (EAGLE, baseline)": {k: [round(v, 4) for v in vals]
+                                            for k, vals in cells.items()}}
+    sens = {"Wilcoxon signed-rank instead of t": test["significant_wilcoxon"],
+            "significantly ahead in a strict majority of dataset x budget cells, behind in "
+            "none": ahead > n_cells / 2 and behind == 0,
+            "mean cell difference > 0 and ahead in a strict majority of cells (no noise "
+            "control)": old_rule}
+    return test["significant"], evidence, sens
 
 
 def _claims(ctx: StudyContext, rows: list[dict[str, Any]], gains: list[dict[str, Any]],
-            info_rows: list[dict[str, Any]], cov_rows: list[dict[str, Any]]) -> None:
-    how = ("over every dataset x budget cell (mean over inputs), EAGLE minus baseline: holds "
-           "when the mean difference is > 0 and EAGLE is ahead in a strict majority of cells")
+            info_rows: list[dict[str, Any]], cov_rows: list[dict[str, Any]],
+            per_input: dict[str, np.ndarray], budgets: Sequence[int]) -> None:
+    how = ("per input, EAGLE minus the baseline averaged over the query budgets, the inputs "
+           f"of the three datasets pooled; one-sided paired t-test, p < {ALPHA}")
+    quote = ("Empirical results on tabular and image datasets corroborate our theoretical "
+             "findings and demonstrate that EAGLE improves explanation reproducibility "
+             "across runs, achieves higher neighborhood stability, and improves perturbation "
+             "sample quality as compared to state-of-the-art baselines such as Tilia, US-LIME, "
+             "GLIME and BayesLIME.")
     spec = [
         ("rep_spearman", "reproducibility across seeds (mean pairwise Spearman of "
-                         "|attributions|; top-5 Jaccard in the table)",
-         "abstract: EAGLE 'improves explanation reproducibility across runs' compared with "
-         "Tilia, US-LIME, GLIME and BayesLIME (no numbers in the public abstract)"),
+                         "|attributions|; top-5 Jaccard in the table)"),
         ("nbhd_spearman", "neighbourhood stability (Spearman of |E(x)| vs |E(x')|, "
-                          f"x' = x + N(0, {RADIUS}^2))",
-         "abstract: EAGLE 'achieves higher neighborhood stability' than the same baselines "
-         "(no numbers in the public abstract)"),
-        ("r2", "perturbation sample quality (surrogate R^2 on held-out LIME coalitions)",
-         "abstract: EAGLE 'improves perturbation sample quality' compared with the same "
-         "baselines (no numbers in the public abstract)"),
+                          f"x' = x + N(0, {RADIUS}^2))"),
+        ("r2", "perturbation sample quality (surrogate R^2 on held-out LIME coalitions)"),
     ]
-    for metric, what, paper in spec:
+    for metric, what in spec:
         for base in BASELINES:
-            holds, ev = _compare(rows, metric, base)
+            holds, ev, sens = _compare(rows, per_input, metric, base, budgets)
             if metric == "rep_spearman":
-                _, ev_j = _compare(rows, "rep_jaccard", base)
-                ev["top5_jaccard_mean_difference"] = ev_j["mean_difference"]
+                _, ev_j, _ = _compare(rows, per_input, "rep_jaccard", base, budgets)
+                ev["top5_jaccard_pooled_difference"] = ev_j["pooled_per_input_difference"]
             ev["rule"] = how
-            ctx.claim(f"EAGLE beats {base} on {what} at equal query budgets", holds, ev,
-                      paper=paper)
+            ctx.claim(f"EAGLE beats {base} on {what} at equal query budgets ({how})", holds,
+                      ev, quote=quote, sensitivity=sens,
+                      paper="abstract only (no numbers public); the protocol, metrics and "
+                      "decision rule are calix's")
 
-    ratios = np.array([float(np.max(g["gain"] / g["bound"])) for g in gains])
     slopes = {r["dataset"]: r["gain_slope_over_half_p"] for r in info_rows
               if r.get("gain_slope_over_half_p") is not None}
+    sl = np.array(list(slopes.values()), dtype=np.float64)
+
+    def within(lo: float, hi: float) -> bool:
+        return bool(len(sl) and ((sl >= lo) & (sl <= hi)).all())
+
     ctx.claim(
-        "EAGLE's cumulative information gain 1/2 log det(A_t) stays below the O(d log t) bound "
-        "((d+1)/2) log(1 + t c/(d+1)) in every run",
+        "EAGLE's cumulative information gain grows like d log t: on every dataset its slope "
+        "against log t (smallest to largest budget, mean over inputs), divided by (d + 1)/2, "
+        "lies between 0.5 and 1.5 (calix's tolerance), so the gain is logarithmic in t and "
+        "linear in d",
+        within(0.5, 1.5),
+        {"slope_of_gain_vs_log_t_over_(d+1)/2": slopes,
+         "d": {r["dataset"]: r["d"] for r in info_rows}},
+        quote="Theoretically, we establish that cumulative information gain scales as "
+        "O(d log t) ... Empirical results on tabular and image datasets corroborate our "
+        "theoretical findings",
+        paper="abstract: the bound is the theory; the slope is what the experiments can show",
+        sensitivity={"between 0.75 and 1.25": within(0.75, 1.25),
+                     "between 0.25 and 2": within(0.25, 2.0)})
+
+    ratios = np.array([float(np.max(g["gain"] / g["bound"])) for g in gains])
+    ctx.claim(
+        "EAGLE's cumulative information gain 1/2 log det(A_t) stays below the bound "
+        "((d+1)/2) log(1 + t c/(d+1)) in every run (a property of every design: "
+        "log det(A) <= p log(tr(A)/p) by the AM-GM inequality, so this tests the "
+        "implementation)",
         bool(len(ratios) and (ratios <= 1 + 1e-9).all()),
         {"eagle_calls": len(ratios), "inputs_checked": int(sum(g["gain"].size for g in gains)),
-         "max_gain_over_bound": round(float(ratios.max()), 4) if len(ratios) else None,
-         "slope_of_gain_vs_log_t_over_(d+1)/2": slopes,
-         "note": "the bound follows from log det(A) <= p log(tr(A)/p), so it checks the "
-                 "implementation; the slope (about 1 = gain grows like (d+1)/2 log t) is the "
-                 "empirical side"},
+         "max_gain_over_bound": round(float(ratios.max()), 4) if len(ratios) else None},
+        kind="check",
         paper="abstract: cumulative information gain scales as O(d log t)")
 
     eagle_cov = [r for r in cov_rows if r["method"] == "EAGLE"]
     covs = np.array([r["coverage"] for r in eagle_cov], dtype=np.float64)
     ctx.claim(
-        f"EAGLE's {LEVEL:.0%} credible intervals cover the true attributions of a noisy linear "
-        f"black box at a near-nominal rate (within {NEAR_NOMINAL} of {LEVEL})",
-        bool(len(covs) and (np.abs(covs - LEVEL) <= NEAR_NOMINAL).all()),
+        f"EAGLE's {LEVEL:.0%} credible intervals cover the true attributions of a noisy "
+        f"linear black box (which the surrogate models exactly) at a rate of at least "
+        f"{LEVEL - NEAR_NOMINAL:.2f} (a coverage cannot exceed 1, so 'within {NEAR_NOMINAL} "
+        f"of {LEVEL}' tests only this lower side)",
+        bool(len(covs) and (covs >= LEVEL - NEAR_NOMINAL).all()),
         {"eagle_coverage": {f"tau={r['noise_sd']}@{r['budget']}": round(r["coverage"], 4)
                             for r in eagle_cov},
          "bayeslime_coverage": {f"tau={r['noise_sd']}@{r['budget']}": round(r["coverage"], 4)
                                 for r in cov_rows if r["method"] == "BayesLIME"}},
-        paper="abstract: EAGLE produces 'feature importance scores along with the "
-              "uncertainty/confidence estimates' (no coverage numbers in the public abstract)")
+        kind="extension",
+        paper="not in the paper: the abstract mentions 'uncertainty/confidence estimates' "
+        "and reports no coverage",
+        sensitivity={"at least 0.925": bool(len(covs) and (covs >= 0.925).all()),
+                     "at least 0.85": bool(len(covs) and (covs >= 0.85).all())})
 
 
 def _info_rows(gains: list[dict[str, Any]], infos: dict[str, dict[str, Any]]
@@ -533,7 +602,7 @@ def _run(ctx: StudyContext) -> None:
     ctx.table("queries_to_stability", q2s_rows)
     ctx.table("coverage", cov_rows)
     ctx.table("information_gain", info_rows)
-    _claims(ctx, rows, gains, info_rows, cov_rows)
+    _claims(ctx, rows, gains, info_rows, cov_rows, per_input, cfg["budgets"])
 
     datasets, budgets = list(infos), cfg["budgets"]
     ctx.figure("reproducibility", _plot_vs_budget(

@@ -1,0 +1,110 @@
+"""Decision rules with uncertainty for the studies' comparison claims, and the detection of
+degenerate explanations.
+
+A comparison claim ("A beats B", "calibration lowers X") is decided on *paired* per-input
+differences, never on a difference of two means alone:
+
+- :func:`paired` -- one-sided paired t-test (and the Wilcoxon signed-rank test beside it) of
+  the per-input differences, with the mean difference and its 95% interval;
+- :func:`bootstrap_mean_ci` -- a percentile bootstrap interval of a mean over inputs;
+- :func:`degenerate_maps` -- which explanations are constant, or hold NaN / infinite values
+  (a failed optimisation, a dead gradient), so that studies exclude them from aggregates with
+  a count instead of averaging them in.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ALPHA", "paired", "bootstrap_mean_ci", "degenerate_maps", "majority"]
+
+#: significance level of every one-sided comparison (the rule's text states it)
+ALPHA = 0.05
+
+
+def paired(a: Any, b: Any, *, alternative: str = "greater", alpha: float = ALPHA
+           ) -> dict[str, Any]:
+    """Paired comparison of ``a`` and ``b`` (one value per input, same order).
+
+    ``alternative`` -- ``"greater"`` tests mean(a - b) > 0, ``"less"`` mean(a - b) < 0. Pairs
+    with a non-finite member are dropped (counted in ``n_dropped``). Returns ``n``,
+    ``mean_diff`` (a - b), ``se``, ``ci95`` (two-sided t interval of the mean difference),
+    ``t``, ``p`` (one-sided t-test), ``p_wilcoxon`` (one-sided signed-rank test; 1 when every
+    difference is 0), ``significant`` (p < alpha) and ``significant_wilcoxon``.
+    With fewer than two pairs nothing is significant.
+    """
+    from scipy import stats
+
+    if alternative not in ("greater", "less"):
+        raise ValueError(f"alternative must be 'greater' or 'less', got {alternative!r}")
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"paired values need the same length, got {len(a)} and {len(b)}")
+    ok = np.isfinite(a) & np.isfinite(b)
+    d = a[ok] - b[ok]
+    n = len(d)
+    out: dict[str, Any] = {"n": n, "n_dropped": int((~ok).sum()),
+                           "mean_diff": float(d.mean()) if n else math.nan,
+                           "se": math.nan, "ci95": [math.nan, math.nan], "t": math.nan,
+                           "p": 1.0, "p_wilcoxon": 1.0, "significant": False,
+                           "significant_wilcoxon": False, "alternative": alternative}
+    if n < 2:
+        return out
+    sd = float(d.std(ddof=1))
+    se = sd / math.sqrt(n)
+    half = float(stats.t.ppf(0.975, n - 1)) * se
+    out["se"], out["ci95"] = se, [float(d.mean() - half), float(d.mean() + half)]
+    if se > 0:
+        t = float(d.mean() / se)
+        out["t"] = t
+        out["p"] = float(stats.t.sf(t, n - 1) if alternative == "greater"
+                         else stats.t.cdf(t, n - 1))
+    elif d.mean() != 0:  # every difference equal and non-zero: as certain as it gets
+        out["t"] = math.copysign(math.inf, d.mean())
+        out["p"] = 0.0 if (d.mean() > 0) == (alternative == "greater") else 1.0
+    if np.any(d != 0):
+        out["p_wilcoxon"] = float(stats.wilcoxon(d, alternative=alternative,
+                                                 zero_method="wilcox").pvalue)
+    out["significant"] = bool(out["p"] < alpha)
+    out["significant_wilcoxon"] = bool(out["p_wilcoxon"] < alpha)
+    return out
+
+
+def bootstrap_mean_ci(values: Any, *, n_boot: int = 2000, level: float = 0.95,
+                      seed: int = 0) -> list[float]:
+    """Percentile bootstrap interval of the mean of ``values`` (non-finite values dropped)."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return [math.nan, math.nan]
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return [float(lo), float(hi)]
+
+
+def degenerate_maps(values: Any, *, rtol: float = 1e-6) -> np.ndarray:
+    """Boolean per input: the map holds a NaN / infinite value or is constant.
+
+    ``values`` has shape (n, ...). A map is constant when its range is at most ``rtol`` times
+    its largest magnitude (or exactly 0 for an all-zero map). Such a map ranks no pixel above
+    another: a deletion curve on it measures the tie-breaking order, not the explainer.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    flat = v.reshape(len(v), -1)
+    bad = ~np.isfinite(flat).all(1)
+    with np.errstate(invalid="ignore"):
+        rng = np.nanmax(flat, 1) - np.nanmin(flat, 1) if flat.shape[1] else np.zeros(len(v))
+        scale = np.nanmax(np.abs(flat), 1) if flat.shape[1] else np.zeros(len(v))
+    const = rng <= rtol * scale
+    return bad | const
+
+
+def majority(flags: Any) -> bool:
+    """A strict majority of ``flags`` is true."""
+    f = [bool(x) for x in flags]
+    return sum(f) > len(f) / 2
