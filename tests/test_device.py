@@ -311,7 +311,11 @@ _KWARGS: dict[str, dict[str, Any]] = {
     "rise": {"n_masks": 40, "grid": 4},
     "lime": {"n_samples": 80},
     "kernel_shap": {"n_samples": 40},  # below 2^d - 2 for images: the sampled design
-    "poly_shap": {"n_samples": 90, "n_resamples": 2},
+    "poly_shap": {"n_samples": 140},  # 136 second-order terms for 16 patches, + the ends
+    "leverage_shap": {"n_samples": 60},
+    "regression_adjusted_shap": {"n_samples": 80},
+    "logit_surrogate_shap": {"n_samples": 90},
+    "shapley": {"n_samples": 60},
     "meaningful_perturbation": {"steps": 3},
     "bayes_lime": {"n_samples": 80, "focused": True, "n_start": 30, "n_candidates": 60,
                    "batch": 25},

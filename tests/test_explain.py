@@ -345,7 +345,8 @@ def test_budget_too_small():
     model = wrap(_mlp(d=10), input_shape=(10,))
     with pytest.raises(ValueError, match=r"LIME needs n_samples >= d \+ 1 = 11"):
         LIME(model, n_samples=10).explain(torch.randn(1, 10))
-    with pytest.raises(ValueError, match="KernelSHAP needs n_samples >= d = 10"):
+    with pytest.raises(ValueError, match="KernelSHAP needs n_samples >= 12 model queries per input "
+                                         "for 10 features"):
         KernelSHAP(model, n_samples=5).explain(torch.randn(1, 10))
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from calix.explain import LIME, Explanation, KernelSHAP, Occlusion, PolySHAP, Saliency
+from calix.explain import LIME, Explanation, KernelSHAP, LogitSurrogateSHAP, Occlusion, Saliency
 from calix.models import wrap
 from calix.perturb import Constant, PatchGrid
 from calix.uncertainty import MCDropout, explanation_distribution
@@ -89,7 +89,7 @@ def test_repr_is_short_and_summarises(tab, dist):
     counts = {c: int((tab.target == i).sum()) for i, c in enumerate(CLASSES)}
     for c, k in counts.items():
         assert (f"'{c}': {k}" in r) == (k > 0)
-    assert "intervals=False" in r and f"n_queries={tab.n_queries}" in r
+    assert "intervals=True" in r and f"n_queries={tab.n_queries}" in r  # KernelSHAP: jackknife
     assert len(r) < 250 and "array" not in r
     rd = repr(dist)
     assert "std=True" in rd and "n=3" in rd and len(rd) < 250
@@ -124,7 +124,7 @@ def test_to_pandas_images_need_per_feature_values():
 
 def test_to_pandas_checks_names_and_picks_intervals():
     x = torch.randn(3, D, generator=torch.Generator().manual_seed(3))
-    exp = PolySHAP(wrap(_mlp(), input_shape=(D,)), n_samples=40, n_resamples=8,
+    exp = LogitSurrogateSHAP(wrap(_mlp(), input_shape=(D,)), n_samples=40,
                    fill=Constant(0.0)).explain(x)
     np.testing.assert_array_equal(exp.to_pandas("lower").drop(columns="target").to_numpy(),
                                   exp.lower)
@@ -178,7 +178,7 @@ def test_to_shap_uses_the_surrogate_intercept_and_intervals():
     np.testing.assert_array_equal(lime.to_shap().data, x.numpy())  # explained rows
     lime.data = np.zeros((2, 1, 2, 3))  # not one value per feature: left out
     assert lime.to_shap().data is None
-    poly = PolySHAP(model, n_samples=40, n_resamples=8, fill=Constant(0.0)).explain(x)
+    poly = LogitSurrogateSHAP(model, n_samples=40, fill=Constant(0.0)).explain(x)
     sx = poly.to_shap()
     np.testing.assert_array_equal(sx.lower_bounds, poly.lower)
     np.testing.assert_array_equal(sx.upper_bounds, poly.upper)

@@ -1,6 +1,6 @@
 """Padding columns: with per-image features (superpixels) an image with fewer features than the
 widest of the batch has mask columns that remove nothing. Every surrogate explainer leaves them
-out: attribution exactly 0 there, and KernelSHAP's / PolySHAP's efficiency on the real
+out: attribution exactly 0 there, and the Shapley estimators' efficiency on the real
 features."""
 
 from __future__ import annotations
@@ -119,12 +119,20 @@ _SURROGATES = {
     "kernel_shap": {"n_samples": 24},
     "glime": {"n_samples": 60},
     "us_lime": {"n_samples": 60},
-    "poly_shap": {"n_samples": 28, "n_resamples": 2, "adjust": True},
+    "poly_shap": {"n_samples": 28},
+    "leverage_shap": {"n_samples": 28},
+    "regression_adjusted_shap": {"n_samples": 28},
+    "logit_surrogate_shap": {"n_samples": 28, "adjust": True},
+    "shapley": {"n_samples": 28},
     "bayes_lime": {"n_samples": 60, "focused": True, "n_start": 20, "n_candidates": 40,
                    "batch": 20},
     "bayes_shap": {"n_samples": 40, "target_width": 0.5, "max_samples": 40, "n_start": 20},
     "eagle": {"n_samples": 40, "batch": 8},
 }
+
+
+_SHAPLEY = ("kernel_shap", "poly_shap", "leverage_shap", "regression_adjusted_shap",
+            "logit_surrogate_shap", "shapley")
 
 
 @pytest.mark.parametrize("name", list(_SURROGATES))
@@ -141,7 +149,7 @@ def test_padding_columns_get_zero_attribution(name):
         if arr is not None:
             assert (arr[1, 3:] == 0).all(), field
             assert np.isfinite(arr).all()
-    if name == "poly_shap":  # efficiency on the real features (the logit link is computed
+    if name in _SHAPLEY:  # efficiency on the real features (the logit link is computed
         # from the logits, the scores are float32 probabilities: rounding of 1e-7)
         np.testing.assert_allclose(exp.extra["efficiency_gap"], 0.0, atol=1e-6)
 
@@ -234,6 +242,10 @@ def test_lime_kernel_counts_only_real_features():
     got = lime_kernel(masks, None, torch.tensor([4, 2]))
     np.testing.assert_allclose(got[0], lime_kernel(masks[0]), rtol=1e-12)
     np.testing.assert_allclose(got[1], lime_kernel(masks[1, :, :2]), rtol=1e-12)
+
+
+_SHAPLEY = ("kernel_shap", "poly_shap", "leverage_shap", "regression_adjusted_shap",
+            "logit_surrogate_shap", "shapley")
 
 
 @pytest.mark.parametrize("name", list(_SURROGATES))

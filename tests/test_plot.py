@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from calix import plot
-from calix.explain import IntegratedGradients, KernelSHAP, Occlusion, PolySHAP
+from calix.explain import IntegratedGradients, KernelSHAP, LogitSurrogateSHAP, Occlusion
 from calix.metrics import LevelCalibration
 from calix.models import wrap
 from calix.perturb import Constant, PatchGrid, Superpixels
@@ -133,7 +133,7 @@ def test_explanation_figure_tabular_batch(tab, tmp_path):
 
 def test_attribution_bars_with_intervals(tab, tmp_path):
     model, x, _ = tab
-    exp = PolySHAP(model, n_samples=40, n_resamples=8, fill=Constant(0.0)).explain(x[:2])
+    exp = LogitSurrogateSHAP(model, n_samples=40, fill=Constant(0.0)).explain(x[:2])
     exp.feature_names = NAMES
     fig = plot.attribution_bars(exp, index=1, max_features=4, path=tmp_path / "bars.png")
     ax = fig.axes[0]

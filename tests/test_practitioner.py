@@ -25,8 +25,10 @@ from calix.explain import (
     RISE,
     IntegratedGradients,
     KernelSHAP,
+    LeverageSHAP,
+    LogitSurrogateSHAP,
     Occlusion,
-    PolySHAP,
+    Shapley,
 )
 from calix.models import Model, TorchModel
 from calix.perturb import (
@@ -90,7 +92,7 @@ def test_marginal_kernel_shap_equals_shap_kernel_explainer(cancer):
     np.testing.assert_allclose(exp.feature_values, ref, atol=1e-5)
 
 
-@pytest.mark.parametrize("cls", [KernelSHAP, PolySHAP])
+@pytest.mark.parametrize("cls", [KernelSHAP, LeverageSHAP, LogitSurrogateSHAP, Shapley])
 def test_marginal_efficiency_with_sampled_coalitions(cancer, cls):
     """All 30 features (sampled coalitions): Σφ = p(x) − E_b p(b) still holds exactly (both
     estimators impose efficiency), and the base value is the background average."""

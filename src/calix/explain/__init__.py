@@ -21,8 +21,16 @@ from calix.explain.gradient import (
     SmoothGrad,
     as_forward,
 )
+from calix.explain.logit_surrogate import LogitSurrogateSHAP
 from calix.explain.perturbation import RISE, FeatureExplainer, MeaningfulPerturbation, Occlusion
 from calix.explain.polyshap import PolySHAP
+from calix.explain.shapley import (
+    LeverageSHAP,
+    RegressionAdjustedSHAP,
+    Shapley,
+    ShapleyEstimator,
+    exact_shapley,
+)
 from calix.explain.surrogate import (
     GLIME,
     LIME,
@@ -42,6 +50,10 @@ METHODS = {
     "lime": LIME,
     "kernel_shap": KernelSHAP,
     "poly_shap": PolySHAP,
+    "leverage_shap": LeverageSHAP,
+    "regression_adjusted_shap": RegressionAdjustedSHAP,
+    "logit_surrogate_shap": LogitSurrogateSHAP,
+    "shapley": Shapley,
     "meaningful_perturbation": MeaningfulPerturbation,
 }
 
@@ -49,6 +61,8 @@ __all__ = [
     "Explainer", "Explanation", "reduce_channels", "score", "as_forward", "CaptumExplainer",
     "GuidedBackprop", "IntegratedGradients", "Saliency", "SmoothGrad", "FeatureExplainer",
     "MeaningfulPerturbation", "Occlusion", "RISE", "LIME", "KernelSHAP", "PolySHAP", "METHODS",
+    "LeverageSHAP", "RegressionAdjustedSHAP", "LogitSurrogateSHAP", "Shapley",
+    "ShapleyEstimator", "exact_shapley",
     "shapley_kernel_weights", "weighted_ridge",
 ]
 

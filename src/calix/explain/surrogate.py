@@ -1,8 +1,10 @@
-"""Surrogate explainers on the shared engine: LIME and KernelSHAP, batched over inputs.
+"""Surrogate explainers on the shared engine: LIME, GLIME and US-LIME, batched over inputs.
 
-Both sample coalitions of interpretable features, query the model on every perturbation of
-every input in one chunked path, and solve all inputs' weighted least-squares problems at once
-(batched ``torch.linalg.solve`` in float64).
+Each draws coalitions of interpretable features from its design in :mod:`calix.perturb`,
+queries the model on every perturbation of every input in one chunked path, and solves all
+inputs' weighted least-squares problems at once (:mod:`calix.explain.solvers`). KernelSHAP
+lives with the other Shapley estimators in :mod:`calix.explain.shapley` and is importable from
+here too.
 
 Inputs with fewer features than the widest of the batch (:class:`~calix.perturb.Superpixels`)
 have *padding* columns in their coalitions: those columns remove nothing, so every surrogate
@@ -22,111 +24,12 @@ from torch import Tensor
 
 from calix.explain.base import Explanation
 from calix.explain.perturbation import FeatureExplainer
-from calix.perturb import ShapleyKernel, _subsets_of_size, all_coalitions, make_generator
+from calix.explain.shapley import KernelSHAP
+from calix.explain.solvers import efficiency_constrained_wls, real_columns, weighted_ridge
+from calix.perturb import GlimeDesign, LimeDesign, make_generator
 
 __all__ = ["LIME", "KernelSHAP", "GLIME", "USLIME", "weighted_ridge", "shapley_kernel_weights",
            "lime_kernel", "efficiency_constrained_wls", "real_columns", "size_stratified_weights"]
-
-
-def real_columns(n_features: Tensor, d: int, device: torch.device | str | None = None
-                 ) -> Tensor | None:
-    """Which of d mask columns are real features of each input, (n, d) bool; None when every
-    input has all d (no padding columns).
-
-    ``n_features`` (n,) is :attr:`calix.perturb.Segmentation.n_features`.
-    """
-    nf = torch.as_tensor(n_features).to(device)
-    if bool((nf == d).all()):
-        return None
-    return torch.arange(d, device=device) < nf[:, None]
-
-
-def weighted_ridge(z: Tensor, y: Tensor, w: Tensor, alpha: float, *,
-                   valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Batched weighted ridge regression with an unpenalised intercept.
-
-    Parameters
-    ----------
-    z : Tensor (n, m, d); y : Tensor (n, m); w : Tensor (n, m) or (m,) non-negative weights
-    alpha : float -- L2 penalty on the coefficients (not the intercept), as scikit-learn's Ridge.
-
-    valid : Tensor (n, d) bool or None -- real columns (:func:`real_columns`); the others are
-        left out of the fit and get coefficient exactly 0.
-
-    The fit runs in float64 on ``y``'s device (``z`` and ``w`` are moved there).
-
-    Returns
-    -------
-    coef : Tensor (n, d); intercept : Tensor (n,)
-    """
-    y = y.double()
-    z, w = z.to(y.device, torch.float64), w.to(y.device, torch.float64).expand_as(y)
-    wsum = w.sum(1, keepdim=True)
-    zm = (w[..., None] * z).sum(1) / wsum  # (n, d)
-    ym = (w * y).sum(1) / wsum[:, 0]
-    zc, yc = z - zm[:, None], y - ym[:, None]
-    if valid is not None:
-        zc = zc * valid.to(zc.device)[:, None, :]
-    a = zc.transpose(1, 2) @ (w[..., None] * zc)
-    a = a + alpha * torch.eye(z.shape[-1], dtype=a.dtype, device=a.device)
-    if valid is not None:  # a padding column's row is e_j: its coefficient solves to 0
-        a = a + torch.diag_embed((~valid.to(a.device)).to(a.dtype))
-    b = zc.transpose(1, 2) @ (w * yc)[..., None]
-    coef = torch.linalg.solve(a, b)[..., 0]
-    return coef, ym - (zm * coef).sum(1)
-
-
-def efficiency_constrained_wls(z: Tensor, y: Tensor, w: Tensor, total: Tensor, *,
-                               solve: Any = torch.linalg.solve,
-                               valid: Tensor | None = None) -> Tensor:
-    """KernelSHAP's estimator: argmin_φ Σ w (y − z·φ)² subject to Σφ = ``total``, batched.
-
-    The constraint is eliminated (φ_d = total − Σ_{j<d} φ_j) and the remaining unconstrained
-    weighted least squares, with a 1e-10 ridge, solved by ``solve(a, b)`` (default
-    ``torch.linalg.solve``).
-
-    Parameters
-    ----------
-    z : Tensor (n, m, d) -- coalitions (bool or float); y : Tensor (n, m) -- v(S) − v(∅)
-    w : Tensor (n, m) or (m,) -- regression weights; total : Tensor (n,) -- v(full) − v(∅)
-    (all moved to ``y``'s device)
-    valid : Tensor (n, d) bool or None -- real columns (:func:`real_columns`): padding columns
-        get φ = 0 exactly and the constraint holds on the real ones (the last real column is
-        the eliminated one).
-
-    Returns
-    -------
-    φ : Tensor (n, d), float64.
-    """
-    y = y.double()
-    z, total = z.to(y.device, torch.float64), total.to(y.device, torch.float64)
-    w = w.to(y.device, torch.float64).expand_as(y)
-    if valid is not None:
-        return _constrained_wls_padded(z, y, w, total, solve, valid.to(y.device))
-    zr = z[..., :-1] - z[..., -1:]
-    yr = y - z[..., -1] * total[:, None]
-    a = zr.transpose(1, 2) @ (w[..., None] * zr)
-    a = a + 1e-10 * torch.eye(z.shape[-1] - 1, dtype=a.dtype, device=a.device)
-    head = solve(a, zr.transpose(1, 2) @ (w * yr)[..., None])[..., 0]
-    return torch.cat([head, (total - head.sum(1))[:, None]], dim=1)
-
-
-def _constrained_wls_padded(z: Tensor, y: Tensor, w: Tensor, total: Tensor, solve: Any,
-                            valid: Tensor) -> Tensor:
-    """:func:`efficiency_constrained_wls` with padding columns: each input eliminates its own
-    last real column; the free columns are its other real ones."""
-    n, _, d = z.shape
-    last = valid.sum(1) - 1  # (n,)
-    cols = torch.arange(d, device=z.device)
-    free = valid & (cols != last[:, None])  # (n, d)
-    z_last = z.gather(2, last.view(n, 1, 1).expand(n, z.shape[1], 1))  # (n, m, 1)
-    zr = (z - z_last) * free[:, None, :].to(z.dtype)
-    yr = y - z_last[..., 0] * total[:, None]
-    a = zr.transpose(1, 2) @ (w[..., None] * zr)
-    a = a + 1e-10 * torch.eye(d, dtype=a.dtype, device=a.device)
-    a = a + torch.diag_embed((~free).to(a.dtype))  # e_j rows: φ_j = 0 for padding and `last`
-    head = solve(a, zr.transpose(1, 2) @ (w * yr)[..., None])[..., 0]
-    return head.scatter(1, last[:, None], (total - head.sum(1))[:, None])
 
 
 def size_stratified_weights(masks: Tensor, n_features: Tensor) -> Tensor:
@@ -209,11 +112,9 @@ class LIME(FeatureExplainer):
                 "kernel_width": self.kernel_width, "alpha": self.alpha, "seed": self.seed}
 
     def sample(self, n: int, d: int, generator: torch.Generator) -> Tensor:
-        """Masks (n, n_samples, d): the all-ones mask, then LIME's random removals."""
-        m = self.n_samples - 1
-        n_off = torch.randint(1, max(d, 2), (n * m,), generator=generator)
-        masks = _subsets_of_size(d - n_off, d, generator).reshape(n, m, d)
-        return torch.cat([torch.ones(n, 1, d, dtype=torch.bool), masks], dim=1)
+        """Masks (n, n_samples, d): the all-ones mask, then LIME's random removals
+        (:class:`~calix.perturb.LimeDesign`)."""
+        return LimeDesign().draw(n, self.n_samples, d, generator).masks
 
     def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
         seg = self.engine(x).segment(x)
@@ -236,118 +137,6 @@ class LIME(FeatureExplainer):
         r2 = 1 - (w * (yd - pred) ** 2).sum(1) / (w * (yd - ym) ** 2).sum(1).clamp_min(1e-300)
         return self._result(coef.float(), seg, intercept=icpt.cpu().numpy(),
                             r2=r2.cpu().numpy())
-
-
-class KernelSHAP(FeatureExplainer):
-    """KernelSHAP (Lundberg & Lee 2017) with the efficiency constraint Σφ = s(x) − s(∅).
-
-    When all 2^d − 2 proper coalitions fit in ``n_samples`` they are enumerated with their
-    exact Shapley-kernel weights, which gives the exact Shapley values of the game
-    v(S) = s(π(x, S)); otherwise the heaviest coalition sizes are enumerated and the rest
-    sampled from the Shapley kernel (see :meth:`design`). The constrained weighted least squares
-    is solved for all inputs at once.
-
-    An input with fewer features than the batch's widest (superpixels) is explained as its own
-    n_i-player game: padding columns get φ = 0, Σφ = s(x) − s(∅) over its real features, and
-    its coalitions, restricted to the real features, are weighted by
-    :func:`size_stratified_weights` (exact Shapley values on the enumerating path).
-
-    ``extra`` holds ``base_value`` s(∅) (n,), ``full_value`` s(x) (n,) and ``exact`` (bool).
-    """
-
-    name = "kernel_shap"
-
-    def __init__(self, model: Any, *, n_samples: int = 2048, paired: bool = True,
-                 seed: int | None = 0, **kwargs: Any):
-        super().__init__(model, **kwargs)
-        self.n_samples, self.paired, self.seed = int(n_samples), bool(paired), seed
-
-    def params(self) -> dict[str, Any]:
-        return {**super().params(), "n_samples": self.n_samples, "paired": self.paired,
-                "seed": self.seed}
-
-    def design(self, n: int, d: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
-        """Coalitions (n, n_samples, d) and their regression weights (n_samples,) or (n, m).
-
-        As shap's KernelExplainer: coalition sizes are taken in pairs (s, d − s) from the
-        heaviest kernel mass inwards, and a pair is enumerated completely (each subset weighted
-        by its exact kernel weight) while the budget left would otherwise sample it at least
-        as often as it has subsets; the rest of the budget is drawn from the remaining sizes'
-        kernel (paired with complements when ``paired``) with equal weights carrying the
-        remaining kernel mass. Enumerated parts are the same for every seed, which is what
-        makes the estimate reproducible.
-        """
-        size_w = ShapleyKernel.size_weights(d)  # mass of each size 1..d-1, sums to 1
-        left, mass_left = self.n_samples, 1.0
-        parts, weights = [], []
-        remaining = list(range(1, d))
-        for s in range(1, d // 2 + 1):
-            sizes = [s] if s == d - s else [s, d - s]
-            count = sum(math.comb(d, k) for k in sizes)
-            mass = float(sum(size_w[k - 1] for k in sizes))
-            if count > left or left * mass / mass_left < count:
-                break
-            idx = torch.combinations(torch.arange(d), r=s)  # size s; size d - s = complements
-            small = torch.zeros(len(idx), d, dtype=torch.bool)
-            small[torch.arange(len(idx))[:, None], idx] = True
-            for k in sizes:
-                parts.append(small if k == s else ~small)
-                weights.append(torch.full((len(idx),), float(size_w[k - 1]) / math.comb(d, k),
-                                          dtype=torch.float64))
-                remaining.remove(k)
-            left -= count
-            mass_left -= mass
-        fixed = torch.cat(parts) if parts else torch.zeros(0, d, dtype=torch.bool)
-        fixed_w = torch.cat(weights) if weights else torch.zeros(0, dtype=torch.float64)
-        if left > 0 and remaining:
-            probs = size_w[[k - 1 for k in remaining]]
-            half = (left + 1) // 2 if self.paired else left
-            pick = torch.multinomial(probs / probs.sum(), n * half, replacement=True,
-                                     generator=g)
-            sizes = torch.as_tensor(remaining)[pick]
-            drawn = _subsets_of_size(sizes, d, g).reshape(n, half, d)
-            if self.paired:
-                drawn = torch.stack([drawn, ~drawn], 2).reshape(n, 2 * half, d)[:, :left]
-            masks = torch.cat([fixed[None].expand(n, -1, -1), drawn], 1)
-            w = torch.cat([fixed_w, torch.full((drawn.shape[1],), mass_left / drawn.shape[1],
-                                               dtype=torch.float64)])
-        else:
-            masks, w = fixed[None].expand(n, -1, -1), fixed_w
-        return masks, w
-
-    def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
-        seg = self.engine(x).segment(x)
-        d = seg.d
-        n = len(x)
-        if d < 2:
-            raise ValueError("KernelSHAP needs at least 2 features")
-        if self.n_samples < d:
-            raise ValueError(f"KernelSHAP needs n_samples >= d = {d} for {d} features, "
-                             f"got {self.n_samples}")
-        exact = d <= 20 and 2**d - 2 <= self.n_samples
-        g = make_generator(self.seed)
-        if exact:
-            coal = all_coalitions(d)[1:-1]  # drop the empty and the full coalition
-            masks = coal[None].expand(n, -1, -1)
-            w = shapley_kernel_weights(coal)
-        else:
-            masks, w = self.design(n, d, g)
-        valid = real_columns(seg.n_features, d)
-        if valid is not None:  # inputs with padding: their own n_i-player kernel, by size
-            masks = masks & valid[:, None, :]
-            padded = seg.n_features.cpu() < d
-            w = torch.where(padded[:, None], size_stratified_weights(masks, seg.n_features),
-                            w.expand(n, masks.shape[1]))
-        ends = torch.stack([torch.ones(d, dtype=torch.bool), torch.zeros(d, dtype=torch.bool)])
-        all_masks = torch.cat([ends[None].expand(n, -1, -1), masks], dim=1)
-        s, _ = self._scores(x, all_masks, targets, seed=g)
-        s = s.double()
-        full, empty, y = s[:, 0], s[:, 1], s[:, 2:] - s[:, 1:2]
-        delta = full - empty
-        phi = efficiency_constrained_wls(masks.to(s.device), y, w.to(s.device), delta,
-                                         valid=valid)
-        return self._result(phi.float(), seg, base_value=empty.cpu().numpy(),
-                            full_value=full.cpu().numpy(), exact=exact)
 
 
 class GLIME(FeatureExplainer):
@@ -378,14 +167,9 @@ class GLIME(FeatureExplainer):
                 "n_samples": self.n_samples, "alpha": self.alpha, "seed": self.seed}
 
     def sample(self, n: int, d: int, g: torch.Generator) -> Tensor:
-        """Masks (n, n_samples, d): bool (binomial) or float in [0, 1] (gauss)."""
-        if self.variant == "binomial":
-            keep = 1.0 / (1.0 + math.exp(-1.0 / self.sigma**2))
-            return torch.rand(n, self.n_samples, d, generator=g) < keep
-        from calix.perturb import _std_normal
-
-        eps = _std_normal(torch.Size((n, self.n_samples, d)), g)
-        return (1.0 + self.sigma * eps).clamp(0.0, 1.0)
+        """Masks (n, n_samples, d): bool (binomial) or float in [0, 1] (gauss)
+        (:class:`~calix.perturb.GlimeDesign`)."""
+        return GlimeDesign(self.variant, self.sigma).draw(n, self.n_samples, d, g).masks
 
     def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
         seg = self.engine(x).segment(x)

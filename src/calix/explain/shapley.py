@@ -1,0 +1,594 @@
+"""Shapley-value estimators: a coalition design (:mod:`calix.perturb`), a fill, an estimator.
+
+Every estimator here explains the game v(S) = s(π(x, S)) -- the explained score of the input
+with the features outside S removed by the fill -- and shares one frame
+(:class:`ShapleyEstimator`):
+
+- ``n_samples`` is the number of model queries per input, the empty and the full coalition
+  included; an estimator refuses a budget below its minimum and names it;
+- when all 2^d coalitions fit in the budget (d ≤ 20) they are enumerated and the exact Shapley
+  values returned (``extra["exact"]``, zero-width intervals);
+- efficiency holds: Σφ = v(full) − v(∅);
+- every estimate comes with a standard error (delete-a-group jackknife over the sampled
+  coalitions, ``n_groups`` groups of pairs, no extra queries) and a ``level`` interval
+  φ ± t_{G−1} · se;
+- ``target_width`` switches on the adaptive mode: start with 10 d queries (or the minimum),
+  double until every input's widest interval is at most ``target_width`` or the budget
+  ``n_samples`` is spent, and report the queries used (``extra["n_used"]``);
+- an input with fewer features than the batch's widest (superpixels) is explained as its own
+  game on its real features; its padding columns get φ = 0.
+
+Estimators: :class:`KernelSHAP` (Lundberg & Lee 2017, paired, border enumeration),
+:class:`LeverageSHAP` (Musco & Witter 2025), :class:`~calix.explain.polyshap.PolySHAP`
+(Fumagalli, Witter & Musco 2026), :class:`RegressionAdjustedSHAP` (Witter, Liu & Musco 2025,
+with a linear, quadratic or gradient-boosted-tree proxy), calix's
+:class:`~calix.explain.logit_surrogate.LogitSurrogateSHAP`, and :class:`Shapley`, which picks
+one by the budget.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats
+from torch import Tensor
+
+from calix.explain.base import Explanation
+from calix.explain.perturbation import FeatureExplainer
+from calix.explain.solvers import efficiency_constrained_wls, weighted_ridge
+from calix.perturb import (
+    CoalitionDesign,
+    Design,
+    Features,
+    KernelSHAPDesign,
+    LeverageDesign,
+    Perturbation,
+    Segmentation,
+    all_coalitions,
+    make_generator,
+)
+
+__all__ = ["ShapleyEstimator", "KernelSHAP", "LeverageSHAP", "RegressionAdjustedSHAP",
+           "Shapley", "exact_shapley", "polynomial_terms", "tree_shapley"]
+
+
+def exact_shapley(values: Tensor, coalitions: Tensor) -> Tensor:
+    """Shapley values from the game's values on all 2^d coalitions.
+
+    Parameters
+    ----------
+    values : Tensor of shape (n, 2**d) -- v(S) per input, columns ordered as the rows of
+        ``coalitions``.
+    coalitions : Tensor of shape (2**d, d), bool -- every coalition once (as
+        :func:`calix.perturb.all_coalitions`).
+
+    Returns
+    -------
+    Tensor of shape (n, d), float64: φ_i = Σ_S |S|!(d−|S|−1)!/d! (v(S ∪ i) − v(S)).
+    """
+    d = coalitions.shape[1]
+    z = coalitions.double().to(values.device)
+    s = z.sum(1)
+    lw = torch.lgamma(torch.arange(1, d + 2, dtype=torch.float64, device=values.device))  # log k!
+    fact = lambda k: torch.exp(lw[k.long()])  # noqa: E731
+    # v(S) enters φ_i with +w(|S|−1) when i ∈ S and −w(|S|) when i ∉ S, w(k) = k!(d−k−1)!/d!
+    w_in = torch.where(s > 0, fact((s - 1).clamp(min=0)) * fact(d - s) / math.factorial(d), 0.0)
+    w_out = torch.where(s < d, fact(s) * fact((d - s - 1).clamp(min=0)) / math.factorial(d), 0.0)
+    v = values.double()
+    return (v * w_in) @ z - (v * w_out) @ (1 - z)
+
+
+def polynomial_terms(d: int, order: int) -> list[Tensor]:
+    """The interaction terms of a degree-``order`` polynomial in d binary variables: one long
+    tensor (count, k) of feature indices per degree k = 1..order (all k-subsets)."""
+    return [torch.combinations(torch.arange(d), r=k) for k in range(1, order + 1)]
+
+
+def _term_design(z: Tensor, terms: list[Tensor]) -> Tensor:
+    """Products ∏_{i∈T} z_i of coalitions (..., d) for every term T: (..., n_terms) float64."""
+    zf = z.double()
+    cols = [zf[..., idx].prod(-1) if idx.shape[1] > 1 else zf[..., idx[:, 0]]
+            for idx in (t.to(z.device) for t in terms)]
+    return torch.cat(cols, -1)
+
+
+def _term_shapley(coef: Tensor, terms: list[Tensor], d: int) -> Tensor:
+    """Shapley values of Σ_T c_T ∏_{i∈T} z_i: φ_i = Σ_{T∋i} c_T / |T|. coef (n, n_terms)."""
+    phi = torch.zeros(coef.shape[0], d, dtype=coef.dtype, device=coef.device)
+    start = 0
+    for idx in terms:
+        k = idx.shape[1]
+        c = coef[:, start:start + len(idx)] / k
+        for j in range(k):
+            phi.index_add_(1, idx[:, j].to(coef.device), c)
+        start += len(idx)
+    return phi
+
+
+def tree_shapley(trees: list[Any], scale: float, d: int) -> np.ndarray:
+    """Exact Shapley values, on binary coalition vectors z ∈ {0, 1}^d, of a sum of
+    scikit-learn regression trees times ``scale`` (a gradient-boosted model's trees and
+    learning rate).
+
+    Each leaf is the game u(S) = [R ⊆ S][F ∩ S = ∅] for the features R its path requires
+    present (z > threshold) and F absent; with r = |R| and f = |F|, a random order makes
+    i ∈ R pivotal when it follows the rest of R and precedes all of F (probability
+    (r − 1)! f! / (r + f)!) and j ∈ F pivotal (with sign −1) when it follows all of R and
+    precedes the rest of F (r! (f − 1)! / (r + f)!). Returns (d,) float64.
+    """
+    phi = np.zeros(d)
+    fact = [math.factorial(k) for k in range(2 * d + 2)]
+    for tree in trees:
+        t = tree.tree_
+        stack: list[tuple[int, frozenset[int], frozenset[int]]] = [(0, frozenset(),
+                                                                     frozenset())]
+        while stack:
+            node, req, absent = stack.pop()
+            left, right = t.children_left[node], t.children_right[node]
+            if left == -1:  # a leaf
+                val = scale * float(t.value[node].ravel()[0])
+                r, f = len(req), len(absent)
+                if val and r + f:
+                    for i in req:
+                        phi[i] += val * fact[r - 1] * fact[f] / fact[r + f]
+                    for j in absent:
+                        phi[j] -= val * fact[r] * fact[f - 1] / fact[r + f]
+                continue
+            feat = int(t.feature[node])
+            if feat not in req:  # z_feat = 0 is consistent with the path
+                stack.append((left, req, absent | {feat}))
+            if feat not in absent:
+                stack.append((right, req | {feat}, absent))
+    return phi
+
+
+class _Segmented(Features):
+    """A fixed segmentation (a group of a batch's inputs), standing in for ``features``."""
+
+    def __init__(self, seg: Segmentation, features: Features):
+        self.seg, self.features = seg, features
+        self.sample_ndim = features.sample_ndim
+
+    def segment(self, x: Tensor) -> Segmentation:
+        return self.seg
+
+
+class ShapleyEstimator(FeatureExplainer):
+    """The frame every Shapley estimator shares (see the module docstring): budget checks,
+    the exact path, the query of the design, efficiency, jackknife intervals, the adaptive
+    mode and inputs of different widths. A subclass gives :meth:`design` and :meth:`fit`.
+
+    Parameters
+    ----------
+    n_samples : int -- model queries per input, the empty and the full coalition included;
+        the cap of the adaptive mode.
+    seed : int, Generator or None -- the coalitions, the jackknife groups and any randomness
+        of the estimator.
+    level : float -- coverage of the interval ``lower``/``upper``.
+    n_groups : int -- jackknife groups (>= 2).
+    target_width : float or None -- adaptive mode: stop when every interval of an input is at
+        most this wide (in the explained score's units).
+
+    ``extra`` holds ``base_value`` v(∅) (n,), ``full_value`` v(full) (n,), ``exact`` (bool),
+    ``n_used`` (queries per input) and ``efficiency_gap`` (n,) = Σφ − (v(full) − v(∅)).
+    """
+
+    name = "shapley_estimator"
+    #: the estimator's name in messages
+    title = "this estimator"
+
+    def __init__(self, model: Any, *, n_samples: int = 2048,
+                 seed: int | torch.Generator | None = 0, level: float = 0.95,
+                 n_groups: int = 10, target_width: float | None = None, **kwargs: Any):
+        super().__init__(model, **kwargs)
+        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) \
+                or n_samples < 2:
+            raise ValueError(f"n_samples must be an integer >= 2 (model queries per input), "
+                             f"got {n_samples!r}")
+        if not 0 < level < 1:
+            raise ValueError(f"level must lie in (0, 1), got {level}")
+        if int(n_groups) < 2:
+            raise ValueError(f"n_groups must be >= 2 (jackknife groups), got {n_groups}")
+        if target_width is not None and not target_width > 0:
+            raise ValueError(f"target_width must be > 0 or None, got {target_width}")
+        self.n_samples, self.seed, self.level = int(n_samples), seed, float(level)
+        self.n_groups = int(n_groups)
+        self.target_width = None if target_width is None else float(target_width)
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "n_samples": self.n_samples, "seed": self.seed,
+                "level": self.level, "n_groups": self.n_groups,
+                "target_width": self.target_width}
+
+    # ------------------------------------------------------------------ to override
+    def design(self, d: int) -> Design:
+        """The coalition design for d features."""
+        raise NotImplementedError
+
+    def minimum(self, d: int) -> int:
+        """Fewest queries per input for d features (ends included)."""
+        return 2 + self.design(d).minimum(d)
+
+    def fit(self, design: CoalitionDesign, s: Tensor, y: Tensor, full: Tensor,
+            empty: Tensor, info: dict[str, Any] | None = None) -> Tensor:
+        """Shapley values (n, d) float64 from the design's scores ``s`` (n, m) (``y``: the
+        same on the estimator's link scale) and the ends' scores ``full``, ``empty`` (n,).
+        ``info`` (None for jackknife refits) collects ``extra`` entries."""
+        raise NotImplementedError
+
+    def _link(self, outputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """Explained scores (n, m) and their values on the estimator's link scale, float64."""
+        s = self._score(outputs, targets).double()
+        return s, s
+
+    def _prepare(self, d: int, g: torch.Generator) -> None:
+        """Draws the estimator's own randomness after the queries (before :meth:`fit`)."""
+
+    # ------------------------------------------------------------------ the frame
+    def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
+        seg = self.engine(x).segment(x)
+        d, n = seg.d, len(x)
+        g = make_generator(self.seed)
+        nf = seg.n_features.cpu()
+        if bool((nf == d).all()):
+            out = self._game(x, targets, d, g)
+        else:  # each width its own game; padding columns get 0
+            out = {}
+            engine = self.perturbation
+            for k in torch.unique(nf).tolist():
+                idx = (nf == k).nonzero()[:, 0]
+                # the group's own rows of the batch's segmentation (features may depend on the
+                # position in the batch), on an engine that shares the fill and batch size
+                sub = Segmentation(seg.labels[idx.to(seg.labels.device)], seg.n_features[idx],
+                                   seg.shared)
+                self.perturbation = Perturbation(_Segmented(sub, engine.features), engine.fill,
+                                                 chunk_size=engine.chunk_size)
+                try:
+                    part = self._game(x[idx.to(x.device)], targets[idx.to(targets.device)],
+                                      int(k), g)
+                finally:
+                    self.perturbation = engine
+                for key, val in part.items():
+                    if isinstance(val, Tensor) and val.ndim == 2:
+                        val = torch.nn.functional.pad(val, (0, d - int(k)))
+                    if isinstance(val, Tensor):
+                        if key not in out:
+                            out[key] = torch.zeros((n, *val.shape[1:]), dtype=val.dtype,
+                                                   device=val.device)
+                        out[key][idx.to(out[key].device)] = val.to(out[key].device)
+                    else:
+                        out.setdefault(key, []).append(val)
+            for key, vals in list(out.items()):
+                if isinstance(vals, list):  # one value per width: collapse when they agree
+                    out[key] = (all(vals) if key == "exact" else int(max(vals))
+                                if key == "n_used" else vals[0] if len(set(map(repr, vals)))
+                                == 1 else vals)
+        phi, std, half = out.pop("phi"), out.pop("std"), out.pop("half")
+        full, empty = out.pop("full"), out.pop("empty")
+        extra = {key: (val.cpu().numpy() if isinstance(val, Tensor) else val)
+                 for key, val in out.items()}
+        gap = (phi.sum(1) - (full - empty)).cpu().numpy()
+        res = self._result(phi.float(), seg, base_value=empty.cpu().numpy(),
+                           full_value=full.cpu().numpy(), efficiency_gap=gap, **extra)
+        res.std, res.lower, res.upper = (t.float().cpu().numpy()
+                                         for t in (std, phi - half, phi + half))
+        return res
+
+    def _game(self, x: Tensor, targets: Tensor, d: int, g: torch.Generator) -> dict[str, Any]:
+        """Explain inputs that all have d features."""
+        n = len(x)
+        ones, zeros = torch.ones(d, dtype=torch.bool), torch.zeros(d, dtype=torch.bool)
+        if d < 2:  # one player: φ = v(full) − v(∅)
+            res = self._query(x, torch.stack([ones, zeros])[None].expand(n, -1, -1), seed=g)
+            s, _ = self._link(res.outputs, targets)
+            phi = (s[:, :1] - s[:, 1:]).reshape(n, d)
+            return {"phi": phi, "std": torch.zeros_like(phi), "half": torch.zeros_like(phi),
+                    "full": s[:, 0],
+                    "empty": s[:, 1], "exact": True, "n_used": 2}
+        if d <= 20 and 2**d <= self.n_samples:
+            coal = all_coalitions(d)
+            res = self._query(x, coal[None].expand(n, -1, -1), seed=g)
+            s, _ = self._link(res.outputs, targets)
+            phi = exact_shapley(s, coal.to(s.device))
+            return {"phi": phi, "std": torch.zeros_like(phi), "half": torch.zeros_like(phi),
+                    "full": s[:, -1],
+                    "empty": s[:, 0], "exact": True, "n_used": 2**d}
+        low = self.minimum(d)
+        if self.n_samples < low:
+            raise ValueError(f"{self.title} needs n_samples >= {low} model queries per input "
+                             f"for {d} features, got {self.n_samples}")
+        budget = self.n_samples
+        if self.target_width is not None:
+            budget = min(self.n_samples, max(low, 10 * d))
+        design = self.design(d).draw(n, budget - 2, d, g)
+        ends = torch.stack([ones, zeros])[None].expand(n, -1, -1)
+        res = self._query(x, torch.cat([ends, design.masks], 1), seed=g)
+        s, y = self._link(res.outputs, targets)
+        self._prepare(d, g)
+        groups = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=g)))
+        while True:
+            info: dict[str, Any] = {}
+            full, empty = s[:, 0], s[:, 1]
+            self._ends = (y[:, 0], y[:, 1])  # the ends on the link scale, for fit()
+            phi = self.fit(design, s[:, 2:], y[:, 2:], full, empty, info)
+            std, dof = self._jackknife(design, s[:, 2:], y[:, 2:], full, empty,
+                                       torch.Generator().manual_seed(groups.initial_seed()))
+            t = float(stats.t.ppf((1 + self.level) / 2, dof)) if dof else float("nan")
+            used = design.masks.shape[1] + 2
+            wide = self.target_width is not None and bool(
+                (2 * t * std.max(1).values > self.target_width).any())
+            if not wide or used >= self.n_samples or design.sizes is None:
+                break
+            more = min(used, self.n_samples - used)
+            design = design.extend(more, g)
+            new = self._query(x, design.masks[:, -more:], seed=g)
+            s2, y2 = self._link(new.outputs, targets)
+            s, y = torch.cat([s, s2], 1), torch.cat([y, y2], 1)
+        return {"phi": phi, "std": std, "half": t * std, "full": full, "empty": empty,
+                "exact": False, "n_used": used, **info}
+
+    def _jackknife(self, design: CoalitionDesign, s: Tensor, y: Tensor, full: Tensor,
+                   empty: Tensor, g: torch.Generator) -> tuple[Tensor, int]:
+        """Delete-a-group jackknife standard errors (n, d) and their degrees of freedom.
+
+        The sampled rows (pairs kept together) are split at random into G groups; the
+        estimate is refitted without each group, and se² = (G − 1)/G Σ_g (φ_(g) − φ̄)².
+        Enumerated rows are in every refit (they carry no sampling error). Fewer than two
+        sampled units: NaN (no interval can be formed)."""
+        n, d = s.shape[0], design.masks.shape[-1]
+        unit = 2 if design.paired else 1
+        n_units = design.n_sampled // unit
+        groups = min(self.n_groups, n_units)
+        if groups < 2:
+            return torch.full((n, d), float("nan"), dtype=torch.float64, device=s.device), 0
+        of_unit = torch.randperm(n_units, generator=g) % groups
+        row_unit = (torch.arange(design.n_sampled) // unit).clamp(max=n_units - 1)
+        of_row = of_unit[row_unit]
+        reps = []
+        for k in range(groups):
+            keep = (of_row != k).nonzero()[:, 0]
+            cols = torch.cat([torch.arange(design.n_fixed), design.n_fixed + keep]).to(s.device)
+            reps.append(self.fit(design.take(keep), s[:, cols], y[:, cols], full, empty, None))
+        rep = torch.stack(reps)
+        var = (groups - 1) / groups * ((rep - rep.mean(0)) ** 2).sum(0)
+        return var.sqrt(), groups - 1
+
+
+class KernelSHAP(ShapleyEstimator):
+    """KernelSHAP (Lundberg & Lee 2017) with the efficiency constraint Σφ = v(full) − v(∅).
+
+    The heaviest coalition sizes are enumerated and the rest sampled from the Shapley kernel,
+    paired with complements (:class:`~calix.perturb.KernelSHAPDesign`, as shap's
+    KernelExplainer); the constrained weighted least squares is solved for all inputs at once
+    (:func:`~calix.explain.solvers.efficiency_constrained_wls`). See :class:`ShapleyEstimator`
+    for the budget, the exact path, intervals and the adaptive mode.
+
+    Parameters
+    ----------
+    paired : bool -- draw each sampled coalition with its complement (Covert & Lee 2021).
+    """
+
+    name = "kernel_shap"
+    title = "KernelSHAP"
+
+    def __init__(self, model: Any, *, n_samples: int = 2048, paired: bool = True,
+                 **kwargs: Any):
+        super().__init__(model, n_samples=n_samples, **kwargs)
+        self.paired = bool(paired)
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "paired": self.paired}
+
+    def design(self, d: int) -> Design:
+        return KernelSHAPDesign(paired=self.paired)
+
+    def minimum(self, d: int) -> int:
+        return d + 2
+
+    def fit(self, design: CoalitionDesign, s: Tensor, y: Tensor, full: Tensor,
+            empty: Tensor, info: dict[str, Any] | None = None) -> Tensor:
+        w = design.weights.to(s.device)
+        return efficiency_constrained_wls(design.masks.to(s.device), s - empty[:, None], w,
+                                          full - empty)
+
+
+class LeverageSHAP(KernelSHAP):
+    """Leverage SHAP (Musco & Witter, "Provably accurate Shapley value estimation via
+    leverage score sampling", ICLR 2025).
+
+    KernelSHAP's constrained regression on coalitions drawn by their leverage scores: every
+    coalition size gets the same share of the budget, without replacement, paired with
+    complements (:class:`~calix.perturb.LeverageDesign`), each row weighted by its Shapley
+    kernel weight over its inclusion probability. The constrained solve is the paper's
+    projected least squares.
+    """
+
+    name = "leverage_shap"
+    title = "Leverage SHAP"
+
+    def __init__(self, model: Any, *, n_samples: int = 2048, **kwargs: Any):
+        super().__init__(model, n_samples=n_samples, paired=True, **kwargs)
+
+    def design(self, d: int) -> Design:
+        return LeverageDesign()
+
+
+_PROXIES = ("linear", "quadratic", "cubic", "tree")
+
+
+class RegressionAdjustedSHAP(ShapleyEstimator):
+    """Regression-adjusted Monte Carlo (Witter, Liu & Musco, "Regression-adjusted Monte Carlo
+    estimators for Shapley values and probabilistic values", 2025).
+
+    A proxy game g is fitted to the queried coalitions, its Shapley values computed exactly,
+    and the Shapley values of the residual game v − g estimated from the queries:
+    φ = φ(g) + φ̂(v − g). The residual's estimate is Leverage SHAP's regression, which is
+    consistent, so the estimator is consistent whatever the proxy; the closer g is to v, the
+    smaller its variance. The proxy and the residual are cross-fitted: the sampled pairs are
+    split in two halves, the proxy of one half corrects the residual estimated on the other,
+    and the two estimates are averaged (the enumerated rows are in both).
+
+    Proxies (``proxy``): ``"linear"`` (weighted ridge on z; φ(g) = its coefficients),
+    ``"quadratic"`` / ``"cubic"`` (weighted ridge on all interactions of at most 2 / 3
+    features; φ(g)_i = Σ_{T∋i} c_T / |T|) and
+    ``"tree"`` (scikit-learn's gradient boosting, ``tree_params``; φ(g) exact by
+    :func:`tree_shapley`). Jackknife refits keep the tree proxies of the main fit (refitting
+    100 trees per group would dominate the cost), so the tree proxy's intervals leave out the
+    proxy's own variance.
+
+    Parameters
+    ----------
+    proxy : {"linear", "quadratic", "cubic", "tree"}
+    alpha : float -- ridge penalty of the linear and quadratic proxies (> 0).
+    tree_params : dict -- keyword arguments of ``GradientBoostingRegressor``.
+    """
+
+    name = "regression_adjusted_shap"
+    title = "Regression-adjusted Shapley estimation"
+
+    def __init__(self, model: Any, *, n_samples: int = 2048, proxy: str = "quadratic",
+                 alpha: float = 1e-3, tree_params: dict[str, Any] | None = None,
+                 **kwargs: Any):
+        super().__init__(model, n_samples=n_samples, **kwargs)
+        if proxy not in _PROXIES:
+            raise ValueError(f"proxy must be one of {_PROXIES}, got {proxy!r}")
+        if not alpha > 0:
+            raise ValueError(f"alpha must be > 0 (a ridge penalty), got {alpha}")
+        self.proxy, self.alpha = proxy, float(alpha)
+        self.tree_params = {"n_estimators": 50, "max_depth": 3, "learning_rate": 0.1,
+                            **(tree_params or {})}
+        self._trees: dict[tuple[int, int], Any] = {}
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "proxy": self.proxy, "alpha": self.alpha,
+                "tree_params": dict(self.tree_params)}
+
+    def design(self, d: int) -> Design:
+        return LeverageDesign()
+
+    def minimum(self, d: int) -> int:
+        return 2 + 2 * d  # each half: a ridge proxy, and a residual regression of d − 1 free φ
+
+    def _prepare(self, d: int, g: torch.Generator) -> None:
+        self._folds_seed = int(torch.randint(2**31, (1,), generator=g))
+        self._fold_of_unit = torch.randperm(2**20, generator=g) % 2  # a half for every pair
+        self._trees = {}
+
+    def fit(self, design: CoalitionDesign, s: Tensor, y: Tensor, full: Tensor,
+            empty: Tensor, info: dict[str, Any] | None = None) -> Tensor:
+        n, _, d = design.masks.shape
+        # each pair's half is fixed by its drawn position, so jackknife subsets keep it
+        fold = self._fold_of_unit[(design.row_ids // 2).long() % 2**20]
+        z = design.masks.to(s.device)
+        phis = []
+        for k in (0, 1):
+            fit_rows = (fold == k).nonzero()[:, 0]
+            est_rows = (fold != k).nonzero()[:, 0]
+            if len(est_rows) == 0 or len(fit_rows) == 0:
+                continue
+            fit_d, est_d = design.take(fit_rows), design.take(est_rows)
+            fcols = torch.cat([torch.arange(design.n_fixed), design.n_fixed + fit_rows])
+            ecols = torch.cat([torch.arange(design.n_fixed), design.n_fixed + est_rows])
+            phi_g, predict = self._proxy(fit_d, s[:, fcols.to(s.device)], full, empty, k,
+                                         refit=info is not None)
+            ze = z[:, ecols.to(z.device)]
+            r = s[:, ecols.to(s.device)] - predict(ze)
+            ends = predict(torch.stack([torch.ones(d, dtype=torch.bool),
+                                        torch.zeros(d, dtype=torch.bool)])[None]
+                           .expand(n, -1, -1).to(z.device))
+            r_full, r_empty = full - ends[:, 0], empty - ends[:, 1]
+            psi = efficiency_constrained_wls(ze, r - r_empty[:, None],
+                                             est_d.weights.to(s.device), r_full - r_empty)
+            phis.append(phi_g + psi)
+        if not phis:
+            raise ValueError(f"{self.title} needs sampled coalitions in both halves; raise "
+                             f"n_samples")
+        return torch.stack(phis).mean(0)
+
+    def _proxy(self, design: CoalitionDesign, s: Tensor, full: Tensor, empty: Tensor,
+               fold: int, refit: bool) -> tuple[Tensor, Any]:
+        """Fit the proxy on the design's rows: its exact Shapley values (n, d) and its
+        prediction function on coalitions (n, k, d) -> (n, k)."""
+        z = design.masks.to(s.device)
+        n, _, d = z.shape
+        w = design.weights.to(s.device)
+        if self.proxy != "tree":
+            terms = polynomial_terms(d, _PROXIES.index(self.proxy) + 1)
+            feats = _term_design(z, terms)
+            coef, icpt = weighted_ridge(feats, s, w, self.alpha)
+            phi = _term_shapley(coef, terms, d)
+
+            def predict(zz: Tensor) -> Tensor:
+                return (_term_design(zz, terms) @ coef[..., None])[..., 0] + icpt[:, None]
+
+            return phi, predict
+        from sklearn.ensemble import GradientBoostingRegressor
+
+        models = []
+        for i in range(n):
+            key = (fold, i)
+            if refit or key not in self._trees:
+                gbm = GradientBoostingRegressor(random_state=self._folds_seed,
+                                                **self.tree_params)
+                ww = (w if w.ndim == 1 else w[i]).cpu().numpy()
+                gbm.fit(z[i].cpu().numpy().astype(np.float32), s[i].cpu().numpy(),
+                        sample_weight=ww / ww.sum() * len(ww))
+                self._trees[key] = gbm
+            models.append(self._trees[key])
+        phi = torch.as_tensor(np.stack([
+            tree_shapley(list(m.estimators_[:, 0]), m.learning_rate, d) for m in models]),
+            device=s.device)
+
+        def predict(zz: Tensor) -> Tensor:
+            out = [torch.as_tensor(m.predict(zz[i].cpu().numpy().astype(np.float32)))
+                   for i, m in enumerate(models)]
+            return torch.stack(out).to(s.device, torch.float64)
+
+        return phi, predict
+
+
+class Shapley(ShapleyEstimator):
+    """calix's default Shapley estimator: picks an estimator by the budget.
+
+    The choice follows ``benchmarks/shapley.py`` (exact Shapley values of six games, budgets
+    5 d to 50 d; see the README's table): the exact values when all 2^d coalitions fit in the
+    budget, else the estimator with the lowest error at that budget there. ``chosen(d)`` says
+    which one explains d features. Every keyword argument goes to the chosen estimator.
+    """
+
+    name = "shapley"
+    title = "Shapley"
+
+    def __init__(self, model: Any, *, n_samples: int = 2048, **kwargs: Any):
+        self._kwargs = dict(kwargs)
+        own = {k: kwargs.pop(k) for k in ("seed", "level", "n_groups", "target_width")
+               if k in kwargs}
+        super().__init__(model, n_samples=n_samples, **own, **kwargs)
+
+    def chosen(self, d: int) -> ShapleyEstimator:
+        """The estimator that explains inputs with d features."""
+        kw = {**self._kwargs, "n_samples": self.n_samples}
+        if self.perturbation is not None:
+            kw.pop("features", None)
+            kw.pop("fill", None)
+            kw.pop("background", None)
+        est: ShapleyEstimator
+        if self.n_samples >= 20 * d:
+            est = RegressionAdjustedSHAP(self.model, proxy="quadratic", **kw)
+        else:
+            est = LeverageSHAP(self.model, **kw)
+        if self.perturbation is not None:
+            est.perturbation = self.perturbation
+        return est
+
+    def minimum(self, d: int) -> int:
+        return self.chosen(d).minimum(d)
+
+    def _game(self, x: Tensor, targets: Tensor, d: int, g: torch.Generator) -> dict[str, Any]:
+        est = self.chosen(d)
+        out = est._game(x, targets, d, g)
+        out["estimator"] = est.name
+        return out
