@@ -460,6 +460,14 @@ class RegressionAdjustedSHAP(ShapleyEstimator):
         self.proxy, self.alpha = proxy, float(alpha)
         self.tree_params = {"n_estimators": 50, "max_depth": 3, "learning_rate": 0.1,
                             **(tree_params or {})}
+        if proxy == "tree":
+            from sklearn.ensemble import GradientBoostingRegressor
+
+            try:
+                GradientBoostingRegressor(**self.tree_params)
+            except TypeError as err:
+                raise ValueError(f"tree_params are not GradientBoostingRegressor's: {err}"
+                                 ) from None
         self._trees: dict[tuple[int, int], Any] = {}
 
     def params(self) -> dict[str, Any]:
@@ -534,8 +542,12 @@ class RegressionAdjustedSHAP(ShapleyEstimator):
                 gbm = GradientBoostingRegressor(random_state=self._folds_seed,
                                                 **self.tree_params)
                 ww = (w if w.ndim == 1 else w[i]).cpu().numpy()
-                gbm.fit(z[i].cpu().numpy().astype(np.float32), s[i].cpu().numpy(),
-                        sample_weight=ww / ww.sum() * len(ww))
+                try:
+                    gbm.fit(z[i].cpu().numpy().astype(np.float32), s[i].cpu().numpy(),
+                            sample_weight=ww / ww.sum() * len(ww))
+                except ValueError as err:
+                    raise ValueError(f"the tree proxy could not be fitted ({err}); check "
+                                     f"tree_params={self.tree_params}") from None
                 self._trees[key] = gbm
             models.append(self._trees[key])
         phi = torch.as_tensor(np.stack([
