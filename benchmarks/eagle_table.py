@@ -8,7 +8,7 @@ Models and features:
 - digits: zoo CNN on 1x8x8 images, 16 features = a 4x4 patch grid of 2x2 patches
   (``PatchGrid(2)``), fill = ``Constant(0.0)``.
 
-Methods (calix): EAGLE, BayesLIME, BayesSHAP, LIME, GLIME (binomial), USLIME, and PolySHAP
+Methods (calix): EAGLE, BayesLIME, BayesSHAP, LIME, GLIME (binomial), USLIME, and LogitSurrogateSHAP
 (not in the EAGLE paper; 20 half-sample refits give its intervals), each built as
 ``Method(model, n_samples=budget, seed=seed, features=..., fill=...)``, explaining the softmax
 probability of the predicted class. Budgets: 100, 300 and 1000 queries per input. For every
@@ -20,11 +20,13 @@ probability of the predicted class. Budgets: 100, 300 and 1000 queries per input
   neighbours x' = x + N(0, 0.05^2) (``neighbourhood_stability``, the seed-0 explainer);
 - R2: sample quality -- LIME-kernel-weighted R^2 of the surrogate (intercept + z.phi) on 500
   held-out LIME coalitions (``surrogate_r2``, the seed-0 explanation);
-- cov95: only for methods that report intervals (BayesLIME, BayesSHAP, EAGLE, PolySHAP) -- the
+- cov95: only for methods that report intervals (BayesLIME, BayesSHAP, EAGLE, LogitSurrogateSHAP)
+  -- the
   share of features whose 95% interval contains the same method's own 10000-query estimate
   (seed 99), "coverage vs own 10k-query estimate", mean over seeds 0, 1, 2. The EAGLE reference uses
   ``batch=250`` (its default batch of budget / 10 = 1000 makes the greedy selection take
-  minutes at 10000 queries) and the PolySHAP reference no intervals; every other setting is the
+  minutes at 10000 queries) and the LogitSurrogateSHAP reference no intervals; every other setting
+  is the
   default.
 - q->0.9: queries-to-stability per method -- the smallest budget of (100, 300, 1000, 3000)
   whose reproducibility (3 seeds) reaches 0.9 (``queries_to_stability``), or "> 3000".
@@ -48,7 +50,7 @@ import numpy as np
 import torch
 
 from calix import zoo
-from calix.explain import EAGLE, GLIME, LIME, USLIME, BayesLIME, BayesSHAP, PolySHAP
+from calix.explain import EAGLE, GLIME, LIME, USLIME, BayesLIME, BayesSHAP, LogitSurrogateSHAP
 from calix.metrics.stability import (
     interval_coverage,
     neighbourhood_stability,
@@ -72,10 +74,10 @@ METHODS: dict[str, Callable[..., Any]] = {
     "LIME": LIME,
     "GLIME (binomial)": lambda model, **kw: GLIME(model, variant="binomial", **kw),
     "USLIME": USLIME,
-    "PolySHAP": lambda model, **kw: PolySHAP(model, **{"n_resamples": 20, **kw}),
+    "LogitSurrogateSHAP": LogitSurrogateSHAP,
 }
-INTERVALS = ("EAGLE", "BayesLIME", "BayesSHAP", "PolySHAP")
-REF_KWARGS = {"EAGLE": {"batch": 250}, "PolySHAP": {"n_resamples": 0}}  # see the docstring
+INTERVALS = ("EAGLE", "BayesLIME", "BayesSHAP", "LogitSurrogateSHAP")
+REF_KWARGS = {"EAGLE": {"batch": 250}}  # see the docstring
 
 
 class Cached:

@@ -6,7 +6,8 @@ in [0, 1]) with a randomly initialised ResNet-50 (CUDA) or ResNet-18 (CPU) from
 :mod:`calix.nets`, 1000 classes, each photo's predicted class as target, the probability as
 explained score, removed features set to 0:
 
-- calix KernelSHAP, LIME and PolySHAP on ~50 SLIC superpixels with 2000 coalitions, against
+- calix KernelSHAP, LIME and LogitSurrogateSHAP on ~50 SLIC superpixels with 2000 coalitions,
+  against
   Captum's ``KernelShap`` / ``Lime`` (ridge surrogate, alpha 1) on the same superpixels, one
   photo at a time (Captum's feature mask is shared by a batch), for every
   ``perturbations_per_eval`` in ``--ppe``;
@@ -68,7 +69,7 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
 CASES = [
     ("kernel_shap", "calix"), ("kernel_shap", "captum"),
     ("lime", "calix"), ("lime", "captum"),
-    ("poly_shap", "calix"),
+    ("logit_surrogate_shap", "calix"),
     ("rise", "calix"),
     ("occlusion", "calix"), ("occlusion", "captum"),
     ("ig", "calix"), ("ig", "captum"),
@@ -97,8 +98,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                         "(default: 64,<batch size>; --quick: <batch size>)")
     p.add_argument("--precision", default="fp32,bf16", help="fp32, bf16 and/or fp16")
     p.add_argument("--cases", default=None,
-                   help="comma-separated methods to run (kernel_shap, lime, poly_shap, rise, "
-                        "occlusion, ig); default all")
+                   help="comma-separated methods to run (kernel_shap, lime, "
+                        "logit_surrogate_shap, rise, occlusion, ig); default all")
     p.add_argument("--no-captum", action="store_true", help="calix only")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--cheap-budget", type=int, default=None, help="cheap case coalitions (2000)")
@@ -221,8 +222,8 @@ class Setup:
             RISE,
             IntegratedGradients,
             KernelSHAP,
+            LogitSurrogateSHAP,
             Occlusion,
-            PolySHAP,
         )
         from calix.perturb import Constant
 
@@ -231,8 +232,8 @@ class Setup:
             e = KernelSHAP(m, features=self.superpixels, fill=zero, n_samples=a.budget)
         elif method == "lime":
             e = LIME(m, features=self.superpixels, fill=zero, n_samples=a.budget)
-        elif method == "poly_shap":
-            e = PolySHAP(m, features=self.superpixels, fill=zero, n_samples=a.budget)
+        elif method == "logit_surrogate_shap":
+            e = LogitSurrogateSHAP(m, features=self.superpixels, fill=zero, n_samples=a.budget)
         elif method == "rise":
             e = RISE(m, n_masks=a.rise_masks)
         elif method == "occlusion":

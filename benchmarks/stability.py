@@ -8,11 +8,12 @@ For every method and budget (100, 300, 1000, 3000 queries per input) the 10 inpu
 explained with seeds 0..4; the score is the mean over inputs of the mean pairwise Spearman rank
 correlation of |attributions| across the 5 seeds (1 = the same ranking for every seed).
 
-- calix: LIME, KernelSHAP, PolySHAP (default: regression-adjusted from 10 d = 300 queries; and
+- calix: LIME, KernelSHAP, LogitSurrogateSHAP (default: regression-adjusted from 10 d = 300
+  queries; and
   the surrogate's values alone, ``adjust=False``), BayesLIME, BayesSHAP, EAGLE, GLIME
   (binomial), USLIME, all with ``n_samples=budget, seed=seed, fill=fill``; scored by
-  :func:`calix.metrics.stability.reproducibility`. (KernelSHAP also queries the full and the
-  empty coalition: budget + 2 queries per input; PolySHAP's budget includes them.)
+  :func:`calix.metrics.stability.reproducibility`. (The Shapley estimators' budgets include the
+  full and the empty coalition.)
 - lime ``LimeTabularExplainer`` (training data = X_train, ``discretize_continuous=False``,
   otherwise its defaults: it samples around the training mean, not the input),
   ``num_samples=budget``, ``num_features=30``, ``random_state=seed``; the weights of the
@@ -22,7 +23,7 @@ correlation of |attributions| across the 5 seeds (1 = the same ranking for every
 
 Peers are scored with :func:`calix.metrics.stability.spearman` on the same |attributions|.
 
-Also printed, for the SHAP-type methods only (KernelSHAP, PolySHAP, BayesSHAP, shap), the
+Also printed, for the SHAP-type methods only (KernelSHAP, LogitSurrogateSHAP, BayesSHAP, shap), the
 error at 1000 queries against a high-budget reference (calix KernelSHAP, 60000 samples, seed
 0): the max |phi - phi_ref| over the 10 inputs x 30 features, mean (and worst) over the 5 seeds,
 the mean |phi - phi_ref|, and the Spearman of |phi| against |phi_ref| (a method can be
@@ -56,7 +57,7 @@ from calix.explain import (
     BayesLIME,
     BayesSHAP,
     KernelSHAP,
-    PolySHAP,
+    LogitSurrogateSHAP,
 )
 from calix.metrics.stability import reproducibility, spearman
 from calix.perturb import Mean
@@ -72,15 +73,16 @@ PEER_CAP_S = 120.0  # a peer whose budgets so far took longer than this skips th
 CALIX: dict[str, Callable[..., Any]] = {
     "LIME": LIME,
     "KernelSHAP": KernelSHAP,
-    "PolySHAP": PolySHAP,
-    "PolySHAP (adjust=False)": lambda model, **kw: PolySHAP(model, adjust=False, **kw),
+    "LogitSurrogateSHAP": LogitSurrogateSHAP,
+    "LogitSurrogateSHAP (adjust=False)":
+        lambda model, **kw: LogitSurrogateSHAP(model, adjust=False, **kw),
     "BayesLIME": BayesLIME,
     "BayesSHAP": BayesSHAP,
     "EAGLE": EAGLE,
     "GLIME (binomial)": lambda model, **kw: GLIME(model, variant="binomial", **kw),
     "USLIME": USLIME,
 }
-SHAP_TYPE = ("KernelSHAP", "PolySHAP", "PolySHAP (adjust=False)", "BayesSHAP",
+SHAP_TYPE = ("KernelSHAP", "LogitSurrogateSHAP", "LogitSurrogateSHAP (adjust=False)", "BayesSHAP",
              "shap KernelExplainer")
 
 

@@ -11,14 +11,14 @@ from sklearn.linear_model import LogisticRegression
 
 from calix import data
 from calix import plot
-from calix.explain import IntegratedGradients, KernelSHAP, Occlusion, PolySHAP, Saliency
+from calix.explain import IntegratedGradients, KernelSHAP, Occlusion, LogitSurrogateSHAP, Saliency
 from calix.models import wrap
 from calix.perturb import Constant, Superpixels
 from calix.uncertainty import MCDropout, explanation_distribution
 
 t0 = time.time()
 out = str(__import__("pathlib").Path(__file__).resolve().parent)
-# ---------------- tabular: breast_cancer, LogisticRegression, KernelSHAP / PolySHAP
+# ---------------- tabular: breast_cancer, LogisticRegression, KernelSHAP / LogitSurrogateSHAP
 bc = data.load("breast_cancer", seed=0)
 clf = LogisticRegression(max_iter=1000).fit(bc.X_train, bc.y_train)
 X = bc.X_test[:80]
@@ -29,11 +29,11 @@ plot.summary_bar(exp, path=f"{out}/summary_bar.png")
 plot.beeswarm(exp, path=f"{out}/beeswarm.png")
 plot.explanation_figure(exp[:4], max_features=8, path=f"{out}/tabular_batch.png",
                         title="KernelSHAP, breast_cancer")
-poly = PolySHAP(clf, n_samples=400, n_resamples=16, fill=Constant(0.0)).explain(X[:3])
+poly = LogitSurrogateSHAP(clf, n_samples=400, fill=Constant(0.0)).explain(X[:3])
 poly.feature_names, poly.class_names, poly.data = bc.feature_names, bc.class_names, X[:3]
 print(poly)
 plot.attribution_bars(poly, index=0, max_features=12, path=f"{out}/bars_intervals.png",
-                      title="PolySHAP, 95% interval")
+                      title="LogitSurrogateSHAP, 95% interval")
 import matplotlib.pyplot as plt
 import shap; plt.close("all")
 sx = exp.to_shap()
