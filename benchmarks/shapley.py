@@ -85,7 +85,7 @@ BUDGET_FACTORS = (5, 8, 10, 20, 50)
 #: normalised errors below this are rounding (float32 models): ratios treat them as equal
 FLOOR = 1e-10
 SEEDS = (0, 1, 2, 3, 4)
-N_INPUTS = 4
+N_INPUTS = 5
 QUICK_SEEDS = (0, 1)
 QUICK_INPUTS = 2
 
