@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from calix.cli import main
 from calix.report import write_report
 from calix.studies import STUDIES, is_finished, run_study
+from calix.studies._base import KINDS
 from tests._browser import load_page
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -63,6 +64,11 @@ def test_quick_study_results(quick_runs, name):
         assert isinstance(c["holds"], bool) and c["claim"]
         # every claim carries numbers computed from the run
         assert c["evidence"] and _has_number(c["evidence"]), c
+        # and says what it is: a finding quotes the paper, the others say why they are not one
+        assert c["kind"] in KINDS, c
+        assert c.get("quote") if c["kind"] == "finding" else c.get("paper"), c
+        assert all(isinstance(v, bool) for v in c.get("sensitivity", {}).values()), c
+    assert any(c["kind"] == "finding" for c in doc["claims"])
     assert doc["figures"]
     for fig in doc["figures"]:
         assert (out / fig["file"]).read_bytes()[:8] == PNG
@@ -96,6 +102,29 @@ def test_report_of_all_studies_in_chromium(quick_runs):
     assert all(i["decoded"] and i["complete"] and i["width"] > 0 for i in page["images"])
     for name in STUDIES:
         assert name in page["text"]
+        doc = json.loads((root / name / "results.json").read_text())
+        findings = [c for c in doc["claims"] if c["kind"] == "finding"]
+        assert f"{sum(c['holds'] for c in findings)} of {len(findings)} findings hold" \
+            in page["text"]
+
+
+def test_degenerate_maps_are_counted_not_averaged(quick_runs):
+    """calibrate-to-interpret lists every constant / NaN map and leaves its image out of the
+    explainer's means (the mean over all images is kept beside it)."""
+    root, _ = quick_runs
+    doc = json.loads((root / "calibrate-to-interpret" / "results.json").read_text())
+    rows = doc["tables"]["explanations"]
+    listed = [r for r in doc["tables"]["degenerate_maps"] if r["image"] is not None]
+    n = doc["config"]["n_images"]
+    for r in rows:
+        mine = {d["image"] for d in listed if d["explainer"] == r["explainer"]}
+        assert r["n_images_used"] == n - len(mine)
+        assert r["degenerate_maps"] == sum(d["calibrator"] == r["calibrator"]
+                                           and d["explainer"] == r["explainer"]
+                                           for d in listed)
+    for c in doc["claims"]:
+        if "images_excluded_degenerate" in c["evidence"]:
+            assert _has_number(c["evidence"]["images_excluded_degenerate"])
 
 
 def test_rerun_reads_back(quick_runs, monkeypatch, cache_dir):

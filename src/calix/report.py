@@ -320,7 +320,8 @@ def _counts_text(counts: dict[str | None, tuple[int, int]]) -> str:
     parts = []
     for kind, (k, n) in counts.items():
         word = _KIND_WORDS[kind][n != 1]
-        parts.append(f"{k} of {n} {word} hold" if kind in ("finding", None)
+        verb = " hold" if n != 1 else " holds"
+        parts.append(f"{k} of {n} {word}{verb}" if kind in ("finding", None)
                      else f"{k} of {n} {word}")
     return " · ".join(parts)
 

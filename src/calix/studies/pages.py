@@ -85,10 +85,10 @@ def _counts(claims: list[dict[str, Any]]) -> str:
         mine = [c for c in claims if _kind(c) == kind]
         if not mine:
             continue
-        word = {"finding": "findings", "check": "checks", "extension": "extensions",
-                None: "claims"}[kind]
+        word = {"finding": "finding", "check": "check", "extension": "extension",
+                None: "claim"}[kind]
         held = sum(bool(c.get("holds")) for c in mine)
-        parts.append(f"{held} of {len(mine)} {word} hold")
+        parts.append(f"{held} of {len(mine)} {word}{'s hold' if len(mine) != 1 else ' holds'}")
     return "; ".join(parts) if parts else "no claims"
 
 

@@ -1,0 +1,116 @@
+"""docs/studies/<study>.md are generated from the run each page names: a page whose numbers
+differ from its run fails here, and the pages and the report are rebuilt from results.json
+alone."""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from calix.report import write_report
+from calix.studies import STUDIES
+from calix.studies.pages import check_page, main, page_source, render_page, write_page
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "studies"
+
+
+@pytest.mark.parametrize("name", list(STUDIES))
+def test_page_is_generated_from_the_run_it_names(name):
+    page = DOCS / f"{name}.md"
+    source = page_source(page)
+    assert source == f"docs/studies/runs/{name}/results.json", source
+    doc = json.loads((ROOT / source).read_text())
+    assert doc["study"] == name
+    assert check_page(page, ROOT), (
+        f"{page} differs from {source}: run `python -m calix.studies.pages docs/studies/runs`")
+    text = page.read_text()
+    for c in doc["claims"]:  # every verdict on the page is the run's
+        assert f"| **{'holds' if c['holds'] else 'does not hold'}** | " \
+               f"{c['claim'].replace('|', chr(92) + '|')} |" in text
+    assert (DOCS / f"{name}.discussion.md").read_text().strip() in text
+
+
+def _copy_run(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """The run's results.json alone (no figures, no arrays) and the page's discussion."""
+    runs, docs = tmp_path / "docs" / "studies" / "runs", tmp_path / "docs" / "studies"
+    (runs / name).mkdir(parents=True)
+    shutil.copy(DOCS / "runs" / name / "results.json", runs / name / "results.json")
+    shutil.copy(DOCS / f"{name}.discussion.md", docs / f"{name}.discussion.md")
+    return runs, docs
+
+
+def test_pages_and_report_regenerate_from_results_json_alone(tmp_path, monkeypatch):
+    for name in STUDIES:
+        runs, docs = _copy_run(tmp_path, name)
+    assert sorted(p.name for p in runs.rglob("*") if p.is_file()) == ["results.json"] * 5
+    monkeypatch.chdir(tmp_path)
+    assert main(["docs/studies/runs", "--docs", "docs/studies"]) == 0
+    for name in STUDIES:
+        # the same bytes as the committed page: nothing on it comes from anywhere else
+        assert (docs / f"{name}.md").read_text() == (DOCS / f"{name}.md").read_text()
+        assert check_page(docs / f"{name}.md", tmp_path)
+    assert main(["docs/studies/runs", "--docs", "docs/studies", "--check"]) == 0
+    page = write_report(runs).read_text()
+    for name in STUDIES:
+        doc = json.loads((runs / name / "results.json").read_text())
+        for c in doc["claims"]:
+            assert html.escape(c["claim"], quote=True) in page
+        n_find = [c for c in doc["claims"] if c["kind"] == "finding"]
+        assert (f"{sum(c['holds'] for c in n_find)} of {len(n_find)} findings hold"
+                in page)
+
+
+def test_a_stale_page_fails(tmp_path, monkeypatch):
+    name = "calibrate-to-interpret"
+    runs, docs = _copy_run(tmp_path, name)
+    monkeypatch.chdir(tmp_path)
+    rel = Path(f"docs/studies/runs/{name}/results.json")
+    path, same = write_page(rel, Path("docs/studies"))
+    assert not same and check_page(path, tmp_path)
+    # a number on the page edited by hand
+    text = path.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| none | "))
+    path.write_text(text.replace(row, row.replace("| none | ", "| none | 9", 1)))
+    assert not check_page(path, tmp_path)
+    assert main(["docs/studies/runs", "--docs", "docs/studies", "--check"]) == 1
+    # the run recomputed with another number, the page left as it was
+    write_page(rel, Path("docs/studies"))
+    assert check_page(path, tmp_path)
+    doc = json.loads((runs / name / "results.json").read_text())
+    doc["tables"]["calibration"][0]["ece"] += 0.01
+    (runs / name / "results.json").write_text(json.dumps(doc, indent=2))
+    assert not check_page(path, tmp_path)
+    # a flipped verdict too
+    write_page(rel, Path("docs/studies"))
+    doc["claims"][0]["holds"] = not doc["claims"][0]["holds"]
+    (runs / name / "results.json").write_text(json.dumps(doc, indent=2))
+    assert not check_page(path, tmp_path)
+
+
+def test_page_of_an_old_run_without_kinds(tmp_path):
+    doc = {"study": "old", "config": {"quick": True}, "seed": 0, "wall_time_s": 1.0,
+           "tables": {"t": [{"a": 1.5, "b": "x|y"}]},
+           "claims": [{"claim": "x holds", "holds": True, "evidence": {"v": 0.25}}]}
+    text = json.dumps(doc)
+    page = render_page(doc, source="r/results.json", results_text=text)
+    assert "### Claims (kind not recorded): 1 of 1 hold" in page
+    assert "**Verdicts:** 1 of 1 claim holds." in page
+    assert "| 1.5 | x\\|y |" in page  # table cells escaped for Markdown
+    assert page_source_of(page, tmp_path) == "r/results.json"
+
+
+def page_source_of(page: str, tmp_path: Path) -> str | None:
+    p = tmp_path / "p.md"
+    p.write_text(page)
+    return page_source(p)
+
+
+def test_hand_written_page_names_no_run(tmp_path):
+    p = tmp_path / "x.md"
+    p.write_text("# hand written\n")
+    assert page_source(p) is None and not check_page(p, tmp_path)
