@@ -11,7 +11,11 @@
 =========================  ==================================================================
 
 Each study writes ``DIR/results.json`` (``study``, ``config``, ``seed``, ``tables``, ``claims``,
-``figures``, ``arrays``, ``wall_time_s``) and its figures and arrays beside it.
+``figures``, ``arrays``, ``wall_time_s``) and its figures and arrays beside it. Every claim has a
+``kind`` -- ``finding`` (the paper's empirical statement, with its ``quote``), ``check`` (holds
+by construction or tests the implementation) or ``extension`` (calix's own) -- and records in
+``sensitivity`` the verdicts of the nearest alternative rules. :mod:`calix.studies.pages`
+writes the study pages of ``docs/studies`` from these files.
 
 Example
 -------
