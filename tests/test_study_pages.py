@@ -114,3 +114,30 @@ def test_hand_written_page_names_no_run(tmp_path):
     p = tmp_path / "x.md"
     p.write_text("# hand written\n")
     assert page_source(p) is None and not check_page(p, tmp_path)
+
+
+@pytest.mark.parametrize("page", sorted(p.name for p in DOCS.glob("seeds-*.md")))
+def test_seed_comparison_is_generated_from_the_runs_it_names(page, monkeypatch):
+    """docs/studies/seeds-*.md: which verdicts change between two seeds, generated from the
+    two folders of runs the page names."""
+    from calix.studies.pages import verdict_changes
+
+    first = (DOCS / page).read_text().split("\n", 1)[0]
+    runs_a, runs_b = first.split(" from ", 1)[1].removesuffix(" -->").split(" and ")
+    monkeypatch.chdir(ROOT)
+    assert verdict_changes(runs_a, runs_b) == (DOCS / page).read_text()
+
+
+def test_verdict_changes_lists_flips(tmp_path):
+    from calix.studies.pages import verdict_changes
+
+    for run, verdicts in (("a", [True, False, True]), ("b", [True, True, True])):
+        (tmp_path / run / "s").mkdir(parents=True)
+        doc = {"study": "s", "seed": 0 if run == "a" else 1, "config": {"quick": True},
+               "claims": [{"claim": f"c{i}", "holds": v, "evidence": {}, "kind": k}
+                          for i, (v, k) in enumerate(zip(verdicts, ["finding", "finding",
+                                                                    "check"], strict=True))]}
+        (tmp_path / run / "s" / "results.json").write_text(json.dumps(doc))
+    page = verdict_changes(tmp_path / "a", tmp_path / "b")
+    assert "| s | finding | 2 | 1 | 2 | 1 |" in page and "| s | check | 1 | 1 | 1 | 0 |" in page
+    assert "| s | 2 | finding | c1 | does not hold | holds |" in page

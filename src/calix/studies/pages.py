@@ -12,7 +12,8 @@ Command line (no make needed)::
 
 writes (or, with ``--check``, compares) ``docs/studies/<study>.md`` for every
 ``RUNS_DIR/<study>/results.json``; the page names the ``results.json`` by its path relative
-to the current folder.
+to the current folder. ``--against OTHER_RUNS`` prints instead which verdicts differ between
+two folders of runs (two seeds, say): ``verdict_changes``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["render_page", "write_page", "check_page", "page_source", "main"]
+__all__ = ["render_page", "write_page", "check_page", "page_source", "verdict_changes", "main"]
 
 _KIND_HEADINGS = {
     "finding": "Findings (the paper's empirical statements)",
@@ -173,6 +174,53 @@ def render_page(doc: dict[str, Any], *, source: str, results_text: str,
     return "\n".join(lines)
 
 
+def verdict_changes(runs_a: str | Path, runs_b: str | Path) -> str:
+    """A Markdown page comparing the claims of two folders of study runs (typically the same
+    studies with two seeds): per study and kind the verdicts holding in each, then every
+    claim whose verdict differs. Claims are matched by position (the same study code writes
+    them in the same order)."""
+    runs_a, runs_b = Path(runs_a), Path(runs_b)
+    lines = [f"{_SOURCE_PREFIX}{runs_a.as_posix()} and {runs_b.as_posix()} -->", "",
+             "# Verdicts across two runs", ""]
+    summary = ["| study | kind | claims | hold in A | hold in B | verdicts that differ |",
+               "| --- | --- | --- | --- | --- | --- |"]
+    changed = ["| study | # | kind | claim | A | B |", "| --- | --- | --- | --- | --- | --- |"]
+    describe = []
+    for path_a in sorted(runs_a.glob("*/results.json")):
+        path_b = runs_b / path_a.parent.name / "results.json"
+        if not path_b.is_file():
+            continue
+        a, b = json.loads(path_a.read_text()), json.loads(path_b.read_text())
+        describe.append(f"`{a['study']}`: A = {_mode(a)}, B = {_mode(b)}")
+        ca, cb = a.get("claims", []), b.get("claims", [])
+        if len(ca) != len(cb):
+            raise ValueError(f"{path_a} and {path_b} hold different numbers of claims "
+                             f"({len(ca)} and {len(cb)}): not runs of the same study code")
+        for kind in _KIND_HEADINGS:
+            pairs = [(i, x, y) for i, (x, y) in enumerate(zip(ca, cb, strict=True))
+                     if _kind(x) == kind]
+            if not pairs:
+                continue
+            diff = [(i, x, y) for i, x, y in pairs if bool(x["holds"]) != bool(y["holds"])]
+            summary.append(f"| {a['study']} | {kind or 'not recorded'} | {len(pairs)} | "
+                           f"{sum(bool(x['holds']) for _, x, _ in pairs)} | "
+                           f"{sum(bool(y['holds']) for _, _, y in pairs)} | {len(diff)} |")
+            for i, x, y in diff:
+                changed.append(f"| {a['study']} | {i + 1} | {kind or 'not recorded'} | "
+                               f"{_cell(x.get('claim', ''))} | "
+                               f"{'holds' if x['holds'] else 'does not hold'} | "
+                               f"{'holds' if y['holds'] else 'does not hold'} |")
+    lines += [f"A: `{runs_a.as_posix()}`; B: `{runs_b.as_posix()}`.", "",
+              *[f"- {d}" for d in describe], "", *summary, "", "## Verdicts that differ", ""]
+    lines += changed if len(changed) > 2 else ["None."]
+    return "\n".join(lines) + "\n"
+
+
+def _mode(doc: dict[str, Any]) -> str:
+    return (f"{'quick' if doc.get('config', {}).get('quick') else 'full'}, "
+            f"seed {doc.get('seed')}")
+
+
 def page_source(page: str | Path) -> str | None:
     """The ``results.json`` a generated page names (``None`` for a hand-written page)."""
     first = Path(page).read_text(encoding="utf-8").split("\n", 1)[0]
@@ -229,7 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs", type=Path, default=Path("docs/studies"))
     parser.add_argument("--check", action="store_true",
                         help="compare only; exit 1 when a page differs from its run")
+    parser.add_argument("--against", type=Path, default=None, metavar="OTHER_RUNS",
+                        help="instead of pages, print a Markdown table of the verdicts that "
+                        "differ between RUNS_DIR and OTHER_RUNS (e.g. two seeds)")
     args = parser.parse_args(argv)
+    if args.against is not None:
+        print(verdict_changes(args.runs, args.against), end="")
+        return 0
     found = sorted(args.runs.glob("*/results.json"))
     if (args.runs / "results.json").is_file():
         found.insert(0, args.runs / "results.json")
