@@ -37,7 +37,9 @@ gradient) ranks no pixel above another; the image is left out of that explainer'
 and comparisons under every calibrator (the ``degenerate_maps`` table lists each one, the
 ``explanations`` table gives ``n_images_used`` and the mean over all images beside the kept
 one), and the temperature sweep leaves out images whose MP map is degenerate at any
-temperature.
+temperature. For MP the ``explanations`` table also counts the optimisations whose mask kept
+more than 90% of the clean class score (``mp_score_kept_over_90pct``: the mask moved but
+deleted little); they are reported, not excluded, since their maps still rank pixels.
 
 Sizes. Quick: 12 images, RISE 1000 masks, MP 150 steps, Lipschitz on 4 images x 10
 neighbours, sweep temperatures 0.5, 1, 2, 4, 8 and the fitted one, Dirichlet with fixed ODIR
@@ -211,6 +213,7 @@ def _run(ctx: StudyContext, cfg: dict[str, Any]) -> None:
     random_auc: dict[str, np.ndarray] = {}
     seconds: dict[tuple[str, str], float] = {}
     degen: dict[tuple[str, str], np.ndarray] = {}
+    kept_score: dict[str, np.ndarray] = {}  # MP: class score after deletion / clean score
     jobs = [(c, e) for c in CALIBRATORS for e in EXPLAINERS]
     for cal_name, exp_name in progress_bar(jobs, total=len(jobs), enabled=ctx.progress,
                                            description="calibrate-to-interpret: maps"):
@@ -222,6 +225,10 @@ def _run(ctx: StudyContext, cfg: dict[str, Any]) -> None:
         maps[(cal_name, exp_name)] = minmax(exp.values)
         degen[(cal_name, exp_name)] = degenerate_maps(exp.values)
         targets[cal_name] = exp.target
+        if "deleted_score" in exp.extra:  # MP: did the optimised mask delete the evidence?
+            clean = model.predict_proba(x)[np.arange(len(x)), exp.target]
+            kept_score[cal_name] = np.asarray(exp.extra["deleted_score"]) / np.maximum(clean,
+                                                                                     1e-12)
         curves[(cal_name, exp_name)] = deletion_curve(
             model, x, exp.values, fill=fill, steps=cfg["deletion_steps"])
         if cal_name not in random_auc:  # the random baseline depends on the model only
@@ -262,6 +269,9 @@ def _run(ctx: StudyContext, cfg: dict[str, Any]) -> None:
             "lipschitz_median": float(np.median(lips[key][lk])) if lk.any() else None,
             "lipschitz_mean": float(lips[key][lk].mean()) if lk.any() else None,
             "deletion_auc_all_images": float(per["auc"][key].mean()),
+            "mp_score_kept_over_90pct": (int((kept_score[cal_name] > 0.9).sum())
+                                         if exp_name == "MP" and cal_name in kept_score
+                                         else None),
             "changed_predictions": int((targets[cal_name] != targets["none"]).sum()),
             "explain_seconds": round(seconds[key], 2),
         })
