@@ -235,7 +235,9 @@ def test_default_estimator_says_what_it_chose(game):
     model, x, _ = game
     for budget in (60, 240, 600):
         exp = Shapley(model, n_samples=budget, **ZERO).explain(x)
-        assert exp.extra["estimator"] == Shapley(model, n_samples=budget).chosen(12).name
+        assert exp.extra["estimator"] == "logit_surrogate_shap"  # a probability
+    logits = Shapley(model, n_samples=240, output="logit", **ZERO).explain(x)
+    assert logits.extra["estimator"] == "leverage_shap"
 
 
 def test_budgets_below_the_minimum_name_it(game):
