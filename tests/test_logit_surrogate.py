@@ -341,3 +341,25 @@ def test_cuda_matches_cpu():
         gpu = LogitSurrogateSHAP(wrap(_Quadratic(d, 0, classifier=True), device="cuda"),
                        n_samples=n_samples).explain(x)
         np.testing.assert_allclose(gpu.feature_values, cpu.feature_values, atol=1e-4)
+
+
+def test_walks_agree_with_the_enumerated_surrogate_within_their_variance():
+    # the permutation walks' estimate of sigmoid(q)'s Shapley values against enumeration: the
+    # errors divided by the returned standard errors look standard normal (the antithetic
+    # pairs make the variance conservative: |z| stays well inside 4)
+    from calix.explain.logit_surrogate import sigmoid_quadratic_shapley_exact
+
+    d, n = 10, 4
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, generator=g, dtype=torch.float64)
+    b = torch.randn(n, d, generator=g, dtype=torch.float64)
+    c = torch.randn(n, d, d, generator=g, dtype=torch.float64)
+    c = (c + c.transpose(1, 2)) / 2
+    c.diagonal(dim1=1, dim2=2).zero_()
+    exact = sigmoid_quadratic_shapley_exact(a, b, c)
+    perms = torch.argsort(torch.rand(2000, d, generator=g), -1)
+    walked, var = sigmoid_quadratic_shapley(a, b, c, perms, variance=True)
+    z = (walked - exact) / var.sqrt()
+    assert z.abs().max() < 4.5 and 0.2 < z.std() < 1.5
+    np.testing.assert_allclose(exact.sum(1), torch.sigmoid(a + b.sum(1) + c.sum((1, 2)) / 2)
+                               - torch.sigmoid(a), atol=1e-12)

@@ -29,14 +29,15 @@ from torch import Tensor
 from calix.explain.shapley import (
     ShapleyEstimator,
     _term_design,
+    exact_shapley,
     polynomial_terms,
 )
 from calix.explain.solvers import efficiency_constrained_wls, real_columns, spd_solve
 from calix.explain.surrogate import size_stratified_weights
-from calix.perturb import CoalitionDesign, Design, SurrogateDesign
+from calix.perturb import CoalitionDesign, Design, SurrogateDesign, all_coalitions
 
 __all__ = ["LogitSurrogateSHAP", "quadratic_shapley", "sigmoid_quadratic_shapley",
-           "residual_shapley"]
+           "sigmoid_quadratic_shapley_exact", "residual_shapley"]
 
 _LINKS = ("auto", "identity", "logit")
 #: logits are clipped to ±this (sigmoid(36) = 1 − 2e-16) so p = 0 or 1 from sklearn stays finite
@@ -132,7 +133,8 @@ def residual_shapley(z: Tensor, r: Tensor, n_fixed: int = 0,
 
 
 def sigmoid_quadratic_shapley(a: Tensor, b: Tensor, c: Tensor, perms: Tensor,
-                              chunk_elements: int = 2**24) -> Tensor:
+                              chunk_elements: int = 2**24, *, variance: bool = False
+                              ) -> Tensor | tuple[Tensor, Tensor]:
     """Shapley values of g(z) = sigmoid(a + b·z + ½ zᵀCz) by permutation sampling on g.
 
     Each permutation π and its reverse are walked feature by feature; adding π_t raises q by
@@ -141,23 +143,28 @@ def sigmoid_quadratic_shapley(a: Tensor, b: Tensor, c: Tensor, perms: Tensor,
 
     Parameters
     ----------
-    a : (n,); b : (n, d); c : (n, d, d) -- the quadratic on the logit scale.
-    perms : (P, d) long -- permutations of range(d); their reverses are added (2P walks).
+    a : Tensor of shape (n,); b : Tensor of shape (n, d); c : Tensor of shape (n, d, d) -- the
+        quadratic on the logit scale.
+    perms : Tensor of shape (P, d), long -- permutations of range(d); their reverses are added
+        (2P walks).
     chunk_elements : int -- walks are processed in chunks of about this many C entries.
+    variance : bool -- also return the variance of the estimate over the permutations (the
+        variance of the P antithetic pairs' means, over P): the quadrature error.
 
     Returns
     -------
-    Tensor (n, d), float64.
+    Tensor of shape (n, d), float64 (and its variance, same shape, with ``variance=True``).
     """
     n, d = b.shape
-    perms = torch.cat([perms, perms.flip(-1)]).to(b.device)
+    walks = torch.stack([perms, perms.flip(-1)], 1).reshape(-1, d).to(b.device)  # pairs
     total = torch.zeros(n, d, dtype=torch.float64, device=b.device)
+    squares = torch.zeros_like(total)
     # walks advance together, one feature per step: ``above`` accumulates C's columns of the
     # features already added (O(n k d) per step, no (n, k, d, d) gather of C in walk order)
-    step = max(1, chunk_elements // max(1, n * d))
+    step = 2 * max(1, chunk_elements // max(1, 2 * n * d))  # whole antithetic pairs
     ct = c.transpose(1, 2).contiguous()  # ct[:, j] = C[:, :, j]
-    for start in range(0, len(perms), step):
-        p = perms[start:start + step]  # (k, d)
+    for start in range(0, len(walks), step):
+        p = walks[start:start + step]  # (k, d)
         k = len(p)
         above = torch.zeros(n, k, d, dtype=c.dtype, device=c.device)  # Σ_{u<t} C[:, :, p_u]
         q = a[:, None].expand(n, k).clone()
@@ -171,8 +178,33 @@ def sigmoid_quadratic_shapley(a: Tensor, b: Tensor, c: Tensor, perms: Tensor,
             mc[:, :, t] = cur - prev  # marginal contribution of p[:, t]
             prev = cur
             above += ct.index_select(1, j)  # add column j of each input's C
-        total.scatter_add_(1, p.reshape(1, -1).expand(n, -1), mc.reshape(n, -1))
-    return total / len(perms)
+        per_walk = torch.zeros_like(mc).scatter_(2, p[None].expand(n, k, d), mc)  # (n, k, d)
+        pair = per_walk.view(n, k // 2, 2, d).mean(2)
+        total += pair.sum(1)
+        squares += (pair**2).sum(1)
+    n_pairs = len(perms)
+    mean = total / n_pairs
+    if not variance:
+        return mean
+    var = (squares / n_pairs - mean**2).clamp_min(0.0) / max(1, n_pairs - 1)
+    return mean, var
+
+
+def sigmoid_quadratic_shapley_exact(a: Tensor, b: Tensor, c: Tensor,
+                                    chunk_elements: int = 2**24) -> Tensor:
+    """Exact Shapley values of g(z) = sigmoid(a + b·z + ½ zᵀCz), by evaluating g on all 2^d
+    coalitions (no model queries; O(2^d d²) per input): for small d, instead of
+    :func:`sigmoid_quadratic_shapley`'s permutation walks. Shapes as there; (n, d) float64."""
+    n, d = b.shape
+    coal = all_coalitions(d).to(b.device)
+    z = coal.double()
+    step = max(1, chunk_elements // max(1, len(z) * d))
+    out = []
+    for i in range(0, n, step):
+        q = _quadratic(z[None].expand(len(b[i:i + step]), -1, -1), a[i:i + step],
+                       b[i:i + step], c[i:i + step])
+        out.append(exact_shapley(torch.sigmoid(q), coal))
+    return torch.cat(out)
 
 
 class LogitSurrogateSHAP(ShapleyEstimator):
@@ -188,7 +220,8 @@ class LogitSurrogateSHAP(ShapleyEstimator):
 
     - ``link="identity"``: g = q, φ_i = b_i + ½ Σ_j C_ij (closed form);
     - ``link="logit"``: g = sigmoid(q), φ by ``n_permutations`` antithetic permutation walks on g
-      (see :func:`sigmoid_quadratic_shapley`); no model queries.
+      (see :func:`sigmoid_quadratic_shapley`), or exactly by enumerating g when
+      2^d <= 16 ``n_permutations`` (:func:`sigmoid_quadratic_shapley_exact`); no model queries.
 
     With ``adjust=True`` the Shapley values of the residual s − g are added, estimated from the
     same queries by :func:`residual_shapley` (regression adjustment: consistent). ``adjust=False``
@@ -197,9 +230,9 @@ class LogitSurrogateSHAP(ShapleyEstimator):
     Σφ = s(x) − s(∅).
 
     ``link="auto"`` is ``"logit"`` when a classifier's probability is explained and
-    ``"identity"`` otherwise. Intervals: the jackknife of :class:`ShapleyEstimator`; its refits
-    walk the first (at most) 1024 permutations. Without the adjustment the interval misses
-    the surrogate's bias.
+    ``"identity"`` otherwise. Intervals: the jackknife of :class:`ShapleyEstimator` (its refits
+    walk the first 1024 permutations where the main fit walks), plus the walks' own variance.
+    Without the adjustment the interval misses the surrogate's bias.
 
     ``extra`` adds ``r2`` (n,) -- R² of g against the queried scores, end coalitions excluded;
     NaN for constant scores and on the exact path --, ``link`` and ``adjusted``.
@@ -285,6 +318,9 @@ class LogitSurrogateSHAP(ShapleyEstimator):
                              f"terms (at most {_MAX_TERMS}); use order=1 or fewer features")
         self._perms = (torch.argsort(torch.rand(self.n_permutations, d, generator=g), -1)
                        if self.resolved_link == "logit" else None)
+        # few features: the surrogate's values exactly, by enumeration (no quadrature error;
+        # at most ~8x the walks' cost)
+        self._enumerate = self._perms is not None and 2**d <= 16 * self.n_permutations
 
     def _step(self, m: int, d: int) -> int:
         """Fits per batched solve for m coalitions: bounds the memory of the designs (about
@@ -298,13 +334,19 @@ class LogitSurrogateSHAP(ShapleyEstimator):
         n, m, d = z.shape
         y1, y0 = self._ends
         perms = self._perms if info is not None or self._perms is None else self._perms[:1024]
+        # the main fit enumerates up to 2^d <= 16 P; jackknife refits up to d = 12 and walk
+        # the first 1024 permutations beyond (their shared quadrature error barely adds to
+        # the refits' spread)
+        enum = self._enumerate and (info is not None or d <= 12)
         step = self._step(m, d)
-        parts = [self._estimate(zc, yc, sc, y0c, y1c, perms, design.n_fixed)
+        parts = [self._estimate(zc, yc, sc, y0c, y1c, perms, design.n_fixed, enum)
                  for zc, yc, sc, y0c, y1c in zip(z.split(step), y.split(step), s.split(step),
                                                  y0.split(step), y1.split(step), strict=True)]
         phi = torch.cat([p[0] for p in parts])
         if info is not None:
             fitted = torch.cat([p[1] for p in parts])
+            if parts[0][2] is not None:  # the walks' quadrature error joins the jackknife's
+                info["variance"] = torch.cat([p[2] for p in parts])
             var = s.var(1, unbiased=False)
             info["r2"] = torch.where(var > 1e-12 * (1 + (s**2).mean(1)),
                                      1 - ((s - fitted) ** 2).mean(1) / var.clamp(min=1e-300),
@@ -321,16 +363,22 @@ class LogitSurrogateSHAP(ShapleyEstimator):
         return out
 
     def _estimate(self, z: Tensor, y: Tensor, s: Tensor, y0: Tensor, y1: Tensor,
-                  perms: Tensor | None, n_fixed: int) -> tuple[Tensor, Tensor]:
+                  perms: Tensor | None, n_fixed: int, enumerate_: bool = False
+                  ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Fit on (N, m, d) coalitions with links y and scores s (N, m) and the ends' links y0,
-        y1 (N,): Shapley values (N, d) and the surrogate's values g(z) (N, m)."""
+        y1 (N,): Shapley values (N, d), the surrogate's values g(z) (N, m) and the variance of
+        the permutation walks (N, d) (None when there were none)."""
         d = z.shape[-1]
         a, b, c = _fit(z, y, y0, y1, self.alpha, self.order)
         q = _quadratic(z, a, b, c)
+        var = None
         if perms is None:
             phi, fitted = quadratic_shapley(b, c), q
+        elif enumerate_:
+            phi, fitted = sigmoid_quadratic_shapley_exact(a, b, c), torch.sigmoid(q)
         else:
-            phi, fitted = sigmoid_quadratic_shapley(a, b, c, perms), torch.sigmoid(q)
+            phi, var = sigmoid_quadratic_shapley(a, b, c, perms, variance=True)
+            fitted = torch.sigmoid(q)
         if self.adjusts(d):
             phi = phi + residual_shapley(z, s - fitted, n_fixed)
-        return phi, fitted
+        return phi, fitted, var

@@ -216,7 +216,8 @@ class ShapleyEstimator(FeatureExplainer):
             empty: Tensor, info: dict[str, Any] | None = None) -> Tensor:
         """Shapley values (n, d) float64 from the design's scores ``s`` (n, m) (``y``: the
         same on the estimator's link scale) and the ends' scores ``full``, ``empty`` (n,).
-        ``info`` (None for jackknife refits) collects ``extra`` entries."""
+        ``info`` (None for jackknife refits) collects ``extra`` entries; its entry
+        ``"variance"`` (n, d), if set, is added to the jackknife's variance."""
         raise NotImplementedError
 
     def _link(self, outputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -316,6 +317,9 @@ class ShapleyEstimator(FeatureExplainer):
             phi = self.fit(design, s[:, 2:], y[:, 2:], full, empty, info)
             std, dof = self._jackknife(design, s[:, 2:], y[:, 2:], full, empty,
                                        torch.Generator().manual_seed(groups.initial_seed()))
+            extra_var = info.pop("variance", None)  # an estimator's own, e.g. quadrature
+            if extra_var is not None:
+                std = (std**2 + extra_var.to(std.device)).sqrt()
             t = float(stats.t.ppf((1 + self.level) / 2, dof)) if dof else float("nan")
             used = design.masks.shape[1] + 2
             wide = self.target_width is not None and bool(
