@@ -33,15 +33,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from calix.models import Model, as_tensor
-from calix.perturb import (
+from calix._random import make_generator
+from calix._validation import (
     MAX_ELEMENTS,
-    Perturbation,
-    StratifiedLevels,
+    check_choice,
     check_count,
-    level_bins,
-    make_generator,
+    check_index_range,
+    is_simplex,
+    label_tensor,
 )
+from calix.models import Model, as_tensor
+from calix.perturb import Perturbation, StratifiedLevels, level_bins
 
 __all__ = [
     "Calibrator", "TemperatureScaling", "Dirichlet", "ReCalX", "CalibratedModel", "calibrated",
@@ -64,8 +66,7 @@ PROBABILITY_ATOL = 1e-2
 
 def _looks_like_probabilities(z: Tensor, atol: float = PROBABILITY_ATOL) -> bool:
     """Whether every row of ``z`` lies in [0, 1] and sums to 1 within ``atol``."""
-    in_unit = bool(((z >= 0) & (z <= 1)).all())
-    return in_unit and bool(((z.sum(1) - 1).abs() <= atol).all())
+    return is_simplex(z, atol=atol, range_atol=0.0)
 
 
 def check_logits_labels(logits: Any, labels: Any, *, name: str = "logits") -> tuple[Tensor, Tensor]:
@@ -101,43 +102,17 @@ def check_logits_labels(logits: Any, labels: Any, *, name: str = "logits") -> tu
             "log-probabilities (np.log(p)) or the model's logits (genuine logits of this form "
             "can be shifted by a constant per row, which changes no softmax)"
         )
-    y = _label_tensor(labels, "labels")
+    y = label_tensor(labels, "labels")
     if len(y) != len(z):
         raise ValueError(f"{name} has {len(z)} rows but labels has {len(y)}")
     k = z.shape[1]
-    bad = (y < 0) | (y >= k)
-    if bad.any():
-        raise ValueError(
-            f"labels must lie in [0, {k}) for {k} classes; found {sorted(set(y[bad].tolist()))[:5]}"
-        )
+    check_index_range(y, k, "labels", of=f" for {k} classes")
     if bool((y == y[0]).all()):
         raise ValueError(
             f"calibration needs labels of at least two classes; every label is {int(y[0])}. "
             "Use validation data that covers the classes"
         )
     return z, y
-
-
-def _label_tensor(labels: Any, name: str) -> Tensor:
-    """Class indices ``labels`` as a flat int64 CPU tensor; names ``name`` when they are not
-    integers (class names, fractions, NaN, complex or ragged input)."""
-    if isinstance(labels, Tensor):
-        y = labels.detach().cpu()
-    else:
-        try:
-            arr = np.asarray(labels)
-        except ValueError as exc:  # ragged lists
-            raise TypeError(f"{name} could not be converted to an array: {exc}") from exc
-        if arr.dtype.kind not in "biuf":
-            raise TypeError(f"{name} must be integer class indices, got dtype {arr.dtype}; "
-                            "map class names to indices 0 .. n_classes - 1 first")
-        y = torch.as_tensor(arr, device="cpu")
-    if y.is_complex():
-        raise TypeError(f"{name} must be integer class indices, got dtype {y.dtype}")
-    if y.is_floating_point():
-        if not torch.isfinite(y).all() or (y != y.round()).any():
-            raise ValueError(f"{name} must be integer class indices")
-    return y.long().reshape(-1)
 
 
 class Calibrator(nn.Module, ABC):
@@ -690,7 +665,7 @@ def perturbed_logits(
         raise ValueError(f"X must be a non-empty batch (n, *input_shape), got shape "
                          f"{tuple(Xt.shape)}")
     Xt = Xt[:n_samples]
-    yt = _label_tensor(y, "y")[:n_samples]
+    yt = label_tensor(y, "y")[:n_samples]
     if len(yt) != len(Xt):
         raise ValueError(f"X has {len(Xt)} rows but y has {len(yt)}")
     n = len(Xt)
@@ -778,8 +753,7 @@ def fit_calibrator(
     ``temperature`` and ``dirichlet`` are fitted on clean validation logits; ``recalx`` on
     perturbed validation samples from ``perturbation`` (required for it).
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    check_choice(method, METHODS, "method")
     if method == "recalx":
         if perturbation is None:
             raise ValueError("recalx needs a perturbation to draw its validation samples")

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from calix._progress import progress_bar
+from calix._validation import check_choice, check_simplex, is_simplex
 from calix.exceptions import ProbabilityOutputWarning
 
 Task = Literal["classification", "regression"]
@@ -414,14 +415,7 @@ class Model(ABC):
             raise ValueError(f"probabilities must have shape (n, n_classes), got {tuple(p.shape)}")
         if not torch.isfinite(p).all():
             raise ValueError("model returned NaN or infinite probabilities")
-        if (p < -_PROBA_ATOL).any() or (p > 1 + _PROBA_ATOL).any():
-            raise ValueError("probabilities must lie in [0, 1]")
-        sums = p.sum(dim=1)
-        worst = float((sums - 1).abs().max()) if len(sums) else 0.0
-        if worst > _PROBA_ATOL:
-            raise ValueError(
-                f"probabilities must sum to 1 over classes; the worst row is off by {worst:.3g}"
-            )
+        check_simplex(p, atol=_PROBA_ATOL, name="probabilities", sums="must sum to 1 over classes")
         return torch.log(p.clamp_min(1e-12))
 
     def __repr__(self) -> str:
@@ -665,8 +659,7 @@ class CallableModel(Model):
 
 
 def _check_output_kind(output: str, task: str) -> str:
-    if output not in _OUTPUT_KINDS:
-        raise ValueError(f"output must be one of {_OUTPUT_KINDS}, got {output!r}")
+    check_choice(output, _OUTPUT_KINDS, "output")
     if output == "probabilities" and task == "regression":
         raise ValueError("output='probabilities' makes no sense for a regressor")
     return output
@@ -682,9 +675,7 @@ def looks_like_probabilities(out: Tensor, *, atol: float = _PROBA_ATOL) -> bool:
     if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[1] < 2 or len(out) == 0:
         return False
     o = out.detach().double()
-    if not torch.isfinite(o).all() or (o < -atol).any() or (o > 1 + atol).any():
-        return False
-    return bool(((o.sum(1) - 1).abs() <= atol).all())
+    return bool(torch.isfinite(o).all()) and is_simplex(o, atol=atol)
 
 
 def wrap(

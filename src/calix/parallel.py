@@ -77,6 +77,7 @@ from typing import Any
 
 import numpy as np
 
+from calix._io import DataFileError, atomic_write, ensure_writable_dir
 from calix._progress import progress_bar
 
 __all__ = ["explain_dataset", "DatasetExplanation", "UNCERTAINTY", "explain_chunk",
@@ -264,7 +265,6 @@ class CsvFile:
         """(sha256, header, delimiter, row starts (n + 1 offsets), line numbers of rows)."""
         if self._index is not None:
             return self._index
-        from calix._io import DataFileError
         from calix.data import _sniff_delimiter
 
         p = self.path
@@ -331,8 +331,6 @@ class CsvFile:
 
     def feature_columns(self, feature_names: list[str] | None = None) -> list[str]:
         """The columns read as features (see ``columns``)."""
-        from calix._io import DataFileError
-
         _, header, sep, _, _ = self._scan()
         others = [d for d in ",;\t|" if d != sep and len(header) == 1 and d in header[0]]
         if others:
@@ -401,8 +399,6 @@ class _CsvRows:
         self.cols, self.n_fields, self.sep, self.header = cols, n_fields, sep, header
 
     def read(self) -> np.ndarray:
-        from calix._io import DataFileError
-
         p = self.path
         try:
             with open(p, "rb") as f:
@@ -485,7 +481,6 @@ class ImageFolder:
     def files(self) -> list[Path]:
         """The image files, in the order of the explained inputs."""
         if self._files is None:
-            from calix._io import DataFileError
             from calix.data import _IMAGE_SUFFIXES
 
             r = self.root
@@ -518,8 +513,6 @@ class ImageFolder:
             try:
                 data = f.read_bytes()
             except OSError as exc:
-                from calix._io import DataFileError
-
                 raise DataFileError(f"{f} cannot be read: {exc.strerror or exc}") from exc
             h.update(f"{rel}|{len(data)}|".encode())
             h.update(data)
@@ -554,7 +547,6 @@ class _ImageRows:
         from skimage.color import gray2rgb, rgb2gray
         from skimage.transform import resize
 
-        from calix._io import DataFileError
         from calix.data import _read_image
 
         out = []
@@ -771,9 +763,7 @@ def _chunk_path(out: Path, start: int, stop: int) -> Path:
 
 
 def _write_chunk(out: Path, start: int, stop: int, arrays: dict[str, np.ndarray]) -> None:
-    from calix.zoo import _atomic_write
-
-    _atomic_write(_chunk_path(out, start, stop), lambda f: np.savez(f, **arrays))
+    atomic_write(_chunk_path(out, start, stop), lambda f: np.savez(f, **arrays))
 
 
 def _chunk_problem(path: Path, start: int, stop: int, with_std: bool) -> str | None:
@@ -823,8 +813,6 @@ def _manifest(spec: dict[str, Any], chunk_size: int, n: int) -> dict[str, Any]:
 
 
 def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
-    from calix.zoo import _atomic_write
-
     path = out / "manifest.json"
     fix = f"delete the folder {out} or pass another --out"
     if path.is_file():
@@ -843,7 +831,7 @@ def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
                 f"folder or delete it")
     else:
         text = json.dumps(manifest, indent=1).encode()
-        _atomic_write(path, lambda f: f.write(text))
+        atomic_write(path, lambda f: f.write(text))
 
 
 _LOCK_FILE = ".lock"
@@ -853,8 +841,6 @@ _LOCK_FILE = ".lock"
 def _exclusive(out: Path) -> Iterator[None]:
     """Hold an exclusive lock on the run folder ``out``; refuse at once if another run holds
     it. The lock is released when the block ends or the process dies."""
-    from calix._io import ensure_writable_dir
-
     ensure_writable_dir(out, what="run folder")  # a ValueError naming out and the reason
     lock = out / _LOCK_FILE
     f = open(lock, "a+b")  # held open for the whole block: closing it releases the lock

@@ -46,6 +46,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from calix._random import make_generator
+from calix._random import std_normal as _std_normal
+from calix._random import subsets_of_size as _subsets_of_size
+from calix._validation import MAX_ELEMENTS, check_count
 from calix.models import Model, as_tensor
 
 __all__ = [
@@ -57,48 +61,6 @@ __all__ = [
     "all_coalitions", "levels_of", "level_bins", "make_generator", "check_count", "MAX_ELEMENTS",
     "Perturbation", "Perturbed", "QueryResult", "MaskBlocks",
 ]
-
-
-def make_generator(seed: int | torch.Generator | None) -> torch.Generator:
-    """A CPU ``torch.Generator`` from a seed (None draws a fresh random seed)."""
-    if isinstance(seed, torch.Generator):
-        return seed
-    g = torch.Generator()
-    if seed is None:
-        g.seed()
-    else:
-        g.manual_seed(int(seed))
-    return g
-
-
-#: Most elements one dense tensor of masks or samples may hold (rows x width): a budget
-#: past it is refused up front instead of being allocated.
-MAX_ELEMENTS = 1 << 28
-
-
-def check_count(value: Any, name: str, *, minimum: int = 1, width: int = 1) -> int:
-    """``value`` as an int >= ``minimum``, refusing booleans, fractions, strings and counts whose
-    ``value * width`` elements exceed :data:`MAX_ELEMENTS`.
-
-    Raises
-    ------
-    TypeError
-        For a value that is not an integer (integral floats are accepted).
-    ValueError
-        For a value below ``minimum`` or too large to allocate.
-    """
-    if isinstance(value, float | np.floating) and np.isfinite(value) and float(value).is_integer():
-        value = int(value)
-    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    value = int(value)
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    if value * max(int(width), 1) > MAX_ELEMENTS:
-        raise ValueError(
-            f"{name}={value} is too large: it needs {value * max(int(width), 1):.3g} elements "
-            f"at once, more than the {MAX_ELEMENTS:.3g} calix allocates in one tensor")
-    return value
 
 
 # ====================================================================== features
@@ -603,17 +565,6 @@ class Noise(Fill):
         return base + self.std * eps
 
 
-def _std_normal(shape: torch.Size, generator: torch.Generator | None) -> Tensor:
-    """Standard normal draws by Box–Muller on ``torch.rand``.
-
-    Unlike ``torch.randn``, ``torch.rand`` gives the same stream however a draw is split into
-    calls, so seeded stochastic fills do not depend on ``chunk_size``.
-    """
-    u = torch.rand(*shape, 2, generator=generator, dtype=torch.float64)  # two per element
-    r = torch.sqrt(-2.0 * torch.log1p(-u[..., 0]))  # 1 - u in (0, 1]
-    return (r * torch.cos(2 * math.pi * u[..., 1])).to(torch.float32)
-
-
 class Marginal(Fill):
     """Removed features take the values of background rows: the interventional (marginal)
     game of SHAP, v(S) = E_b f(x_S, b_S̄) over the background rows b.
@@ -678,18 +629,6 @@ class CoalitionSampler(ABC):
         d = check_count(d, "d")
         m = check_count(m, "m", minimum=0, width=d)
         return self._sample(m, d, make_generator(seed))
-
-
-def _subsets_of_size(sizes: Tensor, d: int, g: torch.Generator) -> Tensor:
-    """Uniform random subsets with ``sizes[i]`` members each: bool of shape (len(sizes), d).
-
-    Keeps the ``sizes[i]`` smallest of d uniform draws (float64, so ties have probability
-    ~d²/2⁵³): one sort and a threshold.
-    """
-    u = torch.rand(len(sizes), d, generator=g, dtype=torch.float64)
-    srt = u.sort(dim=1).values
-    kth = srt.gather(1, (sizes.long().clamp(1, d) - 1)[:, None])
-    return (u <= kth) & (sizes[:, None] > 0)
 
 
 class Uniform(CoalitionSampler):

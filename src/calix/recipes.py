@@ -14,9 +14,10 @@ import numpy as np
 
 from calix.calibrate import calibrated, fit_calibrator
 from calix.data import Dataset
-from calix.metrics.calibration import LevelCalibration, calibration_by_level, ece
+from calix.metrics.calibration import LevelCalibration, ece
 from calix.models import Model
 from calix.perturb import Blur, Columns, Constant, Mean, PatchGrid, Perturbation
+from calix.procedures import calibration_by_level
 
 __all__ = ["FILLS", "default_perturbation", "compare_calibration", "CalibrationComparison"]
 

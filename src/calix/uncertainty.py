@@ -36,9 +36,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from calix._validation import check_count
 from calix.explain.base import Explainer, Explanation
 from calix.models import Model, TorchModel, as_tensor, wrap
-from calix.perturb import check_count
 
 __all__ = [
     "Sampler", "MCDropout", "MCDropConnect", "DeepEnsemble", "train_ensemble",
@@ -398,10 +398,10 @@ class _FlipoutMixin:
             is not None else torch.rand(shape, device=device)
 
     def _normal(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-        from calix.perturb import _std_normal
+        from calix._random import std_normal
 
         if self.generator is not None:
-            return _std_normal(torch.Size(shape), self.generator).to(device)
+            return std_normal(torch.Size(shape), self.generator).to(device)
         return torch.randn(shape, device=device)
 
     def _signs(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:

@@ -31,20 +31,16 @@ import hashlib
 import io
 import json
 import os
-import secrets
-import socket
-import time
 import warnings
-from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from calix import data as data_mod
+from calix._io import atomic_write as _atomic_write
 from calix.models import Model, wrap
 from calix.train import evaluate, fit
 
@@ -53,8 +49,6 @@ __all__ = ["CNN", "MLP", "ZooModel", "train", "build", "cache_dir", "ZOO", "load
 # 2: trained on one torch thread and checksummed (entries of format 1 depend on the thread
 # count of whichever process trained them, so they are not reused)
 _FORMAT_VERSION = 2
-#: a temporary file whose writer cannot be checked for liveness is stale after this long
-_STALE_TMP_SECONDS = 3600.0
 
 
 class CNN(nn.Module):
@@ -424,84 +418,6 @@ def _digest(state: dict[str, torch.Tensor]) -> str:
         h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
-
-
-def _atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write ``path`` all at once: ``write(f)`` fills a temporary file beside it, which is
-    fsynced and renamed over ``path`` (and the folder fsynced, where supported).
-
-    The temporary file is named ``<name>~<host>~<pid>~<random>.tmp``, so concurrent writers
-    never share one; it is removed if ``write`` fails or is interrupted, and temporary files
-    of ``path``'s folder left by killed processes are removed first (see
-    :func:`remove_stale_tmp`). The file is created with mode ``0o666`` less the umask.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_tmp(path.parent)
-    tmp = path.with_name(f"{path.name}~{_tmp_tag()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _remove_stale_tmp(folder: str | Path, *, max_age: float = _STALE_TMP_SECONDS) -> list[Path]:
-    """Remove the temporary files (``*.tmp``) of :func:`atomic_write` in ``folder`` whose writer
-    is gone: a process of this host that no longer runs, or any file older than ``max_age``
-    seconds. Returns the removed paths."""
-    removed = []
-    host, now = socket.gethostname(), time.time()
-    for f in Path(folder).glob("*.tmp"):
-        parts = f.name[:-len(".tmp")].split("~")
-        dead = False
-        if len(parts) == 4 and parts[1] == host and parts[2].isdigit():
-            dead = not _pid_alive(int(parts[2]))
-        try:
-            if dead or now - f.stat().st_mtime > max_age:
-                f.unlink()
-                removed.append(f)
-        except OSError:
-            pass  # removed by another process meanwhile, or not ours to remove
-    return removed
-
-
-def _tmp_tag() -> str:
-    return f"{socket.gethostname()}~{os.getpid()}~{secrets.token_hex(4)}"
-
-
-def _pid_alive(pid: int) -> bool:
-    if os.name != "posix":
-        return True  # os.kill(pid, 0) would terminate it on Windows: rely on the age
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, owned by another user
-    return True
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # folders cannot be opened on Windows
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # not supported by this filesystem
-    finally:
-        os.close(fd)
 
 
 def _data_hash(ds: data_mod.Dataset) -> str:

@@ -11,8 +11,8 @@ import torch
 from torch import Tensor
 
 from calix._progress import model_rows
+from calix._validation import check_choice, check_count, check_index_range, one_per_input
 from calix.models import Model, as_tensor, wrap
-from calix.perturb import check_count
 
 __all__ = ["Explanation", "Explainer", "Output", "Reduce", "reduce_channels", "score"]
 
@@ -360,8 +360,7 @@ def reduce_channels(values: Tensor, how: str, *, image: bool) -> Tensor:
     For images ``(n, C, H, W)`` the result keeps a channel axis of size 1; for other inputs
     ``abs_sum`` and ``square_sum`` act element-wise and ``sum`` is the identity.
     """
-    if how not in _REDUCE:
-        raise ValueError(f"reduce must be one of {_REDUCE}, got {how!r}")
+    check_choice(how, _REDUCE, "reduce")
     if how == "none":
         return values
     v = values.abs() if how == "abs_sum" else values**2 if how == "square_sum" else values
@@ -412,10 +411,8 @@ class Explainer(ABC):
     _column_names: list[str] | None = None
 
     def __init__(self, model: Any, *, output: Output = "probability", reduce: Reduce = "none"):
-        if output not in _OUTPUTS:
-            raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
-        if reduce not in _REDUCE:
-            raise ValueError(f"reduce must be one of {_REDUCE}, got {reduce!r}")
+        check_choice(output, _OUTPUTS, "output")
+        check_choice(reduce, _REDUCE, "reduce")
         self.model: Model = wrap(model)
         self.output = output
         self.reduce = reduce
@@ -553,20 +550,11 @@ class Explainer(ABC):
         t = torch.as_tensor(target)
         if t.is_floating_point() and (t != t.round()).any():
             raise ValueError(f"target must be integer class indices, got {t}")
-        t = t.long().cpu().reshape(-1)
-        if t.numel() == 1:
-            t = t.expand(n).clone()
-        if t.numel() != n:
-            raise ValueError(f"target must be one index or one per input ({n}), got {t.numel()}")
+        t = one_per_input(t.long().cpu().reshape(-1), n, "target")
         if k is None:
             with torch.no_grad():
                 k = self.model.forward(x[:1]).shape[1]
-        bad = (t < 0) | (t >= k)
-        if bad.any():
-            raise ValueError(
-                f"target must lie in [0, {k}) for a model with {k} outputs; "
-                f"got {sorted(set(t[bad].tolist()))[:5]}"
-            )
+        check_index_range(t, k, "target", of=f" for a model with {k} outputs", found="got")
         return t
 
     def _class_indices(self, target: np.ndarray) -> np.ndarray:

@@ -26,10 +26,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from calix._random import make_generator
 from calix.explain.base import Explanation
 from calix.explain.perturbation import FeatureExplainer
 from calix.explain.surrogate import LIME, lime_kernel, real_columns
-from calix.perturb import ShapleyKernel, make_generator
+from calix.perturb import ShapleyKernel
 
 __all__ = ["BayesianLinear", "BayesLIME", "BayesSHAP", "EAGLE", "lime_kernel",
            "expected_information_gain"]

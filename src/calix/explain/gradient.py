@@ -26,9 +26,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from calix._validation import check_count
 from calix.explain.base import Explainer, Explanation, score
 from calix.models import Model, TorchModel
-from calix.perturb import check_count
 
 __all__ = [
     "Saliency", "IntegratedGradients", "SmoothGrad", "GuidedBackprop", "CaptumExplainer",
@@ -243,12 +243,12 @@ class SmoothGrad(_GradientExplainer):
                 "squared": self.squared, "seed": self.seed}
 
     def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
-        from calix.perturb import _std_normal, make_generator
+        from calix._random import make_generator, std_normal
 
         n, s = len(x), self.n_samples
         flat = x.reshape(n, -1)
         sigma = self.noise * (flat.max(1).values - flat.min(1).values)
-        eps = _std_normal(torch.Size((n, s, *x.shape[1:])), make_generator(self.seed))
+        eps = std_normal(torch.Size((n, s, *x.shape[1:])), make_generator(self.seed))
         eps = eps.to(x.device) * sigma.view(n, 1, *([1] * (x.ndim - 1)))
         noisy = (x[:, None] + eps).reshape(n * s, *x.shape[1:]).requires_grad_(True)
         tgt = targets.to(x.device).repeat_interleave(s)

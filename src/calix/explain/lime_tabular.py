@@ -18,10 +18,11 @@ import torch
 from scipy.special import ndtr
 from torch import Tensor
 
+from calix._random import make_generator
+from calix._validation import check_choice
 from calix.explain.base import Explainer, Explanation, Output, Reduce, column_names
 from calix.explain.surrogate import weighted_ridge
 from calix.models import as_tensor
-from calix.perturb import make_generator
 
 __all__ = ["LimeTabular"]
 
@@ -122,9 +123,7 @@ class LimeTabular(Explainer):
                  n_samples: int = 5000, alpha: float = 1.0, seed: Any = 0,
                  output: Output = "probability", reduce: Reduce = "none"):
         super().__init__(model, output=output, reduce=reduce)
-        if discretizer not in _PERCENTILES:
-            raise ValueError(f"discretizer must be one of {tuple(_PERCENTILES)}, "
-                             f"got {discretizer!r}")
+        check_choice(discretizer, _PERCENTILES, "discretizer", listed=tuple(_PERCENTILES))
         if isinstance(n_samples, bool) or not isinstance(n_samples, int | np.integer) \
                 or n_samples < 2:
             raise ValueError(f"n_samples must be an integer >= 2 (the input and at least one "

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from calix._random import make_generator
+from calix._validation import check_count
 from calix.exceptions import DefaultFillWarning
 from calix.explain.base import Explainer, Explanation
 from calix.perturb import (
@@ -29,8 +31,6 @@ from calix.perturb import (
     Pixels,
     QueryResult,
     Segmentation,
-    check_count,
-    make_generator,
 )
 
 __all__ = ["FeatureExplainer", "Occlusion", "RISE", "MeaningfulPerturbation"]

@@ -22,11 +22,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from calix._random import make_generator
 from calix.explain.base import Explanation
 from calix.explain.perturbation import FeatureExplainer
 from calix.explain.shapley import KernelSHAP
 from calix.explain.solvers import efficiency_constrained_wls, real_columns, weighted_ridge
-from calix.perturb import GlimeDesign, LimeDesign, make_generator
+from calix.perturb import GlimeDesign, LimeDesign
 
 __all__ = ["LIME", "KernelSHAP", "GLIME", "USLIME", "weighted_ridge", "shapley_kernel_weights",
            "lime_kernel", "efficiency_constrained_wls", "real_columns", "size_stratified_weights"]

@@ -1,12 +1,18 @@
-"""Metric metadata shared by every metric family."""
+"""What every metric family shares: :class:`MetricInfo`, array conversion, and
+:func:`neighbours` (the points near each input that robustness and stability explain)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+
+from calix._random import make_generator, std_normal
+from calix._validation import check_count
+from calix.models import as_tensor
 
 
 @dataclass(frozen=True)
@@ -44,3 +50,51 @@ def real_array(value: Any, name: str) -> np.ndarray:
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be real numbers, got dtype {a.dtype}")
     return a.astype(np.float64)
+
+
+def procedures_getattr(module: str, names: tuple[str, ...]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` that finds ``names`` in :mod:`calix.procedures`, where these
+    procedures (they train or calibrate) live now, so their old import paths keep working."""
+
+    def __getattr__(name: str) -> Any:
+        if name in names:
+            from calix import procedures
+
+            return getattr(procedures, name)
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__
+
+
+def neighbours(x: Any, n_neighbours: int, radius: float, *,
+               ball: Literal["uniform", "linf", "gaussian"] = "uniform",
+               seed: int | None = 0) -> torch.Tensor:
+    """Points near each input, shape (n, n_neighbours, *input_shape), on the device of ``x``
+    (drawn on the CPU from the seed, so every device gets the same points).
+
+    ``uniform``: uniform in the L2 ball of ``radius``; ``linf``: uniform in [−r, r] per element
+    (Yeh et al.'s and Quantus's sampler); ``gaussian``: N(0, r²) per element.
+    """
+    xt = as_tensor(x, name="x")
+    if xt.ndim < 2 or xt.numel() == 0:
+        raise ValueError(f"x must be a non-empty batch of shape (n, *input_shape), got shape "
+                         f"{tuple(xt.shape)}")
+    n_neighbours = check_count(n_neighbours, "n_neighbours", width=xt.numel())
+    if isinstance(radius, bool) or not isinstance(radius, int | float | np.number) \
+            or not 0 < radius < float("inf"):
+        raise ValueError(f"radius must be a finite number > 0, got {radius!r}")
+    g = make_generator(seed)
+    shape = (len(xt), n_neighbours, *xt.shape[1:])
+    if ball == "linf":
+        delta = (torch.rand(shape, generator=g) * 2 - 1) * radius
+    elif ball == "gaussian":
+        delta = std_normal(torch.Size(shape), g) * radius
+    elif ball == "uniform":
+        direction = std_normal(torch.Size(shape), g).reshape(len(xt), n_neighbours, -1)
+        direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        dim = direction.shape[-1]
+        r = radius * torch.rand(len(xt), n_neighbours, 1, generator=g) ** (1.0 / dim)
+        delta = (direction * r).reshape(shape)
+    else:
+        raise ValueError(f"ball must be 'uniform', 'linf' or 'gaussian', got {ball!r}")
+    return xt[:, None] + delta.to(xt.device)

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from scipy.special import gammaln
 
-from calix.metrics._base import MetricInfo, as_array, real_array
-from calix.perturb import check_count
+from calix._validation import check_count, check_index_range, check_simplex
+from calix.metrics._base import MetricInfo, as_array, procedures_getattr, real_array
 
 __all__ = [
     "ece", "kde_ece", "ce_kl", "ce_kl_binned", "nll", "brier", "accuracy",
-    "calibration_by_level", "LevelCalibration", "reliability_curve", "check_probs_labels",
+    "calibration_by_level", "LevelCalibration", "reliability_curve", "check_probs_labels",  # noqa: F822
     "METRICS",
 ]
 
@@ -60,11 +60,7 @@ def check_probs_labels(probs: Any, labels: Any, *, atol: float = 1e-4) -> tuple[
         raise ValueError("probs has no samples (0 rows)")
     if not np.isfinite(p).all():
         raise ValueError("probs contain NaN or infinite values")
-    if (p < -atol).any() or (p > 1 + atol).any():
-        raise ValueError("probs must lie in [0, 1]")
-    worst = float(np.abs(p.sum(1) - 1).max())
-    if worst > atol:
-        raise ValueError(f"probs rows must sum to 1; the worst row is off by {worst:.3g}")
+    check_simplex(p, atol=atol, name="probs", sums="rows must sum to 1")
     if y.ndim != 1 or len(y) != len(p):
         raise ValueError(f"labels must have shape ({len(p)},), got {y.shape}")
     if y.dtype.kind == "f":
@@ -73,10 +69,7 @@ def check_probs_labels(probs: Any, labels: Any, *, atol: float = 1e-4) -> tuple[
     elif y.dtype.kind not in "iub":
         raise ValueError(f"labels must be integer class indices, got dtype {y.dtype}")
     y = y.astype(np.int64)
-    k = p.shape[1]
-    bad = (y < 0) | (y >= k)
-    if bad.any():
-        raise ValueError(f"labels must lie in [0, {k}); found {sorted(set(y[bad].tolist()))[:5]}")
+    check_index_range(y, p.shape[1], "labels")
     return np.clip(p, 0.0, 1.0), y
 
 
@@ -435,60 +428,5 @@ class LevelCalibration:
         }
 
 
-_LEVEL_METRICS = {"ce_kl": ce_kl, "ce_kl_binned": ce_kl_binned, "ece": ece}
-
-
-def calibration_by_level(
-    model: Any,
-    X: Any,
-    y: Any,
-    perturbation: Any,
-    *,
-    n_bins: int = 10,
-    n_samples: int = 500,
-    n_per_bin: int = 10,
-    metric: Literal["ce_kl", "ce_kl_binned", "ece"] = "ce_kl",
-    min_samples: int = 20,
-    seed: int = 0,
-    progress: bool = False,
-) -> LevelCalibration:
-    """CE per perturbation-level bin, plus CE^AVG and CE^MAX (ReCalX's evaluation).
-
-    Every one of the first ``n_samples`` inputs is perturbed ``n_per_bin`` times in each of
-    ``n_bins`` level bins through the perturbation engine; the metric is computed on the
-    (calibrated) probabilities of the samples whose realised level falls in each bin.
-
-    Parameters
-    ----------
-    model : calix Model (possibly calibrated)
-    X, y : evaluation inputs (n, *input_shape) and labels (n,)
-    perturbation : calix Perturbation
-    metric : {"ce_kl", "ce_kl_binned", "ece"}
-    min_samples : int -- bins with fewer samples get NaN.
-    """
-    from calix.calibrate import perturbed_logits
-
-    if metric not in _LEVEL_METRICS:
-        raise ValueError(f"metric must be one of {sorted(_LEVEL_METRICS)}, got {metric!r}")
-    logits, labels, levels = perturbed_logits(
-        model, X, y, perturbation, n_samples=n_samples, n_per_bin=n_per_bin, n_bins=n_bins,
-        seed=seed, progress=progress)
-    probs = torch.softmax(logits.double(), -1).cpu().numpy()
-    lab = labels.cpu().numpy()
-    from calix.perturb import level_bins
-
-    bins = level_bins(levels.cpu(), n_bins).cpu().numpy()
-    fn = _LEVEL_METRICS[metric]
-    errors = np.full(n_bins, np.nan)
-    acc = np.full(n_bins, np.nan)
-    conf = np.full(n_bins, np.nan)
-    counts = np.bincount(bins, minlength=n_bins)
-    for b in range(n_bins):  # one metric per bin; the model queries above are batched
-        sel = bins == b
-        if counts[b] >= max(min_samples, 3):
-            errors[b] = fn(probs[sel], lab[sel])
-            acc[b] = float(np.mean(probs[sel].argmax(1) == lab[sel]))
-            conf[b] = float(probs[sel].max(1).mean())
-    if np.all(np.isnan(errors)):
-        raise ValueError(f"no level bin has at least {min_samples} samples")
-    return LevelCalibration(metric, errors, counts, np.linspace(0, 1, n_bins + 1), acc, conf)
+# moved to calix.procedures (a procedure, not a metric); the old import path still works
+__getattr__ = procedures_getattr(__name__, ("calibration_by_level",))

@@ -18,22 +18,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from calix._stats import standard_error
+from calix._validation import check_choice, check_count, check_index_range, one_per_input
 from calix.explain.base import _OUTPUTS, MAX_QUERIES, score
-from calix.metrics._base import MetricInfo
+from calix.metrics._base import MetricInfo, procedures_getattr
 from calix.models import Model, as_tensor, wrap
-from calix.perturb import (
-    Columns,
-    Constant,
-    Fill,
-    Perturbation,
-    Pixels,
-    Superpixels,
-    check_count,
-)
+from calix.perturb import Columns, Constant, Fill, Perturbation, Pixels, Superpixels
 
 __all__ = [
     "Curve", "deletion_curve", "insertion_curve", "mif_lif", "Fidelity", "better_than_random",
-    "roar_tabular", "roar_images", "METRICS",
+    "roar_tabular", "roar_images", "METRICS",  # noqa: F822 (found by __getattr__ below)
 ]
 
 _trapz = getattr(np, "trapezoid", None) or np.trapz  # noqa: NPY201 (numpy < 2)
@@ -100,16 +94,9 @@ def _targets(target: Any, n: int, k: int) -> Tensor:
         raise TypeError(f"target must be integer class indices, got {target!r}")
     if t.dtype.kind == "f" and (not np.isfinite(t).all() or (t != np.round(t)).any()):
         raise ValueError(f"target must be integer class indices, got {target!r}")
-    t = t.astype(np.int64).reshape(-1)
-    if t.size == 1:
-        t = np.repeat(t, n)
-    if t.size != n:
-        raise ValueError(f"target must be one index or one per input ({n}), got {t.size}")
-    bad = (t < 0) | (t >= k)
-    if bad.any():
-        raise ValueError(f"target must lie in [0, {k}) for a model with {k} outputs; got "
-                         f"{sorted(set(t[bad].tolist()))[:5]}")
-    return torch.from_numpy(t)
+    t = one_per_input(torch.from_numpy(t.astype(np.int64).reshape(-1)), n, "target")
+    check_index_range(t, k, "target", of=f" for a model with {k} outputs", found="got")
+    return t
 
 
 def _fractions(steps: int | Any) -> np.ndarray:
@@ -125,8 +112,7 @@ def _fractions(steps: int | Any) -> np.ndarray:
 def _curve(model: Model, x: Any, maps: Any, *, mode: Literal["deletion", "insertion"],
            fill: Fill, steps: int | Any, target: Any, output: str, normalize: bool,
            most_first: bool = True, seed: int | None = 0) -> Curve:
-    if output not in _OUTPUTS:
-        raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
+    check_choice(output, _OUTPUTS, "output")
     model = wrap(model)
     xb = model.check_input(x)
     if len(xb) == 0:
@@ -227,7 +213,7 @@ def mif_lif(model: Any, x: Any, maps: Any, *, fill: Fill | None = None,
     a_lif = _trapz(lif.scores, pct, axis=1)
     mif.auc, lif.auc = a_mif, a_lif
     area = a_lif - a_mif
-    sem = area.std(ddof=1) / np.sqrt(len(area)) if len(area) > 1 else float("nan")
+    sem = standard_error(area)
     return Fidelity(mif=mif, lif=lif, area=area, mean=float(area.mean()), ci95=float(1.96 * sem))
 
 
@@ -272,76 +258,5 @@ def better_than_random(model: Any, x: Any, maps: Any, *, fill: Fill | None = Non
             "better": better}
 
 
-def roar_tabular(dataset: Any, importances: Any, *, fractions: Any = (0.0, 0.1, 0.2, 0.3, 0.5),
-                 seeds: tuple[int, ...] = (0, 1, 2), epochs: int | None = None
-                 ) -> dict[str, Any]:
-    """Remove-and-retrain with global feature importances on tabular data.
-
-    For each fraction k, the top-k share of features (by ``importances``) is replaced by its
-    training mean (0 after standardisation) in every split, the zoo MLP is retrained with
-    each seed, and test accuracy and NLL are recorded.
-
-    Returns
-    -------
-    dict with ``fractions``, ``removed`` (feature indices per fraction), ``accuracy`` and
-    ``nll`` arrays of shape (len(fractions), len(seeds)).
-    """
-    from calix import zoo
-    from calix.data import Dataset
-
-    imp = np.asarray(importances, dtype=np.float64).reshape(-1)
-    d = dataset.X_train.shape[1]
-    if dataset.X_train.ndim != 2 or len(imp) != d:
-        raise ValueError(f"importances must have one value per column ({d}), got {len(imp)}")
-    order = np.argsort(-imp, kind="stable")
-    acc = np.zeros((len(fractions), len(seeds)))
-    nll = np.zeros_like(acc)
-    removed = []
-    for a, frac in enumerate(fractions):
-        cols = order[: int(round(frac * d))]
-        removed.append(cols.tolist())
-        splits = {}
-        for split in ("train", "val", "test"):
-            X = getattr(dataset, f"X_{split}").copy()
-            X[:, cols] = dataset.mean[cols]
-            splits[split] = X
-        ds = Dataset(**{**dataset.__dict__, "X_train": splits["train"], "X_val": splits["val"],
-                        "X_test": splits["test"], "name": f"{dataset.name}-roar{frac:g}"})
-        for b, seed in enumerate(seeds):  # retraining is the method: one model per (k, seed)
-            m = zoo.train("mlp", ds, seed=seed, epochs=epochs, cache=False).metrics
-            acc[a, b], nll[a, b] = m["accuracy"], m["nll"]
-    return {"fractions": list(fractions), "removed": removed, "accuracy": acc, "nll": nll}
-
-
-def roar_images(dataset: Any, maps_train: Any, maps_test: Any, *,
-                fractions: Any = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9), fill: Fill | None = None,
-                seeds: tuple[int, ...] = (0,), epochs: int | None = None) -> dict[str, Any]:
-    """Remove-and-retrain with per-image maps: replace each image's top-k% pixels, retrain
-    the zoo CNN, report test accuracy per fraction (and the map-free random baseline is the
-    caller's choice of maps).
-
-    Parameters
-    ----------
-    maps_train, maps_test : arrays (n_split, C, H, W) -- attributions of every training and
-        test image.
-    """
-    from calix import zoo
-    from calix.data import Dataset
-
-    fill = fill or Constant(0.0)
-    out = {"fractions": list(fractions), "accuracy": np.zeros((len(fractions), len(seeds)))}
-    for a, frac in enumerate(fractions):
-        arrays = {}
-        for split, maps in (("train", maps_train), ("test", maps_test)):
-            X = torch.as_tensor(getattr(dataset, f"X_{split}"))
-            flat = _flat_maps(maps, X)
-            k = int(round(frac * flat.shape[1]))
-            keep = ~(_ranks(flat, True) < k)  # (n, d) per-input mask
-            pert = Perturbation(Pixels(), fill).apply(X, keep[:, None, :]).inputs[:, 0]
-            arrays[split] = pert.numpy()
-        ds = Dataset(**{**dataset.__dict__, "X_train": arrays["train"],
-                        "X_test": arrays["test"], "name": f"{dataset.name}-roar{frac:g}"})
-        for b, seed in enumerate(seeds):
-            out["accuracy"][a, b] = zoo.train("cnn", ds, seed=seed, epochs=epochs,
-                                              cache=False).metrics["accuracy"]
-    return out
+# moved to calix.procedures (a procedure, not a metric); the old import path still works
+__getattr__ = procedures_getattr(__name__, ("roar_tabular", "roar_images"))

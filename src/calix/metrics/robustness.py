@@ -14,9 +14,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from calix.metrics._base import MetricInfo
+from calix._stats import spearman
+from calix.metrics._base import MetricInfo, neighbours
 from calix.models import as_tensor
-from calix.perturb import _std_normal, check_count, make_generator
 
 __all__ = ["sensitivity", "local_lipschitz", "parameter_randomisation", "neighbours", "METRICS"]
 
@@ -30,40 +30,6 @@ METRICS = {
     "randomisation_similarity": MetricInfo("randomisation_similarity", higher_is_better=False,
                                            category="randomisation"),
 }
-
-
-def neighbours(x: Any, n_neighbours: int, radius: float, *,
-               ball: Literal["uniform", "linf", "gaussian"] = "uniform",
-               seed: int | None = 0) -> torch.Tensor:
-    """Points near each input, shape (n, n_neighbours, *input_shape), on the device of ``x``
-    (drawn on the CPU from the seed, so every device gets the same points).
-
-    ``uniform``: uniform in the L2 ball of ``radius``; ``linf``: uniform in [−r, r] per element
-    (Yeh et al.'s and Quantus's sampler); ``gaussian``: N(0, r²) per element.
-    """
-    xt = as_tensor(x, name="x")
-    if xt.ndim < 2 or xt.numel() == 0:
-        raise ValueError(f"x must be a non-empty batch of shape (n, *input_shape), got shape "
-                         f"{tuple(xt.shape)}")
-    n_neighbours = check_count(n_neighbours, "n_neighbours", width=xt.numel())
-    if isinstance(radius, bool) or not isinstance(radius, int | float | np.number) \
-            or not 0 < radius < float("inf"):
-        raise ValueError(f"radius must be a finite number > 0, got {radius!r}")
-    g = make_generator(seed)
-    shape = (len(xt), n_neighbours, *xt.shape[1:])
-    if ball == "linf":
-        delta = (torch.rand(shape, generator=g) * 2 - 1) * radius
-    elif ball == "gaussian":
-        delta = _std_normal(torch.Size(shape), g) * radius
-    elif ball == "uniform":
-        direction = _std_normal(torch.Size(shape), g).reshape(len(xt), n_neighbours, -1)
-        direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        dim = direction.shape[-1]
-        r = radius * torch.rand(len(xt), n_neighbours, 1, generator=g) ** (1.0 / dim)
-        delta = (direction * r).reshape(shape)
-    else:
-        raise ValueError(f"ball must be 'uniform', 'linf' or 'gaussian', got {ball!r}")
-    return xt[:, None] + delta.to(xt.device)
 
 
 def _explain_neighbours(explainer: Any, x: torch.Tensor, nb: torch.Tensor, target: Any):
@@ -140,7 +106,6 @@ def parameter_randomisation(make_explainer: Any, module: torch.nn.Module, x: Any
     dict with ``layers`` (names, top first) and ``similarity`` (n_layers, n).
     """
     from calix.metrics.similarity import ssim
-    from calix.metrics.stability import spearman
 
     base_exp = make_explainer(module).explain(x, target=target)
     tgt = base_exp.target

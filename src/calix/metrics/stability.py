@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from calix.metrics._base import MetricInfo
+from calix._stats import spearman
+from calix._validation import check_count
+from calix.metrics._base import MetricInfo, neighbours
 from calix.models import as_tensor
-from calix.perturb import check_count
 
 __all__ = ["reproducibility", "neighbourhood_stability", "surrogate_r2", "interval_coverage",
            "queries_to_stability", "topk_jaccard", "spearman", "METRICS"]
@@ -34,18 +35,6 @@ METRICS = {
 def _attr(exp: Any) -> np.ndarray:
     v = exp.feature_values if getattr(exp, "feature_values", None) is not None else exp.values
     return np.asarray(v, dtype=np.float64).reshape(len(v), -1)
-
-
-def spearman(a: np.ndarray, b: np.ndarray, *, constant: float = 1.0) -> np.ndarray:
-    """Row-wise Spearman rank correlation of (n, ...) arrays flattened per row (average
-    ranks for ties); rows where either side is constant get ``constant``."""
-    from scipy.stats import rankdata
-
-    ra = rankdata(np.reshape(a, (len(a), -1)), axis=1)
-    rb = rankdata(np.reshape(b, (len(b), -1)), axis=1)
-    ra, rb = ra - ra.mean(1, keepdims=True), rb - rb.mean(1, keepdims=True)
-    den = np.sqrt((ra**2).sum(1) * (rb**2).sum(1))
-    return np.where(den > 0, (ra * rb).sum(1) / np.where(den > 0, den, 1.0), constant)
 
 
 def topk_jaccard(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
@@ -82,8 +71,6 @@ def neighbourhood_stability(explainer: Any, x: Any, *, radius: float = 0.05,
                             n_neighbours: int = 5, seed: int = 0) -> np.ndarray:
     """Mean Spearman correlation between |E(x)| and |E(x')| for x' = x + N(0, radius²) noise
     (the explained class is the one predicted at x). Returns (n,); higher is steadier."""
-    from calix.metrics.robustness import neighbours
-
     xt = as_tensor(x, name="x")
     base = explainer.explain(xt)
     nb = neighbours(xt, n_neighbours, radius, ball="gaussian", seed=seed)
@@ -102,8 +89,8 @@ def surrogate_r2(explainer: Any, exp: Any, x: Any, *, n_holdout: int = 500,
     Inputs with fewer features than the widest of the batch (superpixels; read from
     ``exp.labels``) are scored on their own features: padding columns are off in the held-out
     coalitions and the kernel counts the real features only."""
+    from calix._random import make_generator
     from calix.explain.surrogate import LIME, lime_kernel, real_columns
-    from calix.perturb import make_generator
 
     if "intercept" not in exp.extra or exp.feature_values is None:
         raise ValueError("surrogate_r2 needs a surrogate explanation (feature_values and "
