@@ -335,6 +335,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         else:
             calix_rows.append((label, cls, extra, note))
     peers = [p for p in PEERS if wanted is None or p[0] in wanted]
+    unknown = sorted((wanted or set()) - {lab for lab, *_ in CALIX} - {p[0] for p in PEERS})
+    if unknown:
+        print(f"unknown estimator labels (ignored): {', '.join(unknown)}; labels are "
+              + ", ".join([lab for lab, *_ in CALIX] + [p[0] for p in PEERS]))
     print("calix estimators: " + ", ".join(
         f"{lab}{f' [{note}]' if note else ''}" for lab, _, _, note in calix_rows))
     if skipped:
@@ -423,10 +427,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print_table("queries used per input (mean)", rows, budgets, "queries", "queries", width)
         notes = []
         for name, cells in rows.items():
-            errs = {c["error"] for c in cells.values() if "error" in c}
-            for e in sorted(errs):
-                at = [f"{b // d}d" for b, c in cells.items() if c.get("error") == e]
-                notes.append(f"{name} n/a at {', '.join(at)}: {e}")
+            errs = [(f"{b // d}d", cells[b]["error"]) for b in budgets if "error" in cells[b]]
+            if errs:
+                notes.append(f"{name} n/a: " + "; ".join(
+                    f"{at}: {e}" if i == 0 or e != errs[i - 1][1] else f"{at}: (same)"
+                    for i, (at, e) in enumerate(errs)))
             over = [f"{b // d}d" for b, c in cells.items() if c.get("over_budget_runs")]
             if over:
                 notes.append(f"{name}: runs over the budget at {', '.join(over)}")
