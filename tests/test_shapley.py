@@ -293,3 +293,26 @@ def test_exact_shapley_weights_sum_to_one():
     phi = exact_shapley(coal[:, 2].double()[None], coal)
     np.testing.assert_allclose(phi[0].numpy(), np.eye(d)[2], atol=1e-12)
     assert math.isclose(float(phi.sum()), 1.0)
+
+
+def test_lime_and_glime_designs_draw_what_they_claim():
+    # LIME: the unperturbed input first, then the number removed uniform on 1..d−1;
+    # GLIME binomial: each feature kept with probability 1 / (1 + exp(−1/σ²)); chi-square
+    # and a 5-sigma binomial bound
+    from scipy import stats
+
+    from calix.perturb import GlimeDesign, LimeDesign
+
+    d, m, g = 10, 20_001, torch.Generator().manual_seed(0)
+    lime = LimeDesign().draw(1, m, d, g)
+    assert lime.weights is None and bool(lime.masks[0, 0].all())
+    removed = d - lime.masks[0, 1:].sum(-1)
+    counts = np.bincount(removed.numpy(), minlength=d)[1:d]
+    assert np.bincount(removed.numpy(), minlength=d)[0] == 0
+    assert stats.chisquare(counts).pvalue > 1e-3
+    keep = 1 / (1 + math.exp(-1 / 0.8**2))
+    glime = GlimeDesign("binomial", 0.8).draw(2, 5000, d, g).masks
+    sd = math.sqrt(keep * (1 - keep) / glime.numel())
+    assert abs(float(glime.float().mean()) - keep) < 5 * sd
+    gauss = GlimeDesign("gauss", 0.5).draw(1, 1000, d, g).masks
+    assert gauss.is_floating_point() and float(gauss.min()) >= 0 and float(gauss.max()) <= 1
