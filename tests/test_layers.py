@@ -20,7 +20,8 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 #: it. "calix.x.*" names the package calix.x and all its modules.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("calix._io", "calix._random", "calix._validation", "calix._stats",
-                    "calix._progress", "calix.exceptions", "calix.nets")),
+                    "calix._progress", "calix.exceptions", "calix._registry", "calix._names",
+                    "calix.nets")),
     ("models and data", ("calix.models", "calix.data")),
     ("engine and training", ("calix.perturb", "calix.train", "calix.zoo", "calix.model_io",
                              "calix")),

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from calix._random import make_generator
+from calix._registry import Registry
 from calix._validation import (
     MAX_ELEMENTS,
     check_choice,
@@ -48,7 +49,13 @@ from calix.perturb import Perturbation, StratifiedLevels, level_bins
 __all__ = [
     "Calibrator", "TemperatureScaling", "Dirichlet", "ReCalX", "CalibratedModel", "calibrated",
     "NotFittedError", "check_logits_labels", "fit_calibrator", "perturbed_logits", "METHODS",
+    "CALIBRATORS",
 ]
+
+#: name -> calibrator class. Metadata: ``fit_on`` -- "clean" (fitted on clean validation
+#: logits) or "perturbed" (on perturbed validation samples, :meth:`ReCalX.fit_perturbed`);
+#: ``seeded`` -- whether the constructor takes ``seed``.
+CALIBRATORS: Registry[type[Calibrator]] = Registry("calibrator")
 
 
 class NotFittedError(ValueError):
@@ -277,6 +284,7 @@ def _all_correct(z: Tensor, y: Tensor, groups: Tensor, n_groups: int) -> Tensor:
     return (wrong == 0) & (torch.bincount(groups, minlength=n_groups) > 0)
 
 
+@CALIBRATORS.register("temperature", fit_on="clean", seeded=False)
 class TemperatureScaling(Calibrator):
     """One temperature for all inputs: ``z / T``, T minimising the NLL in [T_MIN, T_MAX].
 
@@ -325,6 +333,7 @@ class TemperatureScaling(Calibrator):
         return logits / self.log_temperature_.exp().to(logits)
 
 
+@CALIBRATORS.register("dirichlet", fit_on="clean", seeded=True)
 class Dirichlet(Calibrator):
     """Dirichlet calibration: ``W ln q + b`` with q = softmax(z), ODIR regularisation.
 
@@ -456,6 +465,7 @@ class Dirichlet(Calibrator):
         return lq @ self.weight_.to(lq).T + self.bias_.to(lq)
 
 
+@CALIBRATORS.register("recalx", fit_on="perturbed", seeded=False)
 class ReCalX(Calibrator):
     """Perturbation-aware temperature scaling: one temperature per level bin.
 
@@ -732,7 +742,8 @@ def calibrated(model: Any, calibrator: Calibrator, *, assume_clean: bool = True)
     return CalibratedModel(wrap(model), calibrator, assume_clean=assume_clean)
 
 
-METHODS = ("temperature", "dirichlet", "recalx")
+#: the calibrator names of :data:`CALIBRATORS`, in order
+METHODS = CALIBRATORS.names()
 
 
 def fit_calibrator(
@@ -754,12 +765,13 @@ def fit_calibrator(
     perturbed validation samples from ``perturbation`` (required for it).
     """
     check_choice(method, METHODS, "method")
-    if method == "recalx":
+    cls, meta = CALIBRATORS[method], CALIBRATORS.meta(method)
+    if meta["fit_on"] == "perturbed":
         if perturbation is None:
-            raise ValueError("recalx needs a perturbation to draw its validation samples")
-        return ReCalX(n_bins).fit_perturbed(model, X_val, y_val, perturbation,
-                                            n_samples=n_samples, n_per_bin=n_per_bin,
-                                            seed=seed, progress=progress)
+            raise ValueError(f"{method} needs a perturbation to draw its validation samples")
+        return cls(n_bins).fit_perturbed(model, X_val, y_val, perturbation,
+                                         n_samples=n_samples, n_per_bin=n_per_bin,
+                                         seed=seed, progress=progress)
     logits = model.forward(X_val, grad=False, progress=progress)
-    cal = TemperatureScaling() if method == "temperature" else Dirichlet(seed=seed)
+    cal = cls(seed=seed) if meta["seeded"] else cls()
     return cal.fit(logits, y_val)

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from calix import __version__
+from calix import __version__, _names
 
 DEBUG_ENV = "CALIX_DEBUG"
 
@@ -207,7 +207,7 @@ def _load_or_exit(name: str, seed: int, delimiter: str | None = None, *,
 
 # ---------------------------------------------------------------------- train
 @main.command()
-@click.argument("model", type=click.Choice(["cnn", "mlp"]))
+@click.argument("model", type=click.Choice(list(_names.ZOO_MODELS)))
 @click.option("--data", "data_name", default="digits", show_default=True,
               help="Dataset name or path (see `calix data list`).")
 @_delimiter_option
@@ -245,14 +245,14 @@ def train(model: str, data_name: str, delimiter: str | None, dropout: float | No
 @main.command()
 @click.option("--data", "data_name", default="digits-noisy", show_default=True,
               help="Dataset name or path.")
-@click.option("--model", "model_name", type=click.Choice(["cnn", "mlp"]), default=None,
+@click.option("--model", "model_name", type=click.Choice(list(_names.ZOO_MODELS)), default=None,
               help="Zoo model (default: cnn for images, mlp for tabular data).")
-@click.option("--method", type=click.Choice(["temperature", "dirichlet", "recalx"]),
+@click.option("--method", type=click.Choice(list(_names.CALIBRATORS)),
               default="recalx", show_default=True)
 @click.option("--perturbation", "fill", default=None,
               help="Fill for removed features: zero, blur or mean (images); mean or zero "
                    "(tabular). Default: zero for images, mean for tabular.")
-@click.option("--metric", type=click.Choice(["ce_kl", "ce_kl_binned", "ece"]), default="ce_kl",
+@click.option("--metric", type=click.Choice(list(_names.LEVEL_METRICS)), default="ce_kl",
               show_default=True, help="Calibration error computed per level bin.")
 @click.option("--n-eval", type=click.IntRange(min=1), default=500, show_default=True,
               help="Test inputs perturbed for the evaluation.")
@@ -330,14 +330,12 @@ def _level_rows(curve: dict) -> list[dict]:
 
 
 # ---------------------------------------------------------------------- explain
-_ZOO_MODELS = ("cnn", "mlp")
+_ZOO_MODELS = _names.ZOO_MODELS
 
 
 def _registered_methods() -> list[str]:
-    """The explainer names of ``calix.explain.METHODS``."""
-    from calix.explain import METHODS
-
-    return list(METHODS)
+    """The explainer names of ``calix.explain.METHODS`` (without importing the explainers)."""
+    return list(_names.EXPLAINERS)
 
 
 def _explain_methods() -> list[str]:
@@ -346,9 +344,8 @@ def _explain_methods() -> list[str]:
 
 
 def _architectures() -> list[str]:
-    from calix.model_io import ARCHITECTURES
-
-    return list(ARCHITECTURES)
+    """The names of ``calix.nets.ARCHITECTURES`` (without importing torch)."""
+    return list(_names.ARCHITECTURES)
 
 
 def _init_params(cls: type) -> set[str]:
@@ -681,7 +678,7 @@ def _model_file_options(f):
 @click.option("--target", type=click.IntRange(min=0), default=None,
               help="Class to explain (default: predicted).")
 @click.option("--calibrate", "cal_method", default="none", show_default=True,
-              type=click.Choice(["none", "temperature", "dirichlet", "recalx"]),
+              type=click.Choice(["none", *_names.CALIBRATORS]),
               help="Explain a zoo model through this calibrator (classification only).")
 @click.option("--n-samples", type=click.IntRange(min=1), default=None,
               help="Sample count of explainers that take one (n_samples: LIME, KernelSHAP, "
@@ -983,7 +980,7 @@ def _top_features(exp, names, x, k: int = 10) -> list[dict]:
 
 
 # ---------------------------------------------------------------------- studies
-_STUDY_NAMES = ["recalx", "explanation-uncertainty", "eagle", "calibrate-to-interpret", "fpa"]
+_STUDY_NAMES = list(_names.STUDIES)
 
 
 @main.command()
@@ -1071,7 +1068,7 @@ def report(folder: Path, out: Path | None) -> None:
                    "one).")
 @click.option("--method", required=True, type=click.Choice(_registered_methods()),
               help="Any explainer of calix.explain.METHODS.")
-@click.option("--uncertainty", type=click.Choice(["mc_dropout", "mc_dropconnect"]),
+@click.option("--uncertainty", type=click.Choice(list(_names.UNTRAINED_SAMPLERS)),
               default=None, help="Stochastic sampler: mean and std maps over --n-samples.")
 @click.option("--n-samples", type=click.IntRange(min=1), default=30, show_default=True,
               help="Stochastic samples with --uncertainty.")

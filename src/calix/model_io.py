@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from calix import _names
 from calix.models import Model, wrap
 
 __all__ = ["load_model", "ModelFileError", "ARCHITECTURES", "model_file_kind"]
@@ -53,16 +54,17 @@ class ModelFileError(ValueError):
 
 
 def _architectures() -> dict[str, Callable[..., nn.Module]]:
-    from calix import nets, zoo
+    import calix.zoo  # noqa: F401 (registers the zoo's cnn and mlp)
+    from calix.nets import ARCHITECTURES as registry
 
-    return {"resnet18": nets.resnet18, "resnet50": nets.resnet50, "vit_tiny": nets.vit_tiny,
-            "cnn": zoo.CNN, "mlp": zoo.MLP}
+    return dict(registry)
 
 
 #: architecture names :func:`load_model` builds a module from (called with
 #: ``architecture_kwargs``): ``resnet18``, ``resnet50``, ``vit_tiny`` (:mod:`calix.nets`),
-#: ``cnn`` and ``mlp`` (:class:`calix.zoo.CNN`, :class:`calix.zoo.MLP`)
-ARCHITECTURES = ("resnet18", "resnet50", "vit_tiny", "cnn", "mlp")
+#: ``cnn`` and ``mlp`` (:class:`calix.zoo.CNN`, :class:`calix.zoo.MLP`): the names of the
+#: registry :data:`calix.nets.ARCHITECTURES`
+ARCHITECTURES = _names.ARCHITECTURES
 
 _PICKLE_SUFFIXES = {".joblib", ".pkl", ".pickle", ".sav"}
 _TORCH_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}

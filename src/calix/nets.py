@@ -30,10 +30,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from calix._registry import Registry
+
 __all__ = [
     "BasicBlock", "Bottleneck", "ResNet", "resnet18", "resnet50",
-    "ViT", "vit_tiny", "count_parameters",
+    "ViT", "vit_tiny", "count_parameters", "ARCHITECTURES",
 ]
+
+#: name -> network class or factory, called with keyword arguments (what
+#: :func:`calix.model_io.load_model` builds a state_dict's module from): the networks here and
+#: the zoo's ``cnn`` and ``mlp`` (registered by :mod:`calix.zoo`, metadata ``zoo=True``).
+ARCHITECTURES: Registry = Registry("architecture")
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -152,6 +159,7 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+@ARCHITECTURES.register("resnet18", zoo=False)
 def resnet18(*, num_classes: int = 1000, width: float = 1.0, in_channels: int = 3,
              seed: int | None = 0) -> ResNet:
     """ResNet-18 (BasicBlock, [2, 2, 2, 2]); 11,689,512 parameters at width 1 with 1000
@@ -160,6 +168,7 @@ def resnet18(*, num_classes: int = 1000, width: float = 1.0, in_channels: int = 
                                  width=width, in_channels=in_channels), seed)
 
 
+@ARCHITECTURES.register("resnet50", zoo=False)
 def resnet50(*, num_classes: int = 1000, width: float = 1.0, in_channels: int = 3,
              seed: int | None = 0) -> ResNet:
     """ResNet-50 (Bottleneck, [3, 4, 6, 3]); 25,557,032 parameters at width 1 with 1000
@@ -240,6 +249,7 @@ class ViT(nn.Module):
         return self.head(tokens[:, 0])
 
 
+@ARCHITECTURES.register("vit_tiny", zoo=False)
 def vit_tiny(*, num_classes: int = 1000, image_size: int = 224, patch_size: int = 16,
              depth: int = 12, in_channels: int = 3, seed: int | None = 0) -> ViT:
     """ViT-Ti/16 (width 192, 3 heads, MLP 768); 5,717,416 parameters at 224×224 with 1000

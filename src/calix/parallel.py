@@ -77,14 +77,16 @@ from typing import Any
 
 import numpy as np
 
+from calix import _names
 from calix._io import DataFileError, atomic_write, ensure_writable_dir
 from calix._progress import progress_bar
 
 __all__ = ["explain_dataset", "DatasetExplanation", "UNCERTAINTY", "explain_chunk",
            "explain_rows", "load_chunks", "CsvFile", "ImageFolder", "resolve_device"]
 
-#: uncertainty samplers available for dataset-scale runs (no extra training needed)
-UNCERTAINTY = ("mc_dropout", "mc_dropconnect")
+#: uncertainty samplers available for dataset-scale runs: those of
+#: :data:`calix.uncertainty.SAMPLERS` that need no extra training
+UNCERTAINTY = _names.UNTRAINED_SAMPLERS
 
 
 @dataclass
@@ -164,7 +166,7 @@ def _explainer(spec: dict[str, Any], model: Any, background: Any = None
     takes one and ``method_kwargs`` name no fill); ``sampler`` is the uncertainty sampler or
     None. Building them checks ``method_kwargs`` and ``n_samples``."""
     from calix.explain import METHODS
-    from calix.uncertainty import MCDropConnect, MCDropout
+    from calix.uncertainty import SAMPLERS
 
     cls = METHODS[spec["method"]]
     kwargs = dict(spec["method_kwargs"])
@@ -181,7 +183,7 @@ def _explainer(spec: dict[str, Any], model: Any, background: Any = None
     make(model)  # fails here on bad method_kwargs, before any chunk is claimed
     if spec["uncertainty"] is None:
         return make, None
-    sampler_cls = MCDropout if spec["uncertainty"] == "mc_dropout" else MCDropConnect
+    sampler_cls = SAMPLERS[spec["uncertainty"]]
     return make, sampler_cls(model, n_samples=spec["n_samples"], seed=spec["seed"])
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from calix import zoo
+from calix._registry import Registry
 from calix._validation import check_choice
 from calix.calibrate import perturbed_logits
 from calix.data import Dataset
@@ -29,7 +30,12 @@ from calix.perturb import Constant, Fill, Perturbation, Pixels, level_bins
 
 __all__ = ["calibration_by_level", "roar_tabular", "roar_images"]
 
-_LEVEL_METRICS = {"ce_kl": ce_kl, "ce_kl_binned": ce_kl_binned, "ece": ece}
+#: name -> calibration metric of :func:`calibration_by_level` (``metric=``); the command
+#: line offers the same names (calix._names.LEVEL_METRICS)
+_LEVEL_METRICS: Registry = Registry("level metric")
+for _fn in (ce_kl, ce_kl_binned, ece):
+    _LEVEL_METRICS.register(_fn.__name__, _fn, direction=_fn.direction, category=_fn.category)
+del _fn
 
 
 def calibration_by_level(

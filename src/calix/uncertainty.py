@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from calix._registry import Registry
 from calix._validation import check_count
 from calix.explain.base import Explainer, Explanation
 from calix.models import Model, TorchModel, as_tensor, wrap
@@ -45,8 +46,13 @@ __all__ = [
     "explanation_distribution", "coefficient_of_variation", "predictive_uncertainty",
     "PredictiveUncertainty", "mean_cv", "cv_by_class", "Flipout", "FlipoutLinear",
     "FlipoutConv2d", "to_flipout", "train_flipout", "elbo_regularizer", "flipout_layers",
-    "distribution_curves",
+    "distribution_curves", "SAMPLERS",
 ]
+
+#: name -> sampler class. Metadata: ``needs_training`` -- False where the sampler draws from
+#: any one trained model (the samplers of dataset-scale runs, :mod:`calix.parallel`), True
+#: where it needs models trained for it (an ensemble, Flipout layers).
+SAMPLERS: Registry[type[Sampler]] = Registry("uncertainty sampler")
 
 
 def _module_of(model: Model) -> nn.Module:
@@ -77,6 +83,7 @@ class Sampler:
         raise NotImplementedError
 
 
+@SAMPLERS.register("mc_dropout", needs_training=False)
 class MCDropout(Sampler):
     """Monte-Carlo dropout with seeded per-row masks (see the module docstring).
 
@@ -151,6 +158,7 @@ class MCDropout(Sampler):
                 yield m
 
 
+@SAMPLERS.register("mc_dropconnect", needs_training=False)
 class MCDropConnect(Sampler):
     """Monte-Carlo DropConnect: Bernoulli(1 − p) masks on the weights of ``layers`` (default
     every Linear and Conv2d), rescaled by 1/(1 − p); biases are kept. Each of the T samples
@@ -196,6 +204,7 @@ class MCDropConnect(Sampler):
                 yield m
 
 
+@SAMPLERS.register("deep_ensemble", needs_training=True)
 class DeepEnsemble(Sampler):
     """A deep ensemble: each member is one sample."""
 
@@ -541,6 +550,7 @@ def train_flipout(name: str, data: Any, *, seed: int = 0, epochs: int | None = N
     return wrap(module, task=ds.task, input_shape=ds.input_shape)
 
 
+@SAMPLERS.register("flipout", needs_training=True)
 class Flipout(Sampler):
     """Samples of a Flipout-trained model: every row draws its own weights (batched like
     :class:`MCDropout`), seeded per layer; the layers return to their mean weights on exit.

@@ -42,6 +42,7 @@ from torch import nn
 from calix import data as data_mod
 from calix._io import atomic_write as _atomic_write
 from calix.models import Model, wrap
+from calix.nets import ARCHITECTURES
 from calix.train import evaluate, fit
 
 __all__ = ["CNN", "MLP", "ZooModel", "train", "build", "cache_dir", "ZOO", "load_checkpoint"]
@@ -51,6 +52,7 @@ __all__ = ["CNN", "MLP", "ZooModel", "train", "build", "cache_dir", "ZOO", "load
 _FORMAT_VERSION = 2
 
 
+@ARCHITECTURES.register("cnn", zoo=True)
 class CNN(nn.Module):
     """Two 3×3 convolutions, max-pooling and two linear layers, with dropout.
 
@@ -96,6 +98,7 @@ class CNN(nn.Module):
         return self.classifier(self.features(x))
 
 
+@ARCHITECTURES.register("mlp", zoo=True)
 class MLP(nn.Module):
     """Fully connected network with ReLU modules and optional dropout.
 

@@ -12,6 +12,7 @@ from training-data statistics, quartile-discretised, and a binary same-bin repre
 which is what users of the lime package compare against.
 """
 
+from calix._registry import Registry
 from calix.explain.base import Explainer, Explanation, reduce_channels, score
 from calix.explain.gradient import (
     CaptumExplainer,
@@ -40,22 +41,26 @@ from calix.explain.surrogate import (
     weighted_ridge,
 )
 
-METHODS = {
-    "saliency": Saliency,
-    "integrated_gradients": IntegratedGradients,
-    "smoothgrad": SmoothGrad,
-    "guided_backprop": GuidedBackprop,
-    "occlusion": Occlusion,
-    "rise": RISE,
-    "lime": LIME,
-    "kernel_shap": KernelSHAP,
-    "poly_shap": PolySHAP,
-    "leverage_shap": LeverageSHAP,
-    "regression_adjusted_shap": RegressionAdjustedSHAP,
-    "logit_surrogate_shap": LogitSurrogateSHAP,
-    "shapley": Shapley,
-    "meaningful_perturbation": MeaningfulPerturbation,
-}
+#: name -> explainer class: every explainer the command line and calix.parallel offer, in one
+#: registry (calix._names.EXPLAINERS lists the same names for the command line)
+METHODS: Registry[type[Explainer]] = Registry("explainer")
+for _name, _cls in (
+    ("saliency", Saliency),
+    ("integrated_gradients", IntegratedGradients),
+    ("smoothgrad", SmoothGrad),
+    ("guided_backprop", GuidedBackprop),
+    ("occlusion", Occlusion),
+    ("rise", RISE),
+    ("lime", LIME),
+    ("kernel_shap", KernelSHAP),
+    ("poly_shap", PolySHAP),
+    ("leverage_shap", LeverageSHAP),
+    ("regression_adjusted_shap", RegressionAdjustedSHAP),
+    ("logit_surrogate_shap", LogitSurrogateSHAP),
+    ("shapley", Shapley),
+    ("meaningful_perturbation", MeaningfulPerturbation),
+):
+    METHODS.register(_name, _cls)
 
 __all__ = [
     "Explainer", "Explanation", "reduce_channels", "score", "as_forward", "CaptumExplainer",
@@ -75,7 +80,9 @@ from calix.explain.bayes import (  # noqa: E402
 )
 from calix.explain.lime_tabular import LimeTabular  # noqa: E402
 
-METHODS.update({"bayes_lime": BayesLIME, "bayes_shap": BayesSHAP, "eagle": EAGLE,
-                "glime": GLIME, "us_lime": USLIME, "lime_tabular": LimeTabular})
+for _name, _cls in (("bayes_lime", BayesLIME), ("bayes_shap", BayesSHAP), ("eagle", EAGLE),
+                    ("glime", GLIME), ("us_lime", USLIME), ("lime_tabular", LimeTabular)):
+    METHODS.register(_name, _cls)
+del _name, _cls
 __all__ += ["GLIME", "USLIME", "EAGLE", "BayesianLinear", "BayesLIME", "BayesSHAP",
             "expected_information_gain", "LimeTabular"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -33,6 +33,46 @@ class MetricInfo:
     def better(self, a: float, b: float) -> bool:
         """Whether value ``a`` is strictly better than ``b``."""
         return a > b if self.higher_is_better else a < b
+
+    @property
+    def direction(self) -> str:
+        """``"higher"`` or ``"lower"``: which values are better."""
+        return "higher" if self.higher_is_better else "lower"
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def metric(direction: Literal["higher", "lower"], category: str, *,
+           names: tuple[str, ...] | None = None) -> Callable[[_F], _F]:
+    """Declare what the numbers of a metric function mean, on the function itself.
+
+    Sets ``fn.direction`` (``"higher"`` or ``"lower"`` is better), ``fn.category`` and
+    ``fn.metric_names`` -- the names of the numbers it gives (default: the function's own
+    name; e.g. ``sensitivity`` gives ``max_sensitivity`` and ``avg_sensitivity``).
+    :func:`metrics_of` turns decorated functions into a ``METRICS`` dict.
+    """
+    if direction not in ("higher", "lower"):
+        raise ValueError(f"direction must be 'higher' or 'lower', got {direction!r}")
+
+    def decorate(fn: _F) -> _F:
+        fn.direction = direction  # type: ignore[attr-defined]
+        fn.category = category  # type: ignore[attr-defined]
+        fn.metric_names = tuple(names) if names else (fn.__name__,)  # type: ignore[attr-defined]
+        return fn
+
+    return decorate
+
+
+def metric_info(fn: Callable[..., Any]) -> tuple[MetricInfo, ...]:
+    """The :class:`MetricInfo` of every number of a :func:`metric`-decorated function."""
+    return tuple(MetricInfo(name, fn.direction == "higher", fn.category)  # type: ignore[attr-defined]
+                 for name in fn.metric_names)  # type: ignore[attr-defined]
+
+
+def metrics_of(*fns: Callable[..., Any]) -> dict[str, MetricInfo]:
+    """``{name: MetricInfo}`` of the numbers of :func:`metric`-decorated functions, in order."""
+    return {info.name: info for fn in fns for info in metric_info(fn)}
 
 
 def as_array(value: Any, name: str) -> np.ndarray:

@@ -23,7 +23,7 @@ import torch
 from scipy.special import gammaln
 
 from calix._validation import check_count, check_index_range, check_simplex
-from calix.metrics._base import MetricInfo, as_array, procedures_getattr, real_array
+from calix.metrics._base import as_array, metric, metrics_of, procedures_getattr, real_array
 
 __all__ = [
     "ece", "kde_ece", "ce_kl", "ce_kl_binned", "nll", "brier", "accuracy",
@@ -31,15 +31,6 @@ __all__ = [
     "METRICS",
 ]
 
-METRICS = {
-    "ece": MetricInfo("ece", higher_is_better=False, category="calibration"),
-    "kde_ece": MetricInfo("kde_ece", higher_is_better=False, category="calibration"),
-    "ce_kl": MetricInfo("ce_kl", higher_is_better=False, category="calibration"),
-    "ce_kl_binned": MetricInfo("ce_kl_binned", higher_is_better=False, category="calibration"),
-    "nll": MetricInfo("nll", higher_is_better=False, category="calibration"),
-    "brier": MetricInfo("brier", higher_is_better=False, category="calibration"),
-    "accuracy": MetricInfo("accuracy", higher_is_better=True, category="performance"),
-}
 
 
 def check_probs_labels(probs: Any, labels: Any, *, atol: float = 1e-4) -> tuple[np.ndarray,
@@ -99,6 +90,7 @@ def _binned_gap(conf: np.ndarray, hit: np.ndarray, n_bins: int, strategy: str) -
     return float(np.abs(s_hit - s_conf).sum() / len(conf)) if count.sum() else 0.0
 
 
+@metric("lower", "calibration")
 def ece(
     probs: Any,
     labels: Any,
@@ -160,18 +152,21 @@ def reliability_curve(
         }
 
 
+@metric("lower", "calibration")
 def nll(probs: Any, labels: Any, *, eps: float = 1e-12) -> float:
     """Mean negative log-likelihood of the true class (probabilities clipped at ``eps``)."""
     p, y = check_probs_labels(probs, labels)
     return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], eps, 1.0))))
 
 
+@metric("lower", "calibration")
 def brier(probs: Any, labels: Any) -> float:
     """Multiclass Brier score: mean over samples of Σ_k (p_k − 1[y = k])²."""
     p, y = check_probs_labels(probs, labels)
     return float(np.mean(((p - np.eye(p.shape[1])[y]) ** 2).sum(1)))
 
 
+@metric("higher", "performance")
 def accuracy(probs: Any, labels: Any) -> float:
     """Share of samples whose argmax is the label."""
     p, y = check_probs_labels(probs, labels)
@@ -203,6 +198,7 @@ def _reflected_kde(data: np.ndarray, grid: np.ndarray, h: float, lo: float, hi: 
 KDE_MIN_GRID_SPACINGS = 4
 
 
+@metric("lower", "calibration")
 def kde_ece(
     probs: Any, labels: Any, *, bandwidth: float | Literal["silverman"] = "silverman",
     n_grid: int = 512,
@@ -296,6 +292,7 @@ def _select_bandwidth(f: np.ndarray, grid: tuple[float, ...], chunk: int) -> flo
     return float(best)
 
 
+@metric("lower", "calibration")
 def ce_kl(
     probs: Any,
     labels: Any,
@@ -372,6 +369,7 @@ def ce_kl(
     return float(max(terms.sum(1).mean(), 0.0))
 
 
+@metric("lower", "calibration")
 def ce_kl_binned(probs: Any, labels: Any, *, n_bins: int = 15) -> float:
     """Fast top-label CE_KL: per equal-width confidence bin, mean KL(Bern(acc_b) ‖ Bern(conf_i))."""
     p, y = check_probs_labels(probs, labels)
@@ -430,3 +428,7 @@ class LevelCalibration:
 
 # moved to calix.procedures (a procedure, not a metric); the old import path still works
 __getattr__ = procedures_getattr(__name__, ("calibration_by_level",))
+
+
+#: name -> :class:`MetricInfo` of every number of the metrics above (read from the functions)
+METRICS = metrics_of(ece, kde_ece, ce_kl, ce_kl_binned, nll, brier, accuracy)

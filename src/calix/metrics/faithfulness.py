@@ -21,7 +21,7 @@ from torch import Tensor
 from calix._stats import standard_error
 from calix._validation import check_choice, check_count, check_index_range, one_per_input
 from calix.explain.base import _OUTPUTS, MAX_QUERIES, score
-from calix.metrics._base import MetricInfo, procedures_getattr
+from calix.metrics._base import MetricInfo, metric, metrics_of, procedures_getattr
 from calix.models import Model, as_tensor, wrap
 from calix.perturb import Columns, Constant, Fill, Perturbation, Pixels, Superpixels
 
@@ -32,13 +32,6 @@ __all__ = [
 
 _trapz = getattr(np, "trapezoid", None) or np.trapz  # noqa: NPY201 (numpy < 2)
 
-METRICS = {
-    "deletion_auc": MetricInfo("deletion_auc", higher_is_better=False, category="faithfulness"),
-    "insertion_auc": MetricInfo("insertion_auc", higher_is_better=True, category="faithfulness"),
-    "fidelity": MetricInfo("fidelity", higher_is_better=True, category="faithfulness"),
-    "btr": MetricInfo("btr", higher_is_better=True, category="faithfulness"),
-    "roar_drop": MetricInfo("roar_drop", higher_is_better=True, category="faithfulness"),
-}
 
 
 @dataclass
@@ -143,6 +136,7 @@ def _curve(model: Model, x: Any, maps: Any, *, mode: Literal["deletion", "insert
                  target=tgt.cpu().numpy(), n_queries=model.n_queries - before)
 
 
+@metric("lower", "faithfulness", names=("deletion_auc",))
 def deletion_curve(model: Any, x: Any, maps: Any, *, fill: Fill | None = None,
                    steps: int | Any = 100, target: Any = None, output: str = "probability",
                    normalize: bool = True, seed: int | None = 0) -> Curve:
@@ -167,6 +161,7 @@ def deletion_curve(model: Any, x: Any, maps: Any, *, fill: Fill | None = None,
                   target=target, output=output, normalize=normalize, seed=seed)
 
 
+@metric("higher", "faithfulness", names=("insertion_auc",))
 def insertion_curve(model: Any, x: Any, maps: Any, *, fill: Fill | None = None,
                     steps: int | Any = 100, target: Any = None, output: str = "probability",
                     normalize: bool = True, seed: int | None = 0) -> Curve:
@@ -194,6 +189,7 @@ class Fidelity:
     ci95: float
 
 
+@metric("higher", "faithfulness", names=("fidelity",))
 def mif_lif(model: Any, x: Any, maps: Any, *, fill: Fill | None = None,
             fractions: Any = None, target: Any = None) -> Fidelity:
     """MIF and LIF curves on the pre-softmax logit of the predicted class, n = 0, 5, …, 95%.
@@ -217,6 +213,7 @@ def mif_lif(model: Any, x: Any, maps: Any, *, fill: Fill | None = None,
     return Fidelity(mif=mif, lif=lif, area=area, mean=float(area.mean()), ci95=float(1.96 * sem))
 
 
+@metric("higher", "faithfulness", names=("btr",))
 def better_than_random(model: Any, x: Any, maps: Any, *, fill: Fill | None = None,
                        steps: int = 100, n_orders: int = 5, n_segments: int = 100,
                        seed: int = 0, output: str = "probability") -> dict[str, Any]:
@@ -260,3 +257,9 @@ def better_than_random(model: Any, x: Any, maps: Any, *, fill: Fill | None = Non
 
 # moved to calix.procedures (a procedure, not a metric); the old import path still works
 __getattr__ = procedures_getattr(__name__, ("roar_tabular", "roar_images"))
+
+
+#: name -> :class:`MetricInfo` of every number of the metrics above (read from the functions)
+#: and of remove-and-retrain (:func:`calix.procedures.roar_tabular` / ``roar_images``)
+METRICS = {**metrics_of(deletion_curve, insertion_curve, mif_lif, better_than_random),
+           "roar_drop": MetricInfo("roar_drop", higher_is_better=True, category="faithfulness")}

@@ -15,21 +15,11 @@ import numpy as np
 import torch
 
 from calix._stats import spearman
-from calix.metrics._base import MetricInfo, neighbours
+from calix.metrics._base import metric, metrics_of, neighbours
 from calix.models import as_tensor
 
 __all__ = ["sensitivity", "local_lipschitz", "parameter_randomisation", "neighbours", "METRICS"]
 
-METRICS = {
-    "max_sensitivity": MetricInfo("max_sensitivity", higher_is_better=False,
-                                  category="robustness"),
-    "avg_sensitivity": MetricInfo("avg_sensitivity", higher_is_better=False,
-                                  category="robustness"),
-    "local_lipschitz": MetricInfo("local_lipschitz", higher_is_better=False,
-                                  category="robustness"),
-    "randomisation_similarity": MetricInfo("randomisation_similarity", higher_is_better=False,
-                                           category="randomisation"),
-}
 
 
 def _explain_neighbours(explainer: Any, x: torch.Tensor, nb: torch.Tensor, target: Any):
@@ -43,6 +33,7 @@ def _explain_neighbours(explainer: Any, x: torch.Tensor, nb: torch.Tensor, targe
     return e0, e1
 
 
+@metric("lower", "robustness", names=("max_sensitivity", "avg_sensitivity"))
 def sensitivity(explainer: Any, x: Any, *, n_neighbours: int = 20, radius: float = 0.05,
                 kind: Literal["max", "avg"] = "max", normalize: bool = True,
                 ball: Literal["uniform", "linf", "gaussian"] = "linf", target: Any = None,
@@ -72,6 +63,7 @@ def sensitivity(explainer: Any, x: Any, *, n_neighbours: int = 20, radius: float
     return out.numpy()
 
 
+@metric("lower", "robustness")
 def local_lipschitz(explainer: Any, x: Any, *, n_neighbours: int = 40, radius: float = 0.05,
                     ball: Literal["uniform", "linf", "gaussian"] = "uniform", target: Any = None,
                     seed: int | None = 0) -> np.ndarray:
@@ -86,6 +78,7 @@ def local_lipschitz(explainer: Any, x: Any, *, n_neighbours: int = 40, radius: f
     return ratio.max(dim=1).values.numpy()
 
 
+@metric("lower", "randomisation", names=("randomisation_similarity",))
 def parameter_randomisation(make_explainer: Any, module: torch.nn.Module, x: Any, *,
                             target: Any = None, similarity: str = "spearman",
                             seed: int = 0) -> dict[str, Any]:
@@ -132,3 +125,6 @@ def parameter_randomisation(make_explainer: Any, module: torch.nn.Module, x: Any
         torch.random.set_rng_state(gen_state)
     return {"layers": layers, "similarity": np.array(sims)}
 
+
+#: name -> :class:`MetricInfo` of every number of the metrics above (read from the functions)
+METRICS = metrics_of(sensitivity, local_lipschitz, parameter_randomisation)

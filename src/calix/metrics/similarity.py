@@ -6,14 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from calix.metrics._base import MetricInfo, real_array
+from calix.metrics._base import metric, metrics_of, real_array
 
 __all__ = ["ssim", "otsu_tv", "minmax", "METRICS"]
 
-METRICS = {
-    "ssim": MetricInfo("ssim", higher_is_better=True, category="similarity"),
-    "otsu_tv": MetricInfo("otsu_tv", higher_is_better=False, category="readability"),
-}
 
 
 def _maps2d(maps: Any) -> np.ndarray:
@@ -39,6 +35,7 @@ def minmax(maps: Any) -> np.ndarray:
     return (m - lo) / np.where(span > 0, span, 1.0)
 
 
+@metric("higher", "similarity")
 def ssim(a: Any, b: Any, *, normalize: bool = True) -> np.ndarray:
     """Structural similarity between paired maps (scikit-image, data_range 1 after min-max).
 
@@ -55,6 +52,7 @@ def ssim(a: Any, b: Any, *, normalize: bool = True) -> np.ndarray:
                      for p, q in zip(ma, mb, strict=True)])  # one call per image pair
 
 
+@metric("lower", "readability")
 def otsu_tv(maps: Any) -> np.ndarray:
     """Otsu-TV (Calibrate-to-Interpret): binarise each min-max map at Otsu's threshold, then
     TV = (mean |row differences|)³ + (mean |column differences|)³. Lower: more compact maps.
@@ -69,3 +67,7 @@ def otsu_tv(maps: Any) -> np.ndarray:
         b = (mi > threshold_otsu(mi)).astype(np.float64)
         out[i] = np.abs(np.diff(b, axis=0)).mean() ** 3 + np.abs(np.diff(b, axis=1)).mean() ** 3
     return out
+
+
+#: name -> :class:`MetricInfo` of every number of the metrics above (read from the functions)
+METRICS = metrics_of(ssim, otsu_tv)

@@ -16,20 +16,12 @@ import torch
 
 from calix._stats import spearman
 from calix._validation import check_count
-from calix.metrics._base import MetricInfo, neighbours
+from calix.metrics._base import metric, metrics_of, neighbours
 from calix.models import as_tensor
 
 __all__ = ["reproducibility", "neighbourhood_stability", "surrogate_r2", "interval_coverage",
            "queries_to_stability", "topk_jaccard", "spearman", "METRICS"]
 
-METRICS = {
-    "reproducibility_spearman": MetricInfo("reproducibility_spearman", True, "stability"),
-    "reproducibility_jaccard": MetricInfo("reproducibility_jaccard", True, "stability"),
-    "neighbourhood_spearman": MetricInfo("neighbourhood_spearman", True, "stability"),
-    "surrogate_r2": MetricInfo("surrogate_r2", True, "sample_quality"),
-    "interval_coverage": MetricInfo("interval_coverage", True, "uncertainty"),
-    "queries_to_stability": MetricInfo("queries_to_stability", False, "efficiency"),
-}
 
 
 def _attr(exp: Any) -> np.ndarray:
@@ -45,6 +37,7 @@ def topk_jaccard(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
     return inter / (2 * k - inter)
 
 
+@metric("higher", "stability", names=("reproducibility_spearman", "reproducibility_jaccard"))
 def reproducibility(make: Callable[[int], Any], x: Any, *, seeds: Sequence[int] = (0, 1, 2, 3, 4),
                     k: int = 5, target: Any = None) -> dict[str, np.ndarray]:
     """Agreement of |attributions| across seeds: mean pairwise Spearman and top-k Jaccard.
@@ -67,6 +60,7 @@ def reproducibility(make: Callable[[int], Any], x: Any, *, seeds: Sequence[int] 
     return {"spearman": sp, "jaccard": jc, "attributions": atts}
 
 
+@metric("higher", "stability", names=("neighbourhood_spearman",))
 def neighbourhood_stability(explainer: Any, x: Any, *, radius: float = 0.05,
                             n_neighbours: int = 5, seed: int = 0) -> np.ndarray:
     """Mean Spearman correlation between |E(x)| and |E(x')| for x' = x + N(0, radius²) noise
@@ -81,6 +75,7 @@ def neighbourhood_stability(explainer: Any, x: Any, *, radius: float = 0.05,
     return np.mean([spearman(a0, a1[:, j]) for j in range(n_neighbours)], axis=0)
 
 
+@metric("higher", "sample_quality")
 def surrogate_r2(explainer: Any, exp: Any, x: Any, *, n_holdout: int = 500,
                  seed: int = 12345) -> np.ndarray:
     """Sample quality: LIME-kernel-weighted R² of the surrogate (intercept + z·φ) on held-out
@@ -118,6 +113,7 @@ def surrogate_r2(explainer: Any, exp: Any, x: Any, *, n_holdout: int = 500,
     return 1 - ss_res / np.maximum(ss_tot, 1e-300)
 
 
+@metric("higher", "uncertainty")
 def interval_coverage(exp: Any, truth: Any) -> float:
     """Share of features whose credible interval [lower, upper] contains ``truth`` (n, d)."""
     if exp.lower is None or exp.upper is None:
@@ -126,6 +122,7 @@ def interval_coverage(exp: Any, truth: Any) -> float:
     return float(np.mean((exp.lower <= t) & (t <= exp.upper)))
 
 
+@metric("lower", "efficiency")
 def queries_to_stability(make: Callable[[int, int], Any], x: Any, *,
                          budgets: Sequence[int] = (100, 300, 1000, 3000),
                          seeds: Sequence[int] = (0, 1, 2, 3, 4), threshold: float = 0.9
@@ -147,3 +144,8 @@ def queries_to_stability(make: Callable[[int, int], Any], x: Any, *,
         if curve[b] >= threshold:
             return {"budget": b, "curve": curve}
     return {"budget": None, "curve": curve}
+
+
+#: name -> :class:`MetricInfo` of every number of the metrics above (read from the functions)
+METRICS = metrics_of(reproducibility, neighbourhood_stability, surrogate_r2, interval_coverage,
+                     queries_to_stability)

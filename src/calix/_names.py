@@ -1,0 +1,33 @@
+"""The names of calix's registries, importable without torch (the command line's choices).
+
+Each tuple equals the names of one registry, in its order; ``tests/test_registries.py`` checks
+that they do. The registries themselves live where their objects are defined:
+
+- :data:`EXPLAINERS` -- ``calix.explain.METHODS``;
+- :data:`CALIBRATORS` -- ``calix.calibrate.CALIBRATORS``;
+- :data:`SAMPLERS` -- ``calix.uncertainty.SAMPLERS``; :data:`UNTRAINED_SAMPLERS` those that
+  need no extra training (``needs_training=False``), the dataset-scale ones;
+- :data:`ARCHITECTURES` -- ``calix.nets.ARCHITECTURES``; :data:`ZOO_MODELS` those the zoo
+  trains (``zoo=True``, ``calix.zoo.ZOO``);
+- :data:`LEVEL_METRICS` -- ``calix.procedures.LEVEL_METRICS``;
+- :data:`STUDIES` -- ``calix.studies.STUDIES``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["EXPLAINERS", "CALIBRATORS", "SAMPLERS", "UNTRAINED_SAMPLERS", "ARCHITECTURES",
+           "ZOO_MODELS", "LEVEL_METRICS", "STUDIES"]
+
+EXPLAINERS = (
+    "saliency", "integrated_gradients", "smoothgrad", "guided_backprop", "occlusion", "rise",
+    "lime", "kernel_shap", "poly_shap", "leverage_shap", "regression_adjusted_shap",
+    "logit_surrogate_shap", "shapley", "meaningful_perturbation", "bayes_lime", "bayes_shap",
+    "eagle", "glime", "us_lime", "lime_tabular",
+)
+CALIBRATORS = ("temperature", "dirichlet", "recalx")
+SAMPLERS = ("mc_dropout", "mc_dropconnect", "deep_ensemble", "flipout")
+UNTRAINED_SAMPLERS = ("mc_dropout", "mc_dropconnect")
+ARCHITECTURES = ("resnet18", "resnet50", "vit_tiny", "cnn", "mlp")
+ZOO_MODELS = ("cnn", "mlp")
+LEVEL_METRICS = ("ce_kl", "ce_kl_binned", "ece")
+STUDIES = ("recalx", "explanation-uncertainty", "eagle", "calibrate-to-interpret", "fpa")
