@@ -303,6 +303,25 @@ def _lif_peaks(a: dict[str, Any], early: np.ndarray, seed: int, n_boot: int = 10
     }
 
 
+def _fpa_vs_standard(pair: Any, claim: str, names: str | tuple[str, str],
+                     ok: dict[str, list[bool]], note: Any) -> tuple[dict, dict[str, Any]]:
+    """Paired tests, FPA model against the standard one, in every setting: the tests, the
+    evidence (named ``mean_d_<mean name>`` and ``d_<per-setting name>[e,s]``), the verdict
+    (a strict majority of settings significantly higher) into ``ok[claim]``, and the untested
+    alternative rule into ``note``."""
+    mean_name, each = (names, names) if isinstance(names, str) else names
+    tests = {(e, s): paired(*pair(e, s)) for e, s in SETTINGS}
+    n_sig = sum(t["significant"] for t in tests.values())
+    mean = float(np.mean([t["mean_diff"] for t in tests.values()]))
+    evidence = {"settings_significantly_higher_with_fpa": n_sig, "n_settings": len(SETTINGS),
+                f"mean_d_{mean_name}": mean,
+                **{f"d_{each}[{e},{s}]": _brief(t) for (e, s), t in tests.items()}}
+    ok[claim].append(n_sig > len(SETTINGS) / 2)
+    note(claim, "higher in a strict majority of settings and on average (no test)",
+         sum(t["mean_diff"] > 0 for t in tests.values()) > len(SETTINGS) / 2 and mean > 0)
+    return tests, evidence
+
+
 def _claims(ctx: StudyContext, agg: dict[str, dict[str, Any]],
             effect_rows: list[dict[str, Any]], fractions: np.ndarray) -> None:
     early = (fractions > 0) & (fractions <= EARLY + 1e-9)
@@ -316,18 +335,11 @@ def _claims(ctx: StudyContext, agg: dict[str, dict[str, Any]],
 
     for data, a in agg.items():
         # MIF delay: per image, MIF AUC of the FPA model minus the standard model's
-        t_mif = {(e, s): paired(a["auc"][("FPA", e, s)][0], a["auc"][("standard", e, s)][0])
-                 for e, s in SETTINGS}
-        n_sig = sum(t["significant"] for t in t_mif.values())
-        mean_d = float(np.mean([t["mean_diff"] for t in t_mif.values()]))
-        mif_ev[data] = {"settings_significantly_higher_with_fpa": n_sig,
-                        "n_settings": len(SETTINGS), "mean_d_mif_auc": mean_d,
-                        **{f"d_mif_auc[{e},{s}]": _brief(t) for (e, s), t in t_mif.items()}}
-        ok["mif"].append(n_sig > len(SETTINGS) / 2)
-        note("mif", "higher in a strict majority of settings and on average (no test)",
-             sum(t["mean_diff"] > 0 for t in t_mif.values()) > len(SETTINGS) / 2
-             and mean_d > 0)
-        note("mif", "significantly higher in every setting", n_sig == len(SETTINGS))
+        t_mif, mif_ev[data] = _fpa_vs_standard(
+            lambda e, s, a=a: (a["auc"][("FPA", e, s)][0], a["auc"][("standard", e, s)][0]),
+            "mif", "mif_auc", ok, note)
+        note("mif", "significantly higher in every setting",
+             sum(t["significant"] for t in t_mif.values()) == len(SETTINGS))
         note("mif", "Wilcoxon signed-rank instead of t",
              sum(t["significant_wilcoxon"] for t in t_mif.values()) > len(SETTINGS) / 2)
 
@@ -369,17 +381,9 @@ def _claims(ctx: StudyContext, agg: dict[str, dict[str, Any]],
              all(t["significant_wilcoxon"] for t in t_sign.values()))
 
         # fidelity A, FPA vs standard
-        t_fid = {(e, s): paired(a["area"][("FPA", e, s)], a["area"][("standard", e, s)])
-                 for e, s in SETTINGS}
-        n_fid = sum(t["significant"] for t in t_fid.values())
-        mean_a = float(np.mean([t["mean_diff"] for t in t_fid.values()]))
-        fid_ev[data] = {"settings_significantly_higher_with_fpa": n_fid,
-                        "n_settings": len(SETTINGS), "mean_d_fidelity": mean_a,
-                        **{f"d_A[{e},{s}]": _brief(t) for (e, s), t in t_fid.items()}}
-        ok["fid"].append(n_fid > len(SETTINGS) / 2)
-        note("fid", "higher in a strict majority of settings and on average (no test)",
-             sum(t["mean_diff"] > 0 for t in t_fid.values()) > len(SETTINGS) / 2
-             and mean_a > 0)
+        t_fid, fid_ev[data] = _fpa_vs_standard(
+            lambda e, s, a=a: (a["area"][("FPA", e, s)], a["area"][("standard", e, s)]),
+            "fid", ("fidelity", "A"), ok, note)
 
         # accuracy
         drop = a["acc"]["standard"] - a["acc"]["FPA"]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,21 +42,10 @@ def _digest(text: str) -> str:
 
 
 def _fmt(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return "–"
-        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
-            return f"{v:.3e}"
-        return f"{v:.4g}"
-    if isinstance(v, (list, dict)):
-        return _cell(json.dumps(v))
-    return _cell(str(v))
+    """A value as the report shows it, escaped for a markdown table cell."""
+    from calix.report import _num
+
+    return _cell(_num(v))
 
 
 def _cell(text: str) -> str:
