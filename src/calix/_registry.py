@@ -11,7 +11,7 @@ Example
 >>> COLOURS = Registry("colour")
 >>> @COLOURS.register("red", warm=True)
 ... def red(): return "#f00"
->>> COLOURS.names(), COLOURS.meta("red")
+>>> COLOURS.names(), dict(COLOURS.meta("red"))
 (('red',), {'warm': True})
 >>> COLOURS.get("rde")
 Traceback (most recent call last):
@@ -29,6 +29,7 @@ from typing import Any, Generic, TypeVar, overload
 __all__ = ["Registry", "UnknownNameError"]
 
 T = TypeVar("T")
+_MISSING: Any = object()
 
 
 class UnknownNameError(KeyError, ValueError):
@@ -74,13 +75,13 @@ class Registry(Mapping[str, T], Generic[T]):
 
         return add if obj is None else add(obj)
 
-    def get(self, name: str, default: Any = ...) -> T:  # type: ignore[override]
+    def get(self, name: str, default: Any = _MISSING) -> T:  # type: ignore[override]
         """The object registered as ``name``; an :class:`UnknownNameError` naming the known
         names and the closest match when there is none (or ``default``, if given)."""
         try:
             return self._objects[name]
         except (KeyError, TypeError):
-            if default is not ...:
+            if default is not _MISSING:
                 return default
             raise UnknownNameError(self.unknown(name)) from None
 
