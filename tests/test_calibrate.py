@@ -210,3 +210,32 @@ def test_calibrating_a_regressor_is_refused():
         CalibratedModel(wrap(torch.nn.Linear(2, 1), task="regression"), ts)
     with pytest.raises(ValueError, match="method must be one of"):
         fit_calibrator("platt", wrap(torch.nn.Linear(2, 2)), torch.randn(4, 2), [0, 1, 0, 1])
+
+
+def test_from_temperature_divides_by_the_given_temperature():
+    z = torch.randn(50, 4)
+    for t in (0.25, 1.0, 2.52, 7.3):
+        ts = TemperatureScaling.from_temperature(t)
+        assert ts.is_fitted and ts.temperature_ == t
+        assert torch.equal(ts(z), z / t)  # exactly z / T, as a hand-written z / T
+    # the state dict holds log T, as after fit: a reloaded copy has the same temperature
+    fresh = TemperatureScaling()
+    fresh.load_state_dict(TemperatureScaling.from_temperature(2.52).state_dict())
+    assert fresh.is_fitted and fresh.temperature_ == pytest.approx(2.52, rel=1e-6)
+    # refitting forgets the given temperature
+    ts = TemperatureScaling.from_temperature(3.0).fit(z * 2, torch.randint(0, 4, (50,)))
+    assert torch.allclose(ts(z), z / ts.temperature_)
+    model = calibrated(wrap(torch.nn.Linear(4, 4)), TemperatureScaling.from_temperature(2.0))
+    assert model.predict_proba(z).shape == (50, 4)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf"), -float("inf")])
+def test_from_temperature_refuses_a_bad_temperature(bad):
+    with pytest.raises(ValueError, match="finite number > 0"):
+        TemperatureScaling.from_temperature(bad)
+
+
+@pytest.mark.parametrize("bad", ["2", True, None])
+def test_from_temperature_refuses_a_non_number(bad):
+    with pytest.raises(TypeError):
+        TemperatureScaling.from_temperature(bad)

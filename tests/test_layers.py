@@ -37,8 +37,6 @@ ALLOWED_UPWARD: dict[tuple[str, str], str] = {
     ("calix.metrics._base", "calix.procedures"):
         "procedures_getattr: the old import paths calix.metrics(.calibration/.faithfulness)"
         ".calibration_by_level / roar_* resolve on first use",
-    ("calix.zoo", "calix.studies._base"):
-        "zoo.train pins torch to one thread with studies._base.torch_threads while training",
     ("calix.uncertainty", "calix.metrics.faithfulness"):
         "distribution_curves: deletion/insertion curves of an explanation distribution",
 }

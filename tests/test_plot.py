@@ -34,6 +34,24 @@ def test_calibration_by_level_plot(tmp_path):
     assert (tmp_path / "lvl.png").stat().st_size > 1000
 
 
+def test_calibration_figures_draw_into_given_axes():
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(3), size=100)
+    y = rng.integers(0, 3, 100)
+    fig, axes = plot.subplots(1, 3, figsize=(9, 3))
+    assert reliability_diagram({"a": (p, y), "b": (p, y)}, ax=axes[:2]) is fig
+    assert "ECE" in axes[1].get_title() and len(fig.axes) == 3
+    with pytest.raises(ValueError, match="needs 2 axes"):
+        reliability_diagram({"a": (p, y), "b": (p, y)}, ax=axes[2])
+    assert reliability_diagram((p, y), ax=axes[2]) is fig
+    lc = LevelCalibration("ce_kl", np.linspace(0.1, 0.5, 10), np.full(10, 100),
+                          np.linspace(0, 1, 11), np.full(10, 0.5), np.full(10, 0.7))
+    fig2, ax = plot.subplots()
+    assert calibration_by_level_plot({"none": lc}, ax=ax) is fig2
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), lc.errors)
+    assert not fig2._suptitle
+
+
 # ---------------------------------------------------------------------- explanation figures
 D = 6
 NAMES = [f"feat_{j}" for j in range(D)]

@@ -198,3 +198,19 @@ def test_distribution_curves_on_mean_and_std_maps():
     for c in curves.values():
         assert c.auc.shape == (3,) and len(c.fractions) == 17
         np.testing.assert_array_equal(c.target, dist.target)
+
+
+def test_ensemble_mean_model_averages_the_members():
+    models = [wrap(_net(seed), input_shape=(6,)) for seed in range(3)]
+    ens = DeepEnsemble(models)
+    mean = ens.mean_model()
+    x = torch.randn(5, 6)
+    expected = np.mean([m.predict_proba(x) for m in models], 0)
+    np.testing.assert_allclose(mean.predict_proba(x), expected, rtol=1e-5, atol=1e-7)
+    assert mean.task == "classification" and mean.input_shape == (6,)
+    # differentiable: a gradient explainer runs on it
+    assert np.isfinite(Saliency(mean).explain(x, target=0).values).all()
+    reg = DeepEnsemble([wrap(nn.Linear(6, 1), task="regression") for _ in range(2)])
+    out = reg.mean_model().predict(x)
+    np.testing.assert_allclose(out, np.mean([m.predict(x) for m in reg.members], 0),
+                               rtol=1e-6)

@@ -292,21 +292,57 @@ class TemperatureScaling(Calibrator):
     T -> 0): T = 1 is kept, with a warning. A minimiser below T_MIN gives T = T_MIN, with a
     warning (the logits are over 100 times too small, or the validation data has almost no
     wrong predictions). Predictions no better than chance give T = T_MAX (near-uniform
-    output, the NLL's limit as T grows).
+    output, the NLL's limit as T grows). :meth:`from_temperature` gives a calibrator with a
+    chosen T, nothing fitted.
 
     Attributes
     ----------
     temperature_ : float
-        The fitted temperature (> 0). Monotone, so the argmax never changes.
+        The fitted (or given) temperature (> 0). Monotone, so the argmax never changes.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("log_temperature_", torch.zeros(()))
+        #: the temperature of :meth:`from_temperature`, divided by as given (None when fitted)
+        self._given: float | None = None
+
+    @classmethod
+    def from_temperature(cls, temperature: float) -> TemperatureScaling:
+        """A fitted calibrator with a chosen temperature: ``z / temperature``.
+
+        For a temperature fixed rather than fitted (a sweep over temperatures, one fitted
+        elsewhere). The logits are divided by ``temperature`` as given; the state dict holds
+        its logarithm as after :meth:`fit`, so a copy loaded from it divides by
+        ``exp(log T)``, the same T to within float32 rounding.
+
+        Raises
+        ------
+        ValueError
+            ``temperature`` is not a finite number > 0.
+
+        >>> ts = TemperatureScaling.from_temperature(2.0)
+        >>> ts.is_fitted, ts.temperature_
+        (True, 2.0)
+        >>> ts(torch.tensor([[2.0, -4.0]])).tolist()
+        [[1.0, -2.0]]
+        """
+        if isinstance(temperature, (str, bytes, bool)):
+            raise TypeError(f"temperature must be a number, got {temperature!r}")
+        t = float(temperature)
+        if not math.isfinite(t) or t <= 0:
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+        ts = cls()
+        ts.log_temperature_.fill_(math.log(t))
+        ts._given = t
+        ts._set_fitted()
+        return ts
 
     @property
     def temperature_(self) -> float:
         self._check_fitted()
+        if self._given is not None:
+            return self._given
         return float(self.log_temperature_.exp())
 
     def fit(self, logits: Any, labels: Any, **kwargs: Any) -> TemperatureScaling:
@@ -326,10 +362,16 @@ class TemperatureScaling(Calibrator):
                 "validation data has almost no wrong predictions, so the temperature is not "
                 "an estimate; use more (or harder) validation data", UserWarning, stacklevel=2)
         self.log_temperature_.fill_(math.log(float(t[0])))
+        self._given = None
         self._set_fitted()
         return self
 
+    def _after_load(self) -> None:
+        self._given = None
+
     def _calibrate(self, logits: Tensor, levels: Tensor | None) -> Tensor:
+        if self._given is not None:
+            return logits / self._given
         return logits / self.log_temperature_.exp().to(logits)
 
 

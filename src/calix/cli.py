@@ -994,16 +994,14 @@ _STUDY_NAMES = list(_names.STUDIES)
 def reproduce(study: str, quick: bool, seed: int, out: Path | None, force: bool,
               no_report: bool) -> None:
     """Reproduce one paper's study: results.json (tables, claims), figures, report.html."""
-    from calix.report import write_report
+    from calix.report import claim_counts_text, write_report
     from calix.studies import run_study
 
     out = _out_dir(out or Path("results") / study)
     console = _console()
     doc = run_study(study, out, quick=quick, seed=seed, progress=sys.stderr.isatty(),
                     console=console, resume=not force)
-    n_hold = sum(c["holds"] for c in doc["claims"])
-    click.echo(f"{study}: {n_hold}/{len(doc['claims'])} claims hold; "
-               f"wrote {out / 'results.json'}")
+    click.echo(f"{study}: {claim_counts_text(doc)}; wrote {out / 'results.json'}")
     if not no_report:
         click.echo(f"report: {write_report(out, title=f'calix: {study}')}")
 

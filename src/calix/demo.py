@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from calix.report import write_report
+from calix.report import claim_counts_text, write_report
 from calix.studies import STUDIES, is_finished, run_study
 
 __all__ = ["run_demo"]
@@ -31,7 +31,8 @@ def run_demo(
     """Run ``studies`` (default: all five) into ``out/<study>`` and write ``out/report.html``.
 
     Returns ``{"report": path, "studies": {name: {"resumed": bool, "wall_time_s": float,
-    "claims_holding": int, "claims": int}}}``.
+    "claims_holding": int, "claims": int, "counts": str}}}`` (``counts``: the claim
+    counts by kind in words, :func:`calix.report.claim_counts_text`).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -52,11 +53,9 @@ def run_demo(
         claims = doc["claims"]
         summary[name] = {"resumed": resumed, "wall_time_s": round(time.perf_counter() - t0, 1),
                          "claims_holding": sum(c["holds"] for c in claims),
-                         "claims": len(claims)}
+                         "claims": len(claims), "counts": claim_counts_text(doc)}
         if console is not None:
-            s = summary[name]
-            console.print(f"{name}: {s['claims_holding']}/{s['claims']} claims hold "
-                          f"({doc['wall_time_s']:.0f} s)")
+            console.print(f"{name}: {claim_counts_text(doc)} ({doc['wall_time_s']:.0f} s)")
     size = "quick mode" if quick else "full size"
     report = write_report(out, title=f"calix demo: {len(names)} studies ({size}, seed {seed})",
                           only=names)

@@ -11,6 +11,7 @@ import numpy as np
 __all__ = [
     "reliability_diagram", "calibration_by_level_plot", "explanation_figure", "attribution_bars",
     "overlay", "feature_boundaries", "distribution_figure", "summary_bar", "beeswarm", "save",
+    "subplots",
 ]
 
 
@@ -22,6 +23,18 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def subplots(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+    """``matplotlib.pyplot.subplots(*args, **kwargs)`` on the backend calix draws with (Agg,
+    or the notebook's inline backend): a new figure and its axes, for figures of one's own
+    beside calix's.
+
+    >>> fig, ax = subplots(figsize=(2, 2))
+    >>> fig is ax.figure
+    True
+    """
+    return _plt().subplots(*args, **kwargs)
 
 
 def save(fig: Any, path: str | Path | None, *, dpi: int = 110) -> None:
@@ -38,6 +51,7 @@ def reliability_diagram(
     n_bins: int = 15,
     path: str | Path | None = None,
     title: str = "Reliability diagram",
+    ax: Any = None,
 ) -> Any:
     """Binned reliability diagram(s): accuracy vs confidence, with ECE in the legend.
 
@@ -46,39 +60,39 @@ def reliability_diagram(
     curves : (probs, labels) or mapping name -> (probs, labels)
         probs of shape (n, k), labels of shape (n,).
     path : optional PNG path.
+    title : the figure's title (on a new figure only).
+    ax : optional matplotlib axes, one per curve (a sequence for several), to draw into;
+        by default a new figure with one panel per curve.
 
     Returns
     -------
     matplotlib Figure
+        The new figure, or the figure of ``ax``.
     """
     from calix.metrics.calibration import ece, reliability_curve
 
     if isinstance(curves, tuple):
         curves = {"model": curves}
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(curves), figsize=(3.4 * len(curves), 3.6), squeeze=False)
-    for ax, (name, (probs, labels)) in zip(axes[0], curves.items(), strict=True):
+    fig, axes, owned = _axes(ax, len(curves), (3.4 * len(curves), 3.6))
+    for a, (name, (probs, labels)) in zip(axes, curves.items(), strict=True):
         rc = reliability_curve(probs, labels, n_bins=n_bins)
         centres = (rc["edges"][:-1] + rc["edges"][1:]) / 2
         width = np.diff(rc["edges"])
         ok = rc["count"] > 0
-        ax.bar(centres[ok], rc["accuracy"][ok], width=width[ok], edgecolor="k", alpha=0.75,
-               label="accuracy")
+        a.bar(centres[ok], rc["accuracy"][ok], width=width[ok], edgecolor="k", alpha=0.75,
+              label="accuracy")
         lo = np.minimum(rc["confidence"][ok], rc["accuracy"][ok])
         gap = np.abs(rc["confidence"][ok] - rc["accuracy"][ok])
-        ax.bar(centres[ok], gap, bottom=lo, width=width[ok], color="tab:red", alpha=0.3,
-               hatch="//", label="|confidence − accuracy|")
-        ax.plot([0, 1], [0, 1], "k--", lw=1)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_xlabel("confidence")
-        ax.set_title(f"{name}\nECE {ece(probs, labels, n_bins=n_bins):.3f}", fontsize=9)
-    axes[0, 0].set_ylabel("accuracy")
-    axes[0, 0].legend(loc="upper left", fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    save(fig, path)
-    return fig
+        a.bar(centres[ok], gap, bottom=lo, width=width[ok], color="tab:red", alpha=0.3,
+              hatch="//", label="|confidence − accuracy|")
+        a.plot([0, 1], [0, 1], "k--", lw=1)
+        a.set_xlim(0, 1)
+        a.set_ylim(0, 1)
+        a.set_xlabel("confidence")
+        a.set_title(f"{name}\nECE {ece(probs, labels, n_bins=n_bins):.3f}", fontsize=9)
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(loc="upper left", fontsize=8)
+    return _finish(fig, owned, title, path)
 
 
 def calibration_by_level_plot(
@@ -86,6 +100,7 @@ def calibration_by_level_plot(
     *,
     path: str | Path | None = None,
     title: str = "Calibration error by perturbation level",
+    ax: Any = None,
 ) -> Any:
     """CE per level bin for several models (e.g. uncalibrated / temperature / ReCalX).
 
@@ -93,9 +108,15 @@ def calibration_by_level_plot(
     ----------
     results : mapping name -> :class:`~calix.metrics.LevelCalibration`
     path : optional PNG path.
+    title : the axes' title.
+    ax : optional matplotlib axes to draw into; by default a new figure.
+
+    Returns
+    -------
+    matplotlib Figure
+        The new figure, or the figure of ``ax``.
     """
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    fig, (ax,), owned = _axes(ax, 1, (5.2, 3.6))
     for name, lc in results.items():
         centres = (lc.bin_edges[:-1] + lc.bin_edges[1:]) / 2
         ax.plot(centres, lc.errors, "o-", label=f"{name} (avg {lc.avg:.3f}, max {lc.max:.3f})")
@@ -107,9 +128,7 @@ def calibration_by_level_plot(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    save(fig, path)
-    return fig
+    return _finish(fig, owned, None, path)
 
 
 # ---------------------------------------------------------------------- explanations

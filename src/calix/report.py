@@ -33,7 +33,6 @@ import base64
 import html
 import json
 import math
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ from typing import Any
 from calix import __version__
 
 __all__ = ["write_report", "find_results", "check_results", "render", "claim_counts",
-           "KIND_TITLES"]
+           "claim_counts_text", "KIND_TITLES"]
 
 #: claim kind -> section title, in the order the report shows them (``None``: a
 #: ``results.json`` written before claims had kinds)
@@ -172,7 +171,7 @@ def write_report(root: str | Path, out: str | Path | None = None, *,
         A malformed ``results.json`` (naming it), or an output path that cannot be written
         (:class:`calix._io.OutputPathError`).
     """
-    from calix._io import ensure_writable_file
+    from calix._io import atomic_write, ensure_writable_file
 
     root = Path(root)
     if not root.is_dir():
@@ -189,9 +188,7 @@ def write_report(root: str | Path, out: str | Path | None = None, *,
             f"in {root} or its subfolders (run `calix reproduce`, `calix explain` or "
             "`calix calibrate --out` first)")
     page = render(found, title=title)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
+    atomic_write(out, lambda f: f.write(page.encode("utf-8")))
     return out
 
 
@@ -307,6 +304,12 @@ def claim_counts(doc: dict[str, Any]) -> dict[str | None, tuple[int, int]]:
         n[0] += bool(c.get("holds"))
         n[1] += 1
     return {k: (counts[k][0], counts[k][1]) for k in KIND_TITLES if k in counts}
+
+
+def claim_counts_text(doc: dict[str, Any]) -> str:
+    """The claim counts of a study by kind in words, as the report and the command line show
+    them: ``"3 of 9 findings hold · 1 of 1 check · 0 of 2 extensions"``."""
+    return _counts_text(claim_counts(doc))
 
 
 _KIND_WORDS = {"finding": ("finding", "findings"), "check": ("check", "checks"),

@@ -218,6 +218,22 @@ class DeepEnsemble(Sampler):
     def models(self) -> Iterator[Model]:
         yield from self.members
 
+    def mean_model(self) -> Model:
+        """The ensemble's own prediction as one differentiable model: the mean of the members'
+        probabilities (classifiers, a model whose output is probabilities) or of their outputs
+        (regressors)."""
+        members = self.members
+        task = members[0].task
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            if task == "regression":
+                return torch.stack([m.forward(x) for m in members]).mean(0)
+            return torch.stack([torch.softmax(m.forward(x), -1) for m in members]).mean(0)
+
+        return wrap(forward, backend="torch", task=task,
+                    output="logits" if task == "regression" else "probabilities",
+                    input_shape=members[0].input_shape)
+
 
 def train_ensemble(name: str, data: Any, *, n_members: int = 5, seed: int = 0,
                    **kwargs: Any) -> DeepEnsemble:

@@ -41,6 +41,7 @@ from torch import nn
 
 from calix import data as data_mod
 from calix._io import atomic_write as _atomic_write
+from calix._progress import torch_threads
 from calix.models import Model, wrap
 from calix.nets import ARCHITECTURES
 from calix.train import evaluate, fit
@@ -263,8 +264,6 @@ def train(
                 module.to(device)
             return ZooModel(module, config, metrics, path, ds)
         module = fresh()  # a failed load may have half-filled the first one
-    from calix.studies._base import torch_threads
-
     # one thread: intra-op parallel reductions round differently with the thread count, and
     # the key must name everything the weights depend on (on CPU this costs little; measured
     # 3.1 s both ways for the digits CNN, 10.9 s against 9.1 s for the 16x16 CNN on 2 cores)

@@ -22,13 +22,15 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from calix._io import atomic_write
+from calix._progress import torch_threads
 
 __all__ = ["StudyContext", "Claim", "write_json_atomic", "to_jsonable", "torch_threads",
            "RESULTS_FILE", "KINDS"]
@@ -164,9 +166,8 @@ class StudyContext:
     def arrays(self, name: str, **arrays: Any) -> Path:
         """Save arrays to ``out/name.npz`` (written atomically)."""
         path = self.out / f"{name}.npz"
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
-        os.replace(tmp, path)
+        arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
         self.array_files.append(path.name)
         return path
 
@@ -195,31 +196,11 @@ def run_in_context(study: str, fn: Callable[[StudyContext], None], ctx: StudyCon
     return doc
 
 
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run with ``n`` torch intra-op threads, then restore the previous count.
-
-    Studies whose model passes are small (8x8 / 16x16 images, small tables) run on one thread:
-    it loses little on an idle machine and avoids the order-of-magnitude slow-down of
-    oversubscribed intra-op threads when other jobs share the cores.
-    """
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def write_json_atomic(path: str | Path, doc: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and ``os.replace`` (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(to_jsonable(doc), indent=2, allow_nan=False))
-    os.replace(tmp, path)
+    """Write JSON to ``path`` all at once (:func:`calix._io.atomic_write`: a per-process
+    temporary file, fsynced and renamed), so it is never half-written."""
+    text = json.dumps(to_jsonable(doc), indent=2, allow_nan=False)
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def to_jsonable(obj: Any) -> Any:

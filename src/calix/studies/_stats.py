@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from calix._stats import standard_error
+
 __all__ = ["ALPHA", "paired", "bootstrap_mean_ci", "degenerate_maps", "majority"]
 
 #: significance level of every one-sided comparison (the rule's text states it)
@@ -54,8 +56,7 @@ def paired(a: Any, b: Any, *, alternative: str = "greater", alpha: float = ALPHA
                            "significant_wilcoxon": False, "alternative": alternative}
     if n < 2:
         return out
-    sd = float(d.std(ddof=1))
-    se = sd / math.sqrt(n)
+    se = standard_error(d)
     half = float(stats.t.ppf(0.975, n - 1)) * se
     out["se"], out["ci95"] = se, [float(d.mean() - half), float(d.mean() + half)]
     if se > 0:

@@ -61,6 +61,7 @@ import torch
 
 from calix import zoo
 from calix._progress import progress_bar
+from calix._stats import standard_error
 from calix.calibrate import Calibrator, Dirichlet, TemperatureScaling, calibrated
 from calix.explain import (
     RISE,
@@ -86,23 +87,6 @@ AGNOSTIC = ("RISE", "MP")
 GRADIENT = ("Sensitivity", "IG")
 
 
-class _FixedTemperature(Calibrator):
-    """``z / T`` for a given T (the temperature sweep); nothing to fit."""
-
-    def __init__(self, temperature: float) -> None:
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
-        self._set_fitted()
-
-    def fit(self, logits: Any, labels: Any, **kwargs: Any) -> _FixedTemperature:
-        return self
-
-    def _calibrate(self, logits: torch.Tensor, levels: torch.Tensor | None) -> torch.Tensor:
-        return logits / self.temperature
-
-
 class _MinMaxExplainer:
     """An explainer whose maps are min-max normalised per input (the paper normalises every
     map, so the Lipschitz constants of calibrated and uncalibrated maps are comparable)."""
@@ -126,11 +110,6 @@ def _explainers(model: Model, cfg: dict[str, Any], fill: Blur) -> dict[str, Any]
         "MP": MeaningfulPerturbation(model, fill=fill, steps=cfg["mp_steps"], lr=cfg["mp_lr"],
                                      l1=cfg["mp_l1"], tv=cfg["mp_tv"]),
     }
-
-
-def _se(a: np.ndarray) -> float:
-    a = np.asarray(a, dtype=np.float64)
-    return float(a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else float("nan")
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -262,7 +241,7 @@ def _run(ctx: StudyContext, cfg: dict[str, Any]) -> None:
             "ssim_mean": float(per["ssim"][key][k].mean()) if cal_name != "none" else None,
             "ssim_median": (float(np.median(per["ssim"][key][k])) if cal_name != "none"
                             else None),
-            "deletion_auc": float(auc.mean()), "deletion_auc_se": _se(auc),
+            "deletion_auc": float(auc.mean()), "deletion_auc_se": standard_error(auc),
             "random_auc": float(random_auc[cal_name][k].mean()),
             "btr": float(per["btr"][key][k].mean()),
             "otsu_tv": float(per["tv"][key][k].mean()),
@@ -293,7 +272,7 @@ def _run(ctx: StudyContext, cfg: dict[str, Any]) -> None:
     sweep_auc, sweep_degen, sweep_ece = {}, {}, {}
     for t in progress_bar(temps, total=len(temps), enabled=ctx.progress,
                           description="calibrate-to-interpret: temperature sweep"):
-        model = calibrated(base, _FixedTemperature(t))
+        model = calibrated(base, TemperatureScaling.from_temperature(t))
         mp = _explainers(model, cfg, fill)["MP"]
         values = mp.explain(x).values
         sweep_degen[t] = degenerate_maps(values)
@@ -310,7 +289,7 @@ def _run(ctx: StudyContext, cfg: dict[str, Any]) -> None:
                            "n_images_used": int(sweep_keep.sum()),
                            "degenerate_maps": int(sweep_degen[t].sum()),
                            "mp_deletion_auc": float(auc[sweep_keep].mean()),
-                           "mp_deletion_auc_se": _se(auc[sweep_keep]),
+                           "mp_deletion_auc_se": standard_error(auc[sweep_keep]),
                            "mp_deletion_auc_all_images": float(auc.mean()),
                            "kde_ece": sweep_ece[t][0], "ece": sweep_ece[t][1],
                            "nll": sweep_ece[t][2]})
@@ -753,12 +732,11 @@ _SHORT = {"Sensitivity": "Sens", "IG": "IG", "RISE": "RISE", "MP": "MP"}
 
 def _plot_maps(x: torch.Tensor, maps: dict[tuple[str, str], np.ndarray],
                targets: dict[str, np.ndarray], idx: np.ndarray, n_show: int = 2) -> Any:
-    from calix.plot import _plt
+    from calix.plot import subplots
 
-    plt = _plt()
     n_show = min(n_show, len(x))
     n_rows, n_cols = n_show * len(CALIBRATORS), len(EXPLAINERS) + 1
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.7 * n_cols, 1.75 * n_rows),
+    fig, axes = subplots(n_rows, n_cols, figsize=(1.7 * n_cols, 1.75 * n_rows),
                              squeeze=False)
     for i in range(n_show):
         for j, c in enumerate(CALIBRATORS):
@@ -780,15 +758,14 @@ def _plot_maps(x: torch.Tensor, maps: dict[tuple[str, str], np.ndarray],
 
 
 def _plot_sweep(rows: list[dict[str, Any]], t_cal: float) -> Any:
-    from calix.plot import _plt
+    from calix.plot import subplots
 
-    plt = _plt()
     t = np.array([r["temperature"] for r in rows])
     a = np.array([r["mp_deletion_auc"] for r in rows])
     se = np.array([r["mp_deletion_auc_se"] for r in rows])
     e = np.array([r["kde_ece"] for r in rows])
     cal = np.array([r["calibrated"] for r in rows])
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(9, 3.4))
     ax1.errorbar(t, a, yerr=se, fmt="o-", capsize=3)
     ax1.plot(t[cal], a[cal], "r*", ms=14, label=f"fitted T = {t_cal:.2f}")
     ax1.axvline(1.0, color="grey", ls=":", lw=1)
@@ -813,10 +790,9 @@ def _plot_sweep(rows: list[dict[str, Any]], t_cal: float) -> Any:
 
 
 def _plot_deletion(curves: dict[tuple[str, str], Any], random_auc: dict[str, np.ndarray]) -> Any:
-    from calix.plot import _plt
+    from calix.plot import subplots
 
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(EXPLAINERS), figsize=(3.4 * len(EXPLAINERS), 3.2),
+    fig, axes = subplots(1, len(EXPLAINERS), figsize=(3.4 * len(EXPLAINERS), 3.2),
                              sharey=True)
     styles = {"none": ("k", "-"), "temperature": ("tab:blue", "--"),
               "dirichlet": ("tab:orange", "--")}
@@ -837,12 +813,11 @@ def _plot_deletion(curves: dict[tuple[str, str], Any], random_auc: dict[str, np.
 
 
 def _plot_metrics(row: dict[tuple[str, str], dict[str, Any]]) -> Any:
-    from calix.plot import _plt
+    from calix.plot import subplots
 
-    plt = _plt()
     metrics = (("btr", "BTR (higher is better)"), ("otsu_tv", "Otsu-TV (lower is better)"),
                ("deletion_auc", "deletion AUC (lower is better)"))
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    fig, axes = subplots(1, 3, figsize=(12, 3.2))
     pos = np.arange(len(EXPLAINERS))
     width = 0.8 / len(CALIBRATORS)
     for ax, (key, title) in zip(axes, metrics, strict=True):
@@ -860,10 +835,9 @@ def _plot_metrics(row: dict[tuple[str, str], dict[str, Any]]) -> Any:
 
 def _plot_distributions(maps: dict[tuple[str, str], np.ndarray],
                         lips: dict[tuple[str, str], np.ndarray], n: int) -> Any:
-    from calix.plot import _plt
+    from calix.plot import subplots
 
-    plt = _plt()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.4))
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(11, 3.4))
     cals = ("temperature", "dirichlet")
     data, labels = [], []
     for e in EXPLAINERS:

@@ -453,10 +453,9 @@ def _info_rows(gains: list[dict[str, Any]], infos: dict[str, dict[str, Any]]
 # --------------------------------------------------------------------------- figures
 def _plot_vs_budget(rows: list[dict[str, Any]], metrics: Sequence[tuple[str, str]],
                     datasets: Sequence[str], budgets: Sequence[int]) -> Any:
-    from calix.plot import _plt
+    from calix.plot import subplots
 
-    plt = _plt()
-    fig, axes = plt.subplots(len(metrics), len(datasets), squeeze=False,
+    fig, axes = subplots(len(metrics), len(datasets), squeeze=False,
                              figsize=(3.6 * len(datasets), 2.9 * len(metrics)))
     for i, (metric, label) in enumerate(metrics):
         for j, data in enumerate(datasets):
@@ -480,13 +479,12 @@ def _plot_vs_budget(rows: list[dict[str, Any]], metrics: Sequence[tuple[str, str
 
 
 def _plot_coverage(cov_rows: list[dict[str, Any]]) -> Any:
-    from calix.plot import _plt
+    from calix.plot import subplots
 
-    plt = _plt()
     rows = [r for r in cov_rows if r["coverage"] is not None]
     noises = sorted({r["noise_sd"] for r in rows})
     budgets = sorted({r["budget"] for r in rows})
-    fig, axes = plt.subplots(1, len(noises), squeeze=False, figsize=(4 * len(noises), 3.2))
+    fig, axes = subplots(1, len(noises), squeeze=False, figsize=(4 * len(noises), 3.2))
     width = 0.8 / len(INTERVAL_METHODS)
     for ax, tau in zip(axes[0], noises, strict=True):
         for k, method in enumerate(INTERVAL_METHODS):
@@ -510,10 +508,9 @@ def _plot_coverage(cov_rows: list[dict[str, Any]]) -> Any:
 
 
 def _plot_info_gain(info_rows: list[dict[str, Any]], infos: dict[str, dict[str, Any]]) -> Any:
-    from calix.plot import _plt
+    from calix.plot import subplots
 
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    fig, ax = subplots(figsize=(5.2, 3.6))
     for data in [*infos, "synthetic"]:
         mine = [r for r in info_rows if r["dataset"] == data]
         if not mine:

@@ -62,15 +62,15 @@ from scipy import stats
 
 from calix import zoo
 from calix._progress import progress_bar
+from calix._stats import pearson
 from calix.explain import LIME, Explainer, Explanation, GuidedBackprop, IntegratedGradients
 from calix.metrics.faithfulness import deletion_curve, insertion_curve
-from calix.models import Model, wrap
+from calix.models import Model
 from calix.perturb import Constant
 from calix.studies._base import StudyContext, torch_threads
 from calix.studies._stats import ALPHA as TEST_ALPHA
 from calix.studies._stats import bootstrap_mean_ci, degenerate_maps, majority, paired
 from calix.uncertainty import (
-    DeepEnsemble,
     Flipout,
     MCDropConnect,
     MCDropout,
@@ -124,27 +124,11 @@ def _abs_mean_cv(dist: Explanation) -> np.ndarray:
     return mean_cv(exp)
 
 
-def _ensemble_mean(ensemble: DeepEnsemble, task: str) -> Model:
-    """The ensemble's own prediction: the mean of the members' probabilities (classifiers)
-    or outputs (regressors), as one differentiable model."""
-    members = ensemble.members
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        if task == "regression":
-            return torch.stack([m.forward(x) for m in members]).mean(0)
-        return torch.stack([torch.softmax(m.forward(x), -1) for m in members]).mean(0)
-
-    return wrap(forward, backend="torch", task=task,
-                output="logits" if task == "regression" else "probabilities",
-                input_shape=members[0].input_shape)
-
-
 def _samplers(ctx: StudyContext, arch: str, data: str, base: Any, *, T: int, n_members: int,
               ensemble_epochs: int | None, flipout_epochs: int | None
               ) -> list[tuple[str, Sampler, Model]]:
     """(name, sampler, deterministic model for the curves) for the four samplers."""
     model = base.wrap()
-    task = model.task
     ensemble = train_ensemble(arch, data, n_members=n_members, seed=ctx.seed,
                               epochs=ensemble_epochs, progress=ctx.progress)
     flip = train_flipout(arch, data, seed=ctx.seed, epochs=flipout_epochs,
@@ -153,7 +137,7 @@ def _samplers(ctx: StudyContext, arch: str, data: str, base: Any, *, T: int, n_m
         ("MC-Dropout", MCDropout(model, n_samples=T, seed=ctx.seed), model),
         ("MC-DropConnect", MCDropConnect(model, n_samples=T, p=DROPCONNECT_P, seed=ctx.seed),
          model),
-        ("Deep ensemble", ensemble, _ensemble_mean(ensemble, task)),
+        ("Deep ensemble", ensemble, ensemble.mean_model()),
         ("Flipout", Flipout(flip, n_samples=T, seed=ctx.seed), flip),
     ]
 
@@ -165,14 +149,6 @@ def _stratified(y: np.ndarray, per_class: int) -> np.ndarray:
 
 def _accuracy(model: Model, x: Any, y: np.ndarray) -> float:
     return float((model.predict(x) == y).mean())
-
-
-def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson r of every row pair of two (n, ...) arrays (0 where a row is constant)."""
-    a = a.reshape(len(a), -1) - a.reshape(len(a), -1).mean(1, keepdims=True)
-    b = b.reshape(len(b), -1) - b.reshape(len(b), -1).mean(1, keepdims=True)
-    den = np.sqrt((a**2).sum(1) * (b**2).sum(1))
-    return np.where(den > 0, (a * b).sum(1) / np.where(den > 0, den, 1.0), 0.0)
 
 
 # ---------------------------------------------------------------------- the study
@@ -397,7 +373,7 @@ def _ground_truth_variant(ctx: StudyContext, sampler: Sampler, ds: Any,
     for e_name in EXPLAINERS:
         d_pred = explanation_distribution(makers[e_name], sampler, xw, target=pred[wrong])
         d_true = explanation_distribution(makers[e_name], sampler, xw, target=ds.y_test[wrong])
-        r = _pearson_rows(d_pred.values, d_true.values)
+        r = pearson(d_pred.values, d_true.values, constant=0.0)
         lo, hi = bootstrap_mean_ci(r, seed=ctx.seed)
         out.append({"sampler": "MC-Dropout", "explainer": e_name, "n_images": len(wrong),
                     "pearson_r_mean": float(r.mean()), "pearson_r_min": float(r.min()),
@@ -606,12 +582,11 @@ def _claims(ctx: StudyContext, rows: list[dict[str, Any]], kruskal: dict[tuple[s
 # ---------------------------------------------------------------------- figures
 def _plot_maps(x: np.ndarray, labels: np.ndarray, dists: dict[tuple[str, str], Any],
                sampler: str, n_show: int = 3) -> Any:
-    from calix.plot import _plt
+    from calix.plot import subplots
 
-    plt = _plt()
     show = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)[:n_show]]
     cols = 1 + 3 * len(EXPLAINERS)
-    fig, axes = plt.subplots(len(show), cols, figsize=(1.45 * cols, 1.6 * len(show) + 0.6),
+    fig, axes = subplots(len(show), cols, figsize=(1.45 * cols, 1.6 * len(show) + 0.6),
                              squeeze=False)
     for r, i in enumerate(show):
         ax = axes[r, 0]
@@ -639,11 +614,10 @@ def _plot_maps(x: np.ndarray, labels: np.ndarray, dists: dict[tuple[str, str], A
 
 
 def _plot_curves(curves: dict[tuple[str, str], Any], random_auc: dict[str, Any]) -> Any:
-    from calix.plot import _plt
+    from calix.plot import subplots
 
-    plt = _plt()
     colors = dict(zip(EXPLAINERS, ("tab:red", "tab:blue", "tab:green"), strict=True))
-    fig, axes = plt.subplots(len(SAMPLERS), 2, figsize=(9, 2.4 * len(SAMPLERS)), squeeze=False,
+    fig, axes = subplots(len(SAMPLERS), 2, figsize=(9, 2.4 * len(SAMPLERS)), squeeze=False,
                              sharex=True)
     for r, s_name in enumerate(SAMPLERS):
         for c, mode in enumerate(("deletion", "insertion")):
@@ -668,10 +642,9 @@ def _plot_curves(curves: dict[tuple[str, str], Any], random_auc: dict[str, Any])
 
 
 def _plot_cv_overall(rows: list[dict[str, Any]]) -> Any:
-    from calix.plot import _plt
+    from calix.plot import subplots
 
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig, ax = subplots(figsize=(7, 3.2))
     width = 0.8 / len(EXPLAINERS)
     pos = np.arange(len(SAMPLERS))
     for j, e_name in enumerate(EXPLAINERS):
@@ -687,10 +660,9 @@ def _plot_cv_overall(rows: list[dict[str, Any]]) -> Any:
 
 
 def _plot_cv_by_class(class_rows: list[dict[str, Any]]) -> Any:
-    from calix.plot import _plt
+    from calix.plot import subplots
 
-    plt = _plt()
-    fig, axes = plt.subplots(2, 2, figsize=(10, 5.5), squeeze=False)
+    fig, axes = subplots(2, 2, figsize=(10, 5.5), squeeze=False)
     width = 0.8 / len(EXPLAINERS)
     for ax, s_name in zip(axes.ravel(), SAMPLERS, strict=True):
         for j, e_name in enumerate(EXPLAINERS):
@@ -710,10 +682,9 @@ def _plot_cv_by_class(class_rows: list[dict[str, Any]]) -> Any:
 
 
 def _plot_regression(dists: dict[tuple[str, str], Any], x: np.ndarray, names: list[str]) -> Any:
-    from calix.plot import _plt
+    from calix.plot import subplots
 
-    plt = _plt()
-    fig, axes = plt.subplots(len(EXPLAINERS), 2, figsize=(10, 2.5 * len(EXPLAINERS)),
+    fig, axes = subplots(len(EXPLAINERS), 2, figsize=(10, 2.5 * len(EXPLAINERS)),
                              squeeze=False)
     pos = np.arange(len(names))
     for r, e_name in enumerate(EXPLAINERS):

@@ -456,13 +456,12 @@ def _label(est: str, sign: str) -> str:
 
 def _plot_curves(curves: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]],
                  fractions: np.ndarray, data: str) -> Any:
-    from calix.plot import _plt
+    from calix.plot import subplots
 
-    plt = _plt()
     panels = [[("gradient", "signed"), ("ig", "signed"), ("smoothgrad", "signed"), RANDOM],
               [("gradient", "unsigned"), ("ig", "unsigned"), ("smoothgrad", "unsigned"),
                ("smoothgrad2", "unsigned")]]
-    fig, axes = plt.subplots(2, 4, figsize=(14, 6.2), sharex=True, sharey=True)
+    fig, axes = subplots(2, 4, figsize=(14, 6.2), sharex=True, sharey=True)
     pct = 100 * fractions
     for i, row in enumerate(panels):
         for j, (est, sign) in enumerate(row):
@@ -486,11 +485,10 @@ def _plot_curves(curves: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray
 
 
 def _plot_fidelity(rows: list[dict[str, Any]], data: str) -> Any:
-    from calix.plot import _plt
+    from calix.plot import subplots
 
-    plt = _plt()
     settings = [*SETTINGS, RANDOM]
-    fig, ax = plt.subplots(figsize=(10, 3.8))
+    fig, ax = subplots(figsize=(10, 3.8))
     xs = np.arange(len(settings))
     for k, model in enumerate(MODELS):
         sel = [next(r for r in rows if r["dataset"] == data and r["model"] == model
@@ -509,13 +507,12 @@ def _plot_fidelity(rows: list[dict[str, Any]], data: str) -> Any:
 
 
 def _plot_maps(runs: tuple[dict[str, Any], dict[str, Any]], data: str) -> Any:
-    from calix.plot import _plt
+    from calix.plot import subplots
 
-    plt = _plt()
     cols = [("gradient", "signed"), ("ig", "signed"), ("smoothgrad", "signed"),
             ("gradient", "unsigned"), ("ig", "unsigned"), ("smoothgrad", "unsigned"),
             ("smoothgrad2", "unsigned")]
-    fig, axes = plt.subplots(2, len(cols) + 1, figsize=(2 * (len(cols) + 1), 4.4))
+    fig, axes = subplots(2, len(cols) + 1, figsize=(2 * (len(cols) + 1), 4.4))
     for i, (model, r) in enumerate(zip(MODELS, runs, strict=True)):
         axes[i][0].imshow(r["x0"][0, 0], cmap="gray_r")
         axes[i][0].set_title("input" if i == 0 else "")
@@ -537,10 +534,9 @@ def _plot_maps(runs: tuple[dict[str, Any], dict[str, Any]], data: str) -> Any:
 
 
 def _plot_robustness(rows: list[dict[str, Any]], datasets: list[str]) -> Any:
-    from calix.plot import _plt
+    from calix.plot import subplots
 
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.4),
+    fig, axes = subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.4),
                              squeeze=False)
     for ax, data in zip(axes[0], datasets, strict=True):
         for model, ls in (("standard", "--"), ("FPA", "-")):

@@ -29,11 +29,12 @@ import numpy as np
 
 from calix import zoo
 from calix._progress import progress_bar
+from calix._stats import standard_error
 from calix.calibrate import calibrated
 from calix.explain import LIME, KernelSHAP, Occlusion
 from calix.metrics.faithfulness import roar_tabular
 from calix.metrics.robustness import sensitivity
-from calix.plot import _plt, calibration_by_level_plot, reliability_diagram
+from calix.plot import calibration_by_level_plot, reliability_diagram, subplots
 from calix.recipes import compare_calibration, default_perturbation
 from calix.studies._base import StudyContext
 from calix.studies._stats import ALPHA, majority, paired
@@ -301,13 +302,12 @@ def _clearly_positive(diff: np.ndarray) -> bool:
         return False
     if len(diff) < 2:
         return True
-    return bool(diff.mean() > 2 * diff.std(ddof=1) / np.sqrt(len(diff)))
+    return bool(diff.mean() > 2 * standard_error(diff))
 
 
 # ----------------------------------------------------------------------------- figures
 def _plot_temperatures(level_rows: list[dict[str, Any]]) -> Any:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    fig, ax = subplots(figsize=(5.2, 3.4))
     for case in dict.fromkeys(r["case"] for r in level_rows):
         rs = [r for r in level_rows if r["case"] == case]
         centres = [(r["level_lo"] + r["level_hi"]) / 2 for r in rs]
@@ -320,9 +320,8 @@ def _plot_temperatures(level_rows: list[dict[str, Any]]) -> Any:
 
 
 def _plot_sensitivity(rows: list[dict[str, Any]]) -> Any:
-    plt = _plt()
     cases = list(dict.fromkeys(r["case"] for r in rows))
-    fig, axes = plt.subplots(1, len(cases), figsize=(4.2 * len(cases), 3.2), squeeze=False)
+    fig, axes = subplots(1, len(cases), figsize=(4.2 * len(cases), 3.2), squeeze=False)
     for ax, case in zip(axes[0], cases, strict=True):
         rs = [r for r in rows if r["case"] == case]
         methods = list(dict.fromkeys(r["explainer"] for r in rs))
@@ -339,8 +338,7 @@ def _plot_sensitivity(rows: list[dict[str, Any]]) -> Any:
 
 
 def _plot_roar(rows: list[dict[str, Any]]) -> Any:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.6, 3.3))
+    fig, ax = subplots(figsize=(4.6, 3.3))
     for cal in ("none", "recalx"):
         rs = [r for r in rows if r["importance"] == cal]
         ax.errorbar([r["fraction_removed"] for r in rs], [r["test_nll"] for r in rs],
