@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from calix.report import claim_counts, write_report
+from calix.report import claim_counts, claim_counts_text, write_report
 from calix.studies._base import KINDS, Claim, StudyContext, run_in_context
 from calix.studies._stats import bootstrap_mean_ci, degenerate_maps, majority, paired
 
@@ -94,6 +94,7 @@ def test_claim_kind_quote_and_sensitivity_in_results(tmp_path):
     assert "quote" not in claims[1] and "sensitivity" not in claims[1]
     assert Claim.from_dict(claims[0]).flips == ["stricter"]
     assert claim_counts(doc) == {"finding": (1, 1), "check": (1, 1), "extension": (0, 1)}
+    assert claim_counts_text(doc) == "1 of 1 finding holds · 1 of 1 check · 0 of 1 extension"
     with pytest.raises(ValueError, match="kind must be one of"):
         Claim("x", True, {}, kind="opinion")
     assert set(KINDS) == {"finding", "check", "extension"}
@@ -111,6 +112,8 @@ def test_old_results_without_kinds_still_render(tmp_path):
     c = Claim.from_dict(old["claims"][0])
     assert c.kind is None and c.quote == "" and c.sensitivity == {}
     assert claim_counts(old) == {None: (1, 2)}
+    assert claim_counts_text(old) == "1 of 2 claims hold"
+    assert claim_counts_text({"claims": []}) == "no claims"
     html = write_report(tmp_path).read_text()
     assert "1 of 2 claims hold" in html and "kind not recorded" in html
     assert "x holds" in html and "y holds" in html

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,7 +102,7 @@ def test_missing_figure_is_shown_not_hidden(study_dir):
     assert "missing figure fig0.png" in html
 
 
-def test_json_helpers(tmp_path):
+def test_json_helpers(tmp_path, monkeypatch):
     import torch
 
     doc = to_jsonable({"a": np.float32(1.5), "b": np.arange(3), "c": torch.tensor([1.0]),
@@ -111,6 +113,23 @@ def test_json_helpers(tmp_path):
     write_json_atomic(tmp_path / "x.json", {"v": 1})
     assert json.loads((tmp_path / "x.json").read_text()) == {"v": 1}
     assert not list(tmp_path.glob("*.tmp"))
+    # through calix._io.atomic_write: a temporary file of this process, fsynced and renamed
+    seen = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        seen.append(Path(src).name)
+        real_replace(src, dst)
+
+    import calix._io
+
+    monkeypatch.setattr(calix._io.os, "replace", replace)
+    write_json_atomic(tmp_path / "y.json", {"v": 2})
+    ctx = StudyContext("toy", tmp_path / "toy")
+    ctx.arrays("a", x=np.arange(3))
+    assert np.load(tmp_path / "toy" / "a.npz")["x"].tolist() == [0, 1, 2]
+    assert len(seen) == 2 and all(f"~{os.getpid()}~" in name for name in seen)
+    assert not list(tmp_path.rglob("*.tmp"))
 
 
 @pytest.mark.parametrize("doc, expected", [
