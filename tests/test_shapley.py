@@ -158,16 +158,16 @@ def test_kernel_design_enumerates_the_heaviest_sizes():
     np.testing.assert_allclose(float(design.weights.sum()), 1.0, rtol=1e-12)
 
 
-def test_leverage_design_gives_each_size_pair_an_equal_share():
-    # d = 16, 1000 coalitions: sizes 1/15 (32 subsets) are enumerated; the other seven size
-    # pairs get equal numbers of distinct pairs (±1), each with its complement
+def test_leverage_design_gives_each_size_an_equal_share():
+    # d = 16, 1000 coalitions: sizes 1/15 (32 subsets) are enumerated; every other size gets
+    # the same number of rows (±2), the middle size 8 as many as each of the others (so half
+    # the pairs of a stratum {s, 16 − s}); each coalition is followed by its complement
     d = 16
     design = LeverageDesign().draw(2, 1000, d, torch.Generator().manual_seed(0))
     assert design.n_fixed == 32 and design.paired
     sampled = design.masks[:, design.n_fixed:]
-    counts = _size_counts(sampled[0], d)
-    per_pair = [counts[s] + counts[d - s] if 2 * s != d else counts[s] for s in range(2, 9)]
-    assert max(per_pair) - min(per_pair) <= 2
+    counts = _size_counts(sampled[0], d)[2:15]
+    assert counts.max() - counts.min() <= 2, counts
     pairs = sampled[:, : 2 * (sampled.shape[1] // 2)].reshape(2, -1, 2, d)
     assert (pairs[:, :, 0] == ~pairs[:, :, 1]).all()
     for i in range(2):  # without replacement: no coalition twice
@@ -178,14 +178,29 @@ def test_leverage_design_gives_each_size_pair_an_equal_share():
 
 
 def test_leverage_design_size_distribution_is_uniform():
-    # d = 40 (nothing enumerated at 600 coalitions): pair sizes {s, 40 − s} equally often
+    # d = 40 (nothing enumerated at 600 coalitions): every size equally often (±2)
     d = 40
     design = LeverageDesign().draw(1, 600, d, torch.Generator().manual_seed(1))
     assert design.n_fixed == 0
-    counts = _size_counts(design.masks[0], d)
-    per_pair = np.array([counts[s] + counts[d - s] if 2 * s != d else counts[s]
-                         for s in range(1, d // 2 + 1)])
-    assert per_pair.max() - per_pair.min() <= 2
+    counts = _size_counts(design.masks[0], d)[1:d]
+    assert counts.max() - counts.min() <= 2, counts
+
+
+def test_leverage_design_is_without_replacement_near_exhaustion():
+    # d = 10, 370 coalitions: sizes 1-2 and 8-9 enumerated (110), and the 260 others from
+    # sizes 3-7 (C(10, 3) = 120 per size): no coalition drawn twice, per input
+    design = LeverageDesign().draw(3, 370, 10, torch.Generator().manual_seed(2))
+    for i in range(3):
+        rows = [tuple(r) for r in design.masks[i].tolist()]
+        assert len(set(rows)) == len(rows)
+
+
+def test_unrank_enumerates_every_subset_once():
+    from calix.perturb import _unrank
+
+    subsets = _unrank(torch.arange(math.comb(9, 4)), 9, 4)
+    assert (subsets.sum(1) == 4).all()
+    assert len({tuple(r) for r in subsets.tolist()}) == math.comb(9, 4)
 
 
 def test_tree_shapley_is_exact():
@@ -316,3 +331,56 @@ def test_lime_and_glime_designs_draw_what_they_claim():
     assert abs(float(glime.float().mean()) - keep) < 5 * sd
     gauss = GlimeDesign("gauss", 0.5).draw(1, 1000, d, g).masks
     assert gauss.is_floating_point() and float(gauss.min()) >= 0 and float(gauss.max()) <= 1
+
+
+def test_adaptive_mode_reaches_calixs_estimator(game):
+    # the default on a probability is LogitSurrogateSHAP: its design extends too
+    model, x, _ = game
+    exp = Shapley(model, n_samples=4000, target_width=0.001, seed=0, **ZERO).explain(x)
+    assert exp.extra["estimator"] == "logit_surrogate_shap"
+    assert 120 < exp.extra["n_used"] < 4000  # measured 960
+    assert (exp.upper - exp.lower).max() <= 0.001
+
+
+def test_stratified_shapley_is_exact_on_all_coalitions_and_unbiased():
+    from calix.explain.shapley import stratified_shapley
+
+    d = 7
+    coal = all_coalitions(d)
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(2, 2**d, generator=g, dtype=torch.float64)
+    exact = exact_shapley(table, coal)
+    inner = coal[1:-1][None].expand(2, -1, -1)
+    full = stratified_shapley(inner, table[:, 1:-1], table[:, -1], table[:, 0])
+    np.testing.assert_allclose(full, exact, atol=1e-12)
+    # sampled: 400 leverage designs of 40 coalitions average to the exact values
+    est = []
+    for seed in range(400):
+        design = LeverageDesign().draw(2, 40, d, torch.Generator().manual_seed(seed))
+        idx = (design.masks.long() << torch.arange(d)).sum(-1)
+        est.append(stratified_shapley(design.masks, table.gather(1, idx), table[:, -1],
+                                      table[:, 0]))
+    est = torch.stack(est)
+    se = est.std(0) / math.sqrt(len(est))
+    assert ((est.mean(0) - exact).abs() / se).max() < 4.5
+
+
+def test_regression_adjustment_uses_its_proxy(game):
+    # with a Monte Carlo residual the proxy matters: linear and quadratic proxies differ
+    model, x, _ = game
+    lin = RegressionAdjustedSHAP(model, proxy="linear", n_samples=300, **ZERO).explain(x)
+    quad = RegressionAdjustedSHAP(model, proxy="quadratic", n_samples=300, **ZERO).explain(x)
+    assert np.abs(lin.feature_values - quad.feature_values).max() > 1e-6
+
+
+def test_shapley_passes_estimator_arguments_and_limits_come_before_queries(game):
+    model, x, _ = game
+    exp = Shapley(model, n_samples=300, n_permutations=64, **ZERO).explain(x)
+    assert exp.extra["estimator"] == "logit_surrogate_shap"
+    with pytest.raises(ValueError, match="always pairs"):
+        LeverageSHAP(model, paired=False)
+    wide = wrap(_mlp(72))
+    before = wide.n_queries
+    with pytest.raises(ValueError, match="terms"):
+        LogitSurrogateSHAP(wide, n_samples=1000, **ZERO).explain(torch.ones(1, 72), target=0)
+    assert wide.n_queries - before <= 1  # refused before the 1000 coalitions were queried

@@ -36,6 +36,7 @@ Example
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -815,7 +816,9 @@ class CoalitionDesign:
             raise ValueError("this design has no sampled part to extend")
         n, _, d = self.masks.shape
         more = _draw_pairs(n, m, d, self.sizes, self.size_probs, self.paired, generator)
-        ids = torch.cat([self.row_ids, self.row_ids.max() + 1 + torch.arange(m)])
+        start = int(self.row_ids.max()) + 1 if len(self.row_ids) else 0
+        start += start % 2  # new pairs start at an even id: a pair is ids (2k, 2k + 1)
+        ids = torch.cat([self.row_ids, start + torch.arange(m)])
         return CoalitionDesign(torch.cat([self.masks, more.to(self.masks.device)], 1),
                                self.fixed_weights, self.n_fixed, self.paired, self.sizes,
                                self.size_probs, self.mass, self.reweight, ids)
@@ -916,16 +919,19 @@ class KernelSHAPDesign(Design):
 
 class LeverageDesign(Design):
     """Leverage SHAP's design (Musco & Witter, ICLR 2025): coalitions drawn by their leverage
-    scores in the Shapley regression -- every size carries the same total leverage, so each size
-    pair (s, d − s) gets an equal share of the budget -- without replacement and paired with
-    complements.
+    scores in the Shapley regression -- every coalition size carries the same total leverage,
+    so every size gets the same share of the budget -- without replacement, each coalition
+    followed by its complement (a size pair (s, d − s) gets twice the pairs of the middle size
+    d/2, whose complements have its own size).
 
     Sizes whose share covers all their subsets are enumerated (the paper's Bernoulli sampling
     includes them with probability 1) and their budget is shared out again among the others; a
-    sampled size pair gets a fixed number of distinct pairs (S, complement of S), a stratified
-    form of the paper's Bernoulli draw with the same inclusion probabilities. Regression weights
-    are the kernel weight over the inclusion probability: each size's kernel mass shared
-    equally among its rows (``reweight="size"``).
+    sampled size gets a fixed number of distinct coalitions (drawn by rank, without
+    replacement), a stratified form of the paper's Bernoulli draw with the same inclusion
+    probabilities. Regression weights are the kernel weight over the inclusion probability:
+    each size's kernel mass shared equally among its rows (``reweight="size"``). Rows added
+    later by :meth:`CoalitionDesign.extend` are drawn independently of these (a repeat has
+    probability about m / C(d, s)).
     """
 
     def minimum(self, d: int) -> int:
@@ -935,12 +941,13 @@ class LeverageDesign(Design):
         if d < 2:
             raise ValueError("the Shapley kernel needs d >= 2 features")
         strata = list(range(1, d // 2 + 1))  # s: the sizes s and d - s
-        count = {s: math.comb(d, s) * (1 if 2 * s == d else 2) for s in strata}
+        width = {s: 1 if 2 * s == d else 2 for s in strata}  # sizes in the stratum
+        count = {s: math.comb(d, s) * width[s] for s in strata}
         enumerated: list[int] = []
         left, open_ = m, list(strata)
-        while open_:  # water-filling: enumerate every stratum its share covers
-            share = left / len(open_)
-            full = [s for s in open_ if count[s] <= share]
+        while open_:  # water-filling per size: enumerate every stratum its share covers
+            share = left / sum(width[s] for s in open_)
+            full = [s for s in open_ if count[s] <= share * width[s]]
             if not full:
                 break
             for s in full:
@@ -950,13 +957,11 @@ class LeverageDesign(Design):
         masses = _kernel_mass(d)
         parts, weights = [], []
         for s in sorted(enumerated):
-            idx = torch.combinations(torch.arange(d), r=s)
-            small = torch.zeros(len(idx), d, dtype=torch.bool)
-            small[torch.arange(len(idx))[:, None], idx] = True
+            small = _unrank(torch.arange(math.comb(d, s)), d, s)
             for part in ([small] if 2 * s == d else [small, ~small]):
                 k = s if part is small else d - s
                 parts.append(part)
-                weights.append(torch.full((len(idx),), float(masses[k]) / math.comb(d, k),
+                weights.append(torch.full((len(small),), float(masses[k]) / math.comb(d, k),
                                           dtype=torch.float64))
         fixed = torch.cat(parts) if parts else torch.zeros(0, d, dtype=torch.bool)
         fixed_w = torch.cat(weights) if weights else torch.zeros(0, dtype=torch.float64)
@@ -966,11 +971,14 @@ class LeverageDesign(Design):
             sampled_mass[[s, d - s]] = 0.0
         if not open_ or left <= 0:
             return CoalitionDesign(fixed[None].expand(n, -1, -1), fixed_w, len(fixed), False)
-        # equal pairs per open stratum; the leftover pairs go to random strata
+        # pairs in proportion to the sizes of each stratum; leftover pairs to random strata
         n_pairs, odd = divmod(left, 2)
-        per = torch.full((len(open_),), n_pairs // len(open_), dtype=torch.long)
-        extra = torch.randperm(len(open_), generator=g)[: n_pairs % len(open_)]
-        per[extra] += 1
+        w = torch.tensor([float(width[s]) for s in open_])
+        exact = n_pairs * w / w.sum()
+        per = exact.floor().long()
+        rest = n_pairs - int(per.sum())
+        if rest:
+            per[torch.multinomial(exact - per, rest, generator=g)] += 1
         rows = [_distinct_subsets(n, int(k), s, d, g) for s, k in zip(open_, per.tolist(),
                                                                        strict=True) if k]
         drawn = torch.cat(rows, 1) if rows else torch.zeros(n, 0, d, dtype=torch.bool)
@@ -983,34 +991,66 @@ class LeverageDesign(Design):
                                len(fixed), True, sizes, probs, sampled_mass, "size")
 
 
-def _distinct_subsets(n: int, k: int, s: int, d: int, g: torch.Generator) -> Tensor:
-    """(n, k, d): k distinct uniform subsets of size s per input (k ≤ C(d, s)), none the
-    complement of another (so that pairs (S, complement) do not repeat). Distinctness is
-    enforced for d ≤ 62 (subsets packed into one int64); beyond, repeats have probability
-    ~k²/C(d, s)."""
-    out = _subsets_of_size(torch.full((n * k,), s), d, g).reshape(n, k, d)
-    if d > 62:
-        return out
-    bits = 2 ** torch.arange(d, dtype=torch.long)
-    full = int(bits.sum())
-    for i in range(n):
-        for _ in range(50):
-            key = (out[i].long() * bits).sum(-1)
-            canon = torch.minimum(key, full - key)  # a subset and its complement share a key
-            first = torch.zeros(k, dtype=torch.bool)
-            first[_first_index(canon)] = True
-            if bool(first.all()):
-                break
-            redo = ~first
-            out[i, redo] = _subsets_of_size(torch.full((int(redo.sum()),), s), d, g)
+@functools.lru_cache(maxsize=64)
+def _binomials(d: int) -> Tensor:
+    """C(a, b) for 0 <= a, b <= d, int64 (entries beyond 2^63 − 1 clipped: never used)."""
+    top = 2**63 - 1
+    return torch.tensor([[min(math.comb(a, b), top) for b in range(d + 1)]
+                         for a in range(d + 1)], dtype=torch.long)
+
+
+def _unrank(ranks: Tensor, d: int, s: int) -> Tensor:
+    """The subsets of size s of range(d) with the given lexicographic ranks
+    (the combinatorial number system): bool (len(ranks), d). Needs C(d, s) < 2^63."""
+    binom = _binomials(d)
+    r = ranks.long().clone()
+    k = torch.full_like(r, s)
+    out = torch.zeros(len(r), d, dtype=torch.bool)
+    for j in range(d):
+        c = torch.where(k > 0, binom[d - j - 1][(k - 1).clamp(min=0)], torch.zeros_like(r))
+        take = (k > 0) & (r < c)
+        out[:, j] = take
+        r = torch.where(take | (k == 0), r, r - c)
+        k = k - take.long()
     return out
 
 
-def _first_index(keys: Tensor) -> list[int]:
-    seen: dict[int, int] = {}
-    for j, key in enumerate(keys.tolist()):
-        seen.setdefault(key, j)
-    return list(seen.values())
+def _distinct_ranks(total: int, k: int, g: torch.Generator) -> Tensor:
+    """k distinct integers drawn uniformly from range(total) (k ≤ total)."""
+    if total <= max(4 * k, 1 << 16):
+        return torch.randperm(total, generator=g)[:k]
+    ranks = torch.randint(total, (k,), generator=g)
+    for _ in range(1000):  # a repeat has probability ~k²/total: rarely more than one pass
+        uniq, first = torch.unique(ranks, return_inverse=True)
+        if len(uniq) == k:
+            return ranks
+        seen = torch.zeros(len(uniq), dtype=torch.bool)
+        dup = torch.zeros(k, dtype=torch.bool)
+        for pos, u in enumerate(first.tolist()):
+            dup[pos] = bool(seen[u])
+            seen[u] = True
+        ranks[dup] = torch.randint(total, (int(dup.sum()),), generator=g)
+    raise RuntimeError("could not draw distinct coalitions")  # pragma: no cover
+
+
+def _distinct_subsets(n: int, k: int, s: int, d: int, g: torch.Generator) -> Tensor:
+    """(n, k, d): k distinct uniform subsets of size s per input (k ≤ C(d, s)), none the
+    complement of another (so that pairs (S, complement) do not repeat): drawn by rank without
+    replacement. For the middle size 2s = d the subsets that hold feature 0 stand for their
+    pairs. Where C(d, s) ≥ 2^62, uniform subsets (a repeat has probability ~k²/C(d, s))."""
+    middle = 2 * s == d
+    total = math.comb(d - 1, s - 1) if middle else math.comb(d, s)
+    if total >= 2**62:
+        return _subsets_of_size(torch.full((n * k,), s), d, g).reshape(n, k, d)
+    out = torch.empty(n, k, d, dtype=torch.bool)
+    for i in range(n):
+        ranks = _distinct_ranks(total, k, g)
+        if middle:  # feature 0 and s − 1 of the others
+            out[i, :, 0] = True
+            out[i, :, 1:] = _unrank(ranks, d - 1, s - 1)
+        else:
+            out[i] = _unrank(ranks, d, s)
+    return out
 
 
 class SurrogateDesign(Design):
@@ -1039,9 +1079,11 @@ class SurrogateDesign(Design):
         pairs = torch.stack([drawn, ~drawn], 2).reshape(n, 2 * half, d)[:, :rest]
         eye = torch.eye(d, dtype=torch.bool)
         single = torch.stack([eye, ~eye], 1).reshape(2 * d, d)[:fixed]
+        sizes = torch.arange(lo, d - lo + 1)
+        probs = torch.full((len(sizes),), 1.0 / len(sizes), dtype=torch.float64)
         return CoalitionDesign(torch.cat([single[None].expand(n, -1, -1), pairs], 1),
-                               torch.zeros(fixed, dtype=torch.float64), fixed, True,
-                               reweight="none")
+                               torch.zeros(fixed, dtype=torch.float64), fixed, True, sizes,
+                               probs, reweight="none")
 
 
 class LimeDesign(Design):

@@ -15,8 +15,8 @@ form, and that bias does not shrink with the budget. By default the Shapley valu
 residual game v − g are added when the budget is at least 10 d, estimated by the Shapley-kernel
 regression on the same queries: regression-adjusted Monte Carlo with a quadratic proxy on the
 logit scale (Witter, Liu & Musco 2025, arXiv 2506.11849), consistent as the budget grows. On the
-identity link with order 2 and no adjustment the estimate is a ridge-regularised form of
-second-order PolySHAP (Fumagalli, Witter & Musco 2026; :class:`~calix.explain.PolySHAP`).
+identity link with the adjustment, the surrogate cancels: the paired Shapley-kernel regression
+of the residual is exact on quadratic games, so the estimate is that regression's alone.
 """
 
 from __future__ import annotations
@@ -311,11 +311,13 @@ class LogitSurrogateSHAP(ShapleyEstimator):
         rest = torch.logsumexp(lp.scatter(-1, idx, float("-inf")), -1)
         return s, (own - rest).clamp(-_LOGIT_CLIP, _LOGIT_CLIP)
 
-    def _prepare(self, d: int, g: torch.Generator) -> None:
+    def _validate(self, d: int) -> None:
         terms = d + (d * (d - 1) // 2 if self.order == 2 else 0)
         if terms > _MAX_TERMS:
             raise ValueError(f"an order-{self.order} surrogate of {d} features has {terms} "
                              f"terms (at most {_MAX_TERMS}); use order=1 or fewer features")
+
+    def _prepare(self, d: int, g: torch.Generator) -> None:
         self._perms = (torch.argsort(torch.rand(self.n_permutations, d, generator=g), -1)
                        if self.resolved_link == "logit" else None)
         # few features: the surrogate's values exactly, by enumeration (no quadrature error;

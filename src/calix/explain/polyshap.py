@@ -84,13 +84,15 @@ class PolySHAP(ShapleyEstimator):
     def minimum(self, d: int) -> int:
         return self.n_terms(d) + 2
 
+    def _validate(self, d: int) -> None:
+        if self.n_terms(d) > _MAX_TERMS:
+            raise ValueError(f"an order-{self.order} polynomial of {d} features has "
+                             f"{self.n_terms(d)} terms (at most {_MAX_TERMS}); lower order")
+
     def fit(self, design: CoalitionDesign, s: Tensor, y: Tensor, full: Tensor,
             empty: Tensor, info: dict[str, Any] | None = None) -> Tensor:
         z = design.masks
         n, m, d = z.shape
-        if self.n_terms(d) > _MAX_TERMS:
-            raise ValueError(f"an order-{self.order} polynomial of {d} features has "
-                             f"{self.n_terms(d)} terms (at most {_MAX_TERMS}); lower order")
         terms = polynomial_terms(d, min(self.order, d))
         w = design.weights.to(s.device)
         step = max(1, 2**25 // max(1, m * self.n_terms(d)))

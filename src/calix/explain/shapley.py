@@ -52,7 +52,8 @@ from calix.perturb import (
 )
 
 __all__ = ["ShapleyEstimator", "KernelSHAP", "LeverageSHAP", "RegressionAdjustedSHAP",
-           "Shapley", "exact_shapley", "polynomial_terms", "tree_shapley"]
+           "Shapley", "exact_shapley", "polynomial_terms", "tree_shapley",
+           "stratified_shapley"]
 
 
 def exact_shapley(values: Tensor, coalitions: Tensor) -> Tensor:
@@ -145,6 +146,45 @@ def tree_shapley(trees: list[Any], scale: float, d: int) -> np.ndarray:
     return phi
 
 
+def stratified_shapley(z: Tensor, v: Tensor, v_full: Tensor, v_empty: Tensor) -> Tensor:
+    """Shapley values from coalitions that are, within each size, uniform (or all of that
+    size): the stratified sample-reuse estimator.
+
+    φ_i = (1/d) Σ_{k=0}^{d−1} (E[v(T ∪ i)] − E[v(T)]) over T ⊆ N∖i with |T| = k; the first
+    expectation is the mean of v over the rows of size k + 1 that hold i, the second over the
+    rows of size k that do not (the ends are exact: v(∅), v(full)). Each cell mean is
+    unbiased, so the estimate is; it is not exact on linear games, which is what makes a
+    proxy pay off. A cell without rows counts as 0 (for a residual game: where the proxy is
+    taken as exact). The estimate is then shifted equally on every feature so that
+    Σφ = v(full) − v(∅).
+
+    z : Tensor of shape (n, m, d), bool; v : Tensor of shape (n, m); v_full, v_empty : (n,)
+    -> Tensor of shape (n, d), float64.
+    """
+    n, m, d = z.shape
+    zf = z.to(v.device, torch.float64)
+    size = z.sum(-1).to(v.device)
+    onehot = torch.nn.functional.one_hot(size, d + 1).to(torch.float64)  # (n, m, d + 1)
+    vv = v.double()
+    sum_in = (zf * vv[..., None]).transpose(1, 2) @ onehot  # (n, d, d + 1): Σ over S ∋ i, |S|
+    cnt_in = zf.transpose(1, 2) @ onehot
+    sum_out = ((1 - zf) * vv[..., None]).transpose(1, 2) @ onehot
+    cnt_out = (1 - zf).transpose(1, 2) @ onehot
+    mean_in = torch.where(cnt_in > 0, sum_in / cnt_in.clamp_min(1), 0.0)
+    mean_out = torch.where(cnt_out > 0, sum_out / cnt_out.clamp_min(1), 0.0)
+    mean_in[..., d] = v_full.double()[:, None]  # |S| = d holds every i
+    mean_out[..., 0] = v_empty.double()[:, None]
+    phi = (mean_in[..., 1:] - mean_out[..., :d]).sum(-1) / d
+    gap = v_full.double() - v_empty.double() - phi.sum(1)
+    return phi + gap[:, None] / d
+
+
+def _rows_per_fit(n: int, m: int, d: int) -> int:
+    """Inputs per batched least-squares solve: the float64 designs of a solve stay near 2^24
+    entries (128 MiB), whatever the number of inputs."""
+    return max(1, min(n, 2**24 // max(1, m * d)))
+
+
 class _Segmented(Features):
     """A fixed segmentation (a group of a batch's inputs), standing in for ``features``."""
 
@@ -228,6 +268,9 @@ class ShapleyEstimator(FeatureExplainer):
     def _prepare(self, d: int, g: torch.Generator) -> None:
         """Draws the estimator's own randomness after the queries (before :meth:`fit`)."""
 
+    def _validate(self, d: int) -> None:
+        """Refuses d features before any query is made (e.g. too many surrogate terms)."""
+
     # ------------------------------------------------------------------ the frame
     def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
         seg = self.engine(x).segment(x)
@@ -260,13 +303,16 @@ class ShapleyEstimator(FeatureExplainer):
                             out[key] = torch.zeros((n, *val.shape[1:]), dtype=val.dtype,
                                                    device=val.device)
                         out[key][idx.to(out[key].device)] = val.to(out[key].device)
+                    elif key in ("exact", "n_used"):  # per input: the widths differ
+                        if key not in out:
+                            out[key] = torch.zeros(n, dtype=torch.bool if key == "exact"
+                                                   else torch.long)
+                        out[key][idx] = val
                     else:
                         out.setdefault(key, []).append(val)
             for key, vals in list(out.items()):
                 if isinstance(vals, list):  # one value per width: collapse when they agree
-                    out[key] = (all(vals) if key == "exact" else int(max(vals))
-                                if key == "n_used" else vals[0] if len(set(map(repr, vals)))
-                                == 1 else vals)
+                    out[key] = vals[0] if len(set(map(repr, vals))) == 1 else vals
         phi, std, half = out.pop("phi"), out.pop("std"), out.pop("half")
         full, empty = out.pop("full"), out.pop("empty")
         extra = {key: (val.cpu().numpy() if isinstance(val, Tensor) else val)
@@ -297,6 +343,7 @@ class ShapleyEstimator(FeatureExplainer):
             return {"phi": phi, "std": torch.zeros_like(phi), "half": torch.zeros_like(phi),
                     "full": s[:, -1],
                     "empty": s[:, 0], "exact": True, "n_used": 2**d}
+        self._validate(d)
         low = self.minimum(d)
         if self.n_samples < low:
             raise ValueError(f"{self.title} needs n_samples >= {low} model queries per input "
@@ -322,8 +369,9 @@ class ShapleyEstimator(FeatureExplainer):
                 std = (std**2 + extra_var.to(std.device)).sqrt()
             t = float(stats.t.ppf((1 + self.level) / 2, dof)) if dof else float("nan")
             used = design.masks.shape[1] + 2
+            width = 2 * t * std.max(1).values
             wide = self.target_width is not None and bool(
-                (2 * t * std.max(1).values > self.target_width).any())
+                (~torch.isfinite(width) | (width > self.target_width)).any())
             if not wide or used >= self.n_samples or design.sizes is None:
                 break
             more = min(used, self.n_samples - used)
@@ -395,8 +443,12 @@ class KernelSHAP(ShapleyEstimator):
     def fit(self, design: CoalitionDesign, s: Tensor, y: Tensor, full: Tensor,
             empty: Tensor, info: dict[str, Any] | None = None) -> Tensor:
         w = design.weights.to(s.device)
-        return efficiency_constrained_wls(design.masks.to(s.device), s - empty[:, None], w,
-                                          full - empty)
+        z = design.masks
+        step = _rows_per_fit(*z.shape)
+        return torch.cat([efficiency_constrained_wls(
+            z[i:i + step].to(s.device), s[i:i + step] - empty[i:i + step, None],
+            w if w.ndim == 1 else w[i:i + step], full[i:i + step] - empty[i:i + step])
+            for i in range(0, len(z), step)])
 
 
 class LeverageSHAP(KernelSHAP):
@@ -414,6 +466,9 @@ class LeverageSHAP(KernelSHAP):
     title = "Leverage SHAP"
 
     def __init__(self, model: Any, *, n_samples: int = 2048, **kwargs: Any):
+        if not kwargs.pop("paired", True):
+            raise ValueError("Leverage SHAP always pairs each coalition with its complement "
+                             "(paired=False is KernelSHAP(paired=False))")
         super().__init__(model, n_samples=n_samples, paired=True, **kwargs)
 
     def design(self, d: int) -> Design:
@@ -428,12 +483,16 @@ class RegressionAdjustedSHAP(ShapleyEstimator):
     estimators for Shapley values and probabilistic values", 2025).
 
     A proxy game g is fitted to the queried coalitions, its Shapley values computed exactly,
-    and the Shapley values of the residual game v − g estimated from the queries:
-    φ = φ(g) + φ̂(v − g). The residual's estimate is Leverage SHAP's regression, which is
-    consistent, so the estimator is consistent whatever the proxy; the closer g is to v, the
-    smaller its variance. The proxy and the residual are cross-fitted: the sampled pairs are
-    split in two halves, the proxy of one half corrects the residual estimated on the other,
-    and the two estimates are averaged (the enumerated rows are in both).
+    and the Shapley values of the residual game v − g estimated from the queries by Monte
+    Carlo: φ = φ(g) + φ̂(v − g). The residual's estimate is the stratified sample-reuse
+    estimator on Leverage SHAP's coalitions (:func:`stratified_shapley`: unbiased, so the
+    estimator is whatever the proxy; the closer g is to v, the smaller its variance). A
+    regression estimate of the residual would defeat the purpose: the paired Shapley-kernel
+    regression is exact on linear and quadratic games, so with it a linear or quadratic proxy
+    would change nothing. The proxy and the residual are cross-fitted: the sampled pairs are
+    split in two halves, the proxy fitted on one half (and the enumerated rows) corrects the
+    residual estimated on the other half (and the enumerated rows, whose cell means are exact
+    whatever the proxy), and the two estimates are averaged.
 
     Proxies (``proxy``): ``"linear"`` (weighted ridge on z; φ(g) = its coefficients),
     ``"quadratic"`` / ``"cubic"`` (weighted ridge on all interactions of at most 2 / 3
@@ -482,7 +541,7 @@ class RegressionAdjustedSHAP(ShapleyEstimator):
         return LeverageDesign()
 
     def minimum(self, d: int) -> int:
-        return 2 + 2 * d  # each half: a ridge proxy, and a residual regression of d − 1 free φ
+        return 2 + 2 * d  # each half: a ridge proxy, and the residual's sizes
 
     def _prepare(self, d: int, g: torch.Generator) -> None:
         self._folds_seed = int(torch.randint(2**31, (1,), generator=g))
@@ -501,7 +560,7 @@ class RegressionAdjustedSHAP(ShapleyEstimator):
             est_rows = (fold != k).nonzero()[:, 0]
             if len(est_rows) == 0 or len(fit_rows) == 0:
                 continue
-            fit_d, est_d = design.take(fit_rows), design.take(est_rows)
+            fit_d = design.take(fit_rows)
             fcols = torch.cat([torch.arange(design.n_fixed), design.n_fixed + fit_rows])
             ecols = torch.cat([torch.arange(design.n_fixed), design.n_fixed + est_rows])
             phi_g, predict = self._proxy(fit_d, s[:, fcols.to(s.device)], full, empty, k,
@@ -512,9 +571,7 @@ class RegressionAdjustedSHAP(ShapleyEstimator):
                                         torch.zeros(d, dtype=torch.bool)])[None]
                            .expand(n, -1, -1).to(z.device))
             r_full, r_empty = full - ends[:, 0], empty - ends[:, 1]
-            psi = efficiency_constrained_wls(ze, r - r_empty[:, None],
-                                             est_d.weights.to(s.device), r_full - r_empty)
-            phis.append(phi_g + psi)
+            phis.append(phi_g + stratified_shapley(ze, r, r_full, r_empty))
         if not phis:
             raise ValueError(f"{self.title} needs sampled coalitions in both halves; raise "
                              f"n_samples")
@@ -587,10 +644,16 @@ class Shapley(ShapleyEstimator):
     title = "Shapley"
 
     def __init__(self, model: Any, *, n_samples: int = 2048, **kwargs: Any):
+        import inspect
+
         self._kwargs = dict(kwargs)
-        own = {k: kwargs.pop(k) for k in ("seed", "level", "n_groups", "target_width")
-               if k in kwargs}
-        super().__init__(model, n_samples=n_samples, **own, **kwargs)
+        frame = {"seed", "level", "n_groups", "target_width"}
+        for cls in FeatureExplainer.__mro__:  # the arguments every explainer takes
+            if "__init__" in vars(cls):
+                frame |= set(inspect.signature(cls.__init__).parameters) - {"self", "model"}
+        own = {k: v for k, v in kwargs.items() if k in frame}
+        super().__init__(model, n_samples=n_samples, **own)
+        self.chosen(2)  # the chosen estimator's own arguments are checked now
 
     def chosen(self, d: int) -> ShapleyEstimator:
         """The estimator that explains inputs with d features."""
