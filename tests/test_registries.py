@@ -240,3 +240,26 @@ def test_the_cli_offers_exactly_the_registries():
 
     assert _choices(cmd["reproduce"], "study") == list(STUDIES)
     assert _choices(cmd["demo"], "studies") == list(STUDIES)
+
+
+def test_cli_seed_reaches_every_stochastic_explainer():
+    # `calix explain --seed` builds each registered explainer through _make_explainer: every
+    # explainer that takes a seed gets it; those that do not draw nothing at random
+    import numpy as np
+    import torch
+
+    from calix.cli import _init_params, _make_explainer
+    from calix.explain import METHODS
+    from calix.models import wrap
+
+    model = wrap(torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(),
+                                     torch.nn.Linear(8, 3)).eval())
+    background = np.random.default_rng(0).normal(size=(20, 6)).astype("float32")
+    deterministic = {"saliency", "integrated_gradients", "guided_backprop", "occlusion",
+                     "meaningful_perturbation"}
+    for name in METHODS.names():
+        explainer = _make_explainer(name, model, seed=7, n_samples=None, background=background)
+        if name in deterministic:
+            assert "seed" not in _init_params(type(explainer)), name
+        else:
+            assert explainer.seed == 7, name
