@@ -384,3 +384,20 @@ def test_shapley_passes_estimator_arguments_and_limits_come_before_queries(game)
     with pytest.raises(ValueError, match="terms"):
         LogitSurrogateSHAP(wide, n_samples=1000, **ZERO).explain(torch.ones(1, 72), target=0)
     assert wide.n_queries - before <= 1  # refused before the 1000 coalitions were queried
+
+
+def test_default_keeps_dataframe_column_names_for_named_groups():
+    # the chosen estimator sees the column names the explained DataFrame brought: groups of
+    # columns by name resolve, and the exact path equals KernelSHAP's
+    pd = pytest.importorskip("pandas")
+    from sklearn.linear_model import LogisticRegression
+
+    g = np.random.default_rng(0)
+    X = pd.DataFrame(g.normal(size=(80, 6)), columns=[f"c{i}" for i in range(6)])
+    clf = LogisticRegression().fit(X, (X["c0"] + X["c3"] > 0).astype(int))
+    groups = {"a": ["c0", "c1"], "b": ["c2", "c3"], "c": ["c4", "c5"]}
+    kw = {"background": X.iloc[:20], "features": Columns(groups=groups), "n_samples": 8}
+    ref = KernelSHAP(clf, **kw).explain(X.iloc[:3])
+    exp = Shapley(clf, **{**kw, "features": Columns(groups=groups)}).explain(X.iloc[:3])
+    assert exp.feature_names == ["a", "b", "c"]
+    np.testing.assert_allclose(exp.feature_values, ref.feature_values, atol=1e-7)

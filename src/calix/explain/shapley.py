@@ -668,6 +668,9 @@ class Shapley(ShapleyEstimator):
                                  else LeverageSHAP(self.model, **kw))
         if self.perturbation is not None:
             est.perturbation = self.perturbation
+        # what explain() set on this explainer for the current call (column names, progress)
+        est._column_names = getattr(self, "_column_names", None)
+        est.progress = getattr(self, "progress", False)
         return est
 
     def minimum(self, d: int) -> int:
