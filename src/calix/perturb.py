@@ -861,6 +861,18 @@ class Design(ABC):
         return self._draw(n, m, d, generator)
 
 
+def _whole_stratum(d: int, s: int) -> tuple[Tensor, Tensor]:
+    """Every coalition of size s, then (unless 2s = d) their complements, of size d − s, each
+    with its exact Shapley-kernel weight: rows (count, d) bool and weights (count,) float64."""
+    masses = _kernel_mass(d)
+    small = _unrank(torch.arange(math.comb(d, s)), d, s)
+    sizes = [s] if 2 * s == d else [s, d - s]
+    rows = torch.cat([small if k == s else ~small for k in sizes])
+    weights = torch.cat([torch.full((len(small),), float(masses[k]) / math.comb(d, k),
+                                    dtype=torch.float64) for k in sizes])
+    return rows, weights
+
+
 class KernelSHAPDesign(Design):
     """KernelSHAP's design (Lundberg & Lee 2017, as shap's KernelExplainer).
 
@@ -891,20 +903,16 @@ class KernelSHAPDesign(Design):
             mass = float(sum(size_w[k - 1] for k in sizes))
             if count > left or left * mass / mass_left < count:
                 break
-            idx = torch.combinations(torch.arange(d), r=s)  # size s; size d - s = complements
-            small = torch.zeros(len(idx), d, dtype=torch.bool)
-            small[torch.arange(len(idx))[:, None], idx] = True
+            rows, w = _whole_stratum(d, s)
+            parts.append(rows)
+            weights.append(w)
             for k in sizes:
-                parts.append(small if k == s else ~small)
-                weights.append(torch.full((len(idx),), float(size_w[k - 1]) / math.comb(d, k),
-                                          dtype=torch.float64))
                 remaining.remove(k)
             left -= count
             mass_left -= mass
         fixed = torch.cat(parts) if parts else torch.zeros(0, d, dtype=torch.bool)
         fixed_w = torch.cat(weights) if weights else torch.zeros(0, dtype=torch.float64)
         masses = _kernel_mass(d)
-        masses[[0, d]] = 0.0
         if left > 0 and remaining:
             sizes_t = torch.as_tensor(remaining)
             probs = size_w[sizes_t - 1]
@@ -954,19 +962,11 @@ class LeverageDesign(Design):
                 enumerated.append(s)
                 open_.remove(s)
                 left -= count[s]
-        masses = _kernel_mass(d)
-        parts, weights = [], []
-        for s in sorted(enumerated):
-            small = _unrank(torch.arange(math.comb(d, s)), d, s)
-            for part in ([small] if 2 * s == d else [small, ~small]):
-                k = s if part is small else d - s
-                parts.append(part)
-                weights.append(torch.full((len(small),), float(masses[k]) / math.comb(d, k),
-                                          dtype=torch.float64))
-        fixed = torch.cat(parts) if parts else torch.zeros(0, d, dtype=torch.bool)
-        fixed_w = torch.cat(weights) if weights else torch.zeros(0, dtype=torch.float64)
-        sampled_mass = masses.clone()
-        sampled_mass[[0, d]] = 0.0
+        whole = [_whole_stratum(d, s) for s in sorted(enumerated)]
+        fixed = torch.cat([r for r, _ in whole]) if whole else torch.zeros(0, d, dtype=torch.bool)
+        fixed_w = (torch.cat([w for _, w in whole]) if whole
+                   else torch.zeros(0, dtype=torch.float64))
+        sampled_mass = _kernel_mass(d)
         for s in enumerated:
             sampled_mass[[s, d - s]] = 0.0
         if not open_ or left <= 0:

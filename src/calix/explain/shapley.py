@@ -392,12 +392,17 @@ class ShapleyEstimator(FeatureExplainer):
         sampled units: NaN (no interval can be formed)."""
         n, d = s.shape[0], design.masks.shape[-1]
         unit = 2 if design.paired else 1
-        n_units = design.n_sampled // unit
+        # units by drawn position, so that pairs stay whole after extend(); a lone last row
+        # joins the unit before it
+        _, row_unit = torch.unique(design.row_ids // unit, return_inverse=True)
+        n_units = int(row_unit.max()) + 1 if len(row_unit) else 0
+        if n_units > 1 and int((row_unit == n_units - 1).sum()) < unit:
+            row_unit = row_unit.clamp(max=n_units - 2)
+            n_units -= 1
         groups = min(self.n_groups, n_units)
         if groups < 2:
             return torch.full((n, d), float("nan"), dtype=torch.float64, device=s.device), 0
         of_unit = torch.randperm(n_units, generator=g) % groups
-        row_unit = (torch.arange(design.n_sampled) // unit).clamp(max=n_units - 1)
         of_row = of_unit[row_unit]
         reps = []
         for k in range(groups):

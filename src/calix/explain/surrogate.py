@@ -155,10 +155,7 @@ class GLIME(FeatureExplainer):
                  n_samples: int = 1000, alpha: float = 1.0, seed: int | None = 0,
                  **kwargs: Any):
         super().__init__(model, **kwargs)
-        if variant not in ("binomial", "gauss"):
-            raise ValueError(f"variant must be 'binomial' or 'gauss', got {variant!r}")
-        if sigma <= 0:
-            raise ValueError(f"sigma must be > 0, got {sigma}")
+        self._design = GlimeDesign(variant, sigma)  # checks variant and sigma
         self.variant, self.sigma, self.n_samples = variant, float(sigma), int(n_samples)
         self.alpha, self.seed = float(alpha), seed
         self.name = f"glime_{variant}"
@@ -170,7 +167,7 @@ class GLIME(FeatureExplainer):
     def sample(self, n: int, d: int, g: torch.Generator) -> Tensor:
         """Masks (n, n_samples, d): bool (binomial) or float in [0, 1] (gauss)
         (:class:`~calix.perturb.GlimeDesign`)."""
-        return GlimeDesign(self.variant, self.sigma).draw(n, self.n_samples, d, g).masks
+        return self._design.draw(n, self.n_samples, d, g).masks
 
     def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
         seg = self.engine(x).segment(x)
