@@ -10,13 +10,15 @@ that they do. The registries themselves live where their objects are defined:
 - :data:`ARCHITECTURES` -- ``calix.nets.ARCHITECTURES``; :data:`ZOO_MODELS` those the zoo
   trains (``zoo=True``, ``calix.zoo.ZOO``);
 - :data:`LEVEL_METRICS` -- ``calix.procedures.LEVEL_METRICS``;
-- :data:`STUDIES` -- ``calix.studies.STUDIES``.
+- :data:`STUDIES` -- ``calix.studies.STUDIES``;
+- :data:`GROUND_TRUTH_DATASETS` -- ``calix.groundtruth.GROUND_TRUTH_DATASETS``, the generated
+  datasets with known explanations that ``calix.data.DATASETS`` registers.
 """
 
 from __future__ import annotations
 
 __all__ = ["EXPLAINERS", "CALIBRATORS", "SAMPLERS", "UNTRAINED_SAMPLERS", "ARCHITECTURES",
-           "ZOO_MODELS", "LEVEL_METRICS", "STUDIES"]
+           "ZOO_MODELS", "LEVEL_METRICS", "STUDIES", "GROUND_TRUTH_DATASETS"]
 
 EXPLAINERS = (
     "saliency", "integrated_gradients", "smoothgrad", "guided_backprop", "occlusion", "rise",
@@ -31,3 +33,5 @@ ARCHITECTURES = ("resnet18", "resnet50", "vit_tiny", "cnn", "mlp")
 ZOO_MODELS = ("cnn", "mlp")
 LEVEL_METRICS = ("ce_kl", "ce_kl_binned", "ece")
 STUDIES = ("recalx", "explanation-uncertainty", "eagle", "calibrate-to-interpret", "fpa")
+GROUND_TRUTH_DATASETS = ("gt-linear", "gt-logistic", "gt-additive", "gt-interaction", "gt-shapes",
+                         "gt-textures", "gt-digits", "gt-xor", "gt-suppressor")

@@ -7,6 +7,10 @@ Every loader returns a :class:`Dataset` with deterministic train / validation / 
   training split's mean and standard deviation, so 0 is the training mean of every feature.
 - Image sets (``digits``, ``digits-noisy``) are channel-first ``(1, H, W)`` in [0, 1]-ish
   intensity units (0 is black background); their pixel means are stored for mean fills.
+- Generated sets with a known explanation (``gt-*``, from :mod:`calix.groundtruth`, whose
+  generators ``make_linear``, ``make_logistic``, ``make_additive``, ``make_interaction`` and
+  ``ObjectImages`` are also importable from here): not standardised, the truth per split in
+  ``extra`` (``attributions`` or ``masks``).
 
 Example
 -------
@@ -356,6 +360,51 @@ DATASETS: dict[str, tuple[Callable[[int], Dataset], str]] = {
         "442 samples, 10 features, regression target (tabular)",
     ),
 }
+
+
+def _ground_truth(name: str) -> Callable[[int], Dataset]:
+    def load_fn(seed: int) -> Dataset:
+        from calix.groundtruth import GROUND_TRUTH_DATASETS
+
+        return GROUND_TRUTH_DATASETS[name](seed)
+
+    return load_fn
+
+
+# generated sets with a known explanation (calix.groundtruth; imported on first load, so
+# this module stays free of torch); the split seed is the loader's, the data use seed 0
+DATASETS.update({name: (_ground_truth(name), desc) for name, desc in {
+    "gt-linear": "2000 rows, 8 features, linear regression; true attribution w*x (generated)",
+    "gt-logistic": "2000 rows, 8 features, logistic labels; true attribution w*x on the "
+                   "log-odds (generated)",
+    "gt-additive": "2000 rows, 8 features, additive log-odds; true attribution the centred "
+                   "shape functions (generated)",
+    "gt-interaction": "2000 rows, 8 features, pairwise interactions and a suppressor feature; "
+                      "exact Shapley values (generated)",
+    "gt-shapes": "1500 64x64 images: class = disk/square/triangle among distractor shapes; "
+                 "object masks (generated)",
+    "gt-textures": "1500 64x64 images: class = texture of one patch among distractor patches; "
+                   "object masks (generated)",
+    "gt-digits": "1500 64x64 images: class = digit glyph 0/1/2 among other digits; object masks "
+                 "(generated)",
+    "gt-xor": "1500 64x64 images: class = disk XOR square present; object masks (generated)",
+    "gt-suppressor": "1500 64x64 images: class = object brighter than a suppressor band; "
+                     "object and suppressor masks (generated)",
+}.items()})
+
+#: calix.groundtruth's public names, re-exported here on first use (they need torch)
+_GROUND_TRUTH_EXPORTS = (
+    "make_linear", "make_logistic", "make_additive", "make_interaction", "ObjectImages",
+    "ImageBatch", "make_object_images", "TabularTruth",
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _GROUND_TRUTH_EXPORTS:
+        from calix import groundtruth
+
+        return getattr(groundtruth, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load(name: str, seed: int = 0, *, delimiter: str | None = None) -> Dataset:
