@@ -26,7 +26,13 @@ EXPLAINERS = (
     "logit_surrogate_shap", "shapley", "meaningful_perturbation", "bayes_lime", "bayes_shap",
     "eagle", "glime", "us_lime", "lime_tabular",
 )
-CALIBRATORS = ("temperature", "dirichlet", "recalx")
+CALIBRATORS = (
+    "temperature", "dirichlet", "recalx", "vector", "matrix", "structured_matrix",
+    "platt_scaling", "beta", "isotonic", "histogram", "venn_abers", "by_level_vector",
+    "by_level_matrix", "by_level_structured_matrix", "by_level_dirichlet",
+    "by_level_platt_scaling", "by_level_beta", "by_level_histogram", "by_level_isotonic",
+    "by_level_venn_abers", "smooth_level_temperature",
+)
 SAMPLERS = ("mc_dropout", "mc_dropconnect", "deep_ensemble", "flipout")
 UNTRAINED_SAMPLERS = ("mc_dropout", "mc_dropconnect")
 ARCHITECTURES = ("resnet18", "resnet50", "vit_tiny", "cnn", "mlp")

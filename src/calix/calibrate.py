@@ -24,6 +24,7 @@ torch.Size([500, 4])
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from abc import ABC, abstractmethod
@@ -49,7 +50,12 @@ from calix.perturb import Perturbation, StratifiedLevels, level_bins
 __all__ = [
     "Calibrator", "TemperatureScaling", "Dirichlet", "ReCalX", "CalibratedModel", "calibrated",
     "NotFittedError", "check_logits_labels", "fit_calibrator", "perturbed_logits", "METHODS",
-    "CALIBRATORS",
+    "CALIBRATORS", "VectorScaling", "MatrixScaling", "StructuredMatrixScaling", "PlattScaling",
+    "BetaCalibration", "IsotonicCalibration", "HistogramBinning", "VennAbers", "ByLevel",
+    "SmoothLevelTemperature", "ByLevelVectorScaling", "ByLevelMatrixScaling",
+    "ByLevelStructuredMatrixScaling", "ByLevelDirichlet", "ByLevelPlattScaling",
+    "ByLevelBetaCalibration", "ByLevelHistogramBinning", "ByLevelIsotonicCalibration",
+    "ByLevelVennAbers", "NonDifferentiableCalibratorError", "check_differentiable",
 ]
 
 #: name -> calibrator class. Metadata: ``fit_on`` -- "clean" (fitted on clean validation
@@ -64,6 +70,40 @@ class NotFittedError(ValueError):
     (Not scikit-learn's class of the same name: that one is also an ``AttributeError``, which
     ``torch.nn.Module`` turns into a misleading "no attribute" error inside properties.)
     """
+
+
+class NonDifferentiableCalibratorError(TypeError):
+    """A method that takes gradients was given a model calibrated by a calibrator that
+    gradients cannot pass (histogram binning, isotonic regression, Venn-Abers)."""
+
+
+def _registered_name(cal: Calibrator) -> str:
+    for name, cls in CALIBRATORS.items():
+        if type(cal) is cls:
+            return name
+    return type(cal).__name__
+
+
+def check_differentiable(model: Any, who: str) -> None:
+    """Raise :class:`NonDifferentiableCalibratorError` when ``model`` (or a model it wraps) is
+    calibrated by a calibrator with ``differentiable = False``; ``who`` names the method that
+    needs the gradients. Models without a calibrator pass."""
+    seen = 0
+    while model is not None and seen < 32:
+        cal = getattr(model, "calibrator", None)
+        if isinstance(cal, Calibrator) and not cal.differentiable:
+            inner = (f"{type(cal).__name__} ({_registered_name(cal)})"
+                     if not isinstance(cal, ByLevel) else
+                     f"{type(cal).__name__} ({_registered_name(cal)}, per-level copies of "
+                     f"{cal.calibrator_name})")
+            usable = ", ".join(n for n, c in CALIBRATORS.items() if c.differentiable)
+            raise NonDifferentiableCalibratorError(
+                f"{who} takes gradients through the model, but the model is calibrated by "
+                f"{inner}, which is not differentiable (a piecewise-constant map has no useful "
+                f"gradient); calibrate with a differentiable calibrator ({usable}) or use a "
+                "perturbation explainer (occlusion, LIME, KernelSHAP, RISE)")
+        model = getattr(model, "base", None)
+        seen += 1
 
 
 #: Rows within this distance of summing to 1 (and every entry in [0, 1]) look like
@@ -141,6 +181,9 @@ class Calibrator(nn.Module, ABC):
     """
 
     level_aware: bool = False
+    #: whether gradients pass through the calibrator (False for piecewise-constant maps:
+    #: gradient explainers refuse a model calibrated by one, see :func:`check_differentiable`)
+    differentiable: bool = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -687,6 +730,994 @@ class ReCalX(Calibrator):
         return logits / self.log_temperatures_.exp().to(logits)[bins][:, None]
 
 
+# ====================================================================== more calibrators
+#: Probabilities are clipped to [PROB_EPS, 1 - PROB_EPS] before taking logarithms, and the
+#: calibrators that output probabilities return ``log(max(p, PROB_EPS))`` as logits.
+PROB_EPS = 1e-12
+
+
+def _lbfgs(params: list[Tensor], loss_fn: Any, *, max_iter: int = 500) -> None:
+    """Minimise ``loss_fn()`` over ``params`` in place (L-BFGS with a strong-Wolfe line search,
+    float64 tolerances, as :class:`Dirichlet`)."""
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-9, tolerance_change=1e-12)
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+
+
+def _log_probs(z: Tensor) -> tuple[Tensor, Tensor]:
+    """``ln p`` and ``ln(1 - p)`` of p = softmax(z), both of shape (n, k), clipped at
+    ln PROB_EPS; ``ln(1 - p)`` is computed from ``ln p`` without cancellation."""
+    lp = torch.log_softmax(z, dim=-1)
+    floor = math.log(PROB_EPS)
+    l1p = torch.log((-torch.expm1(lp)).clamp_min(PROB_EPS))
+    return lp.clamp_min(floor), l1p.clamp_min(floor)
+
+
+def _columns(k: int) -> list[int]:
+    """The classes a one-vs-rest calibrator fits: class 1 alone when k = 2 (class 0 gets the
+    complement), every class otherwise."""
+    return [1] if k == 2 else list(range(k))
+
+
+def _probabilities_to_logits(p: Tensor) -> Tensor:
+    """Calibrated logits from per-class probabilities of shape (n, k) or, for a binary
+    problem, the class-1 probability of shape (n, 1): ``ln max(p, PROB_EPS)``; softmax
+    renormalises one-vs-rest rows (an all-zero row becomes uniform)."""
+    if p.shape[1] == 1:
+        p = torch.cat([1 - p, p], dim=1)
+    return p.clamp_min(PROB_EPS).log()
+
+
+def _check_multiclass(policy: str) -> str:
+    return check_choice(policy, ("ovr", "raise"), "multiclass")
+
+
+def _refuse_multiclass(cal: Calibrator, k: int) -> None:
+    if k > 2 and cal.multiclass == "raise":
+        raise ValueError(
+            f"{type(cal).__name__} is a binary calibrator and multiclass='raise', but the "
+            f"logits have {k} classes; pass multiclass='ovr' (one-vs-rest, renormalised) or "
+            "use a multi-class calibrator (temperature, vector, matrix, dirichlet)")
+
+
+def _check_classes(cal: Calibrator, logits: Tensor, k: int) -> None:
+    if logits.shape[1] != k:
+        raise ValueError(f"logits must have the {k} classes this {type(cal).__name__} was "
+                         f"fitted on, got shape {tuple(logits.shape)}")
+
+
+@CALIBRATORS.register("vector", fit_on="clean", seeded=False)
+class VectorScaling(Calibrator):
+    """Vector scaling: ``w ⊙ z + b``, one scale and one bias per class (Guo et al. 2017,
+    "On calibration of modern neural networks", ICML).
+
+    Fitted by minimising the mean NLL with L-BFGS in float64 from ``w = 1, b = 0``, no
+    regularisation. Differentiable. It may change the argmax (a per-class scale does).
+
+    Attributes
+    ----------
+    weight_ : Tensor of shape (k,)
+    bias_ : Tensor of shape (k,)
+
+    >>> import torch
+    >>> z, y = 3 * torch.randn(300, 4), torch.randint(0, 4, (300,))
+    >>> VectorScaling().fit(z, y).weight_.shape
+    torch.Size([4])
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("weight_", torch.zeros(0))
+        self.register_buffer("bias_", torch.zeros(0))
+
+    def fit(self, logits: Any, labels: Any, **kwargs: Any) -> VectorScaling:
+        z, y = check_logits_labels(logits, labels)
+        k = z.shape[1]
+        w = torch.ones(k, dtype=torch.float64, requires_grad=True)
+        b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
+        _lbfgs([w, b], lambda: nn.functional.cross_entropy(z * w + b, y))
+        self._store("weight_", w.detach().float())
+        self._store("bias_", b.detach().float())
+        self._set_fitted()
+        return self
+
+    def _calibrate(self, logits: Tensor, levels: Tensor | None) -> Tensor:
+        _check_classes(self, logits, len(self.weight_))
+        return logits * self.weight_.to(logits) + self.bias_.to(logits)
+
+
+@CALIBRATORS.register("matrix", fit_on="clean", seeded=True)
+class MatrixScaling(Dirichlet):
+    """Matrix scaling: ``W z + b`` on the logits (Guo et al. 2017, ICML), with the ODIR
+    regularisation of Kull et al. 2019 ("Beyond temperature scaling: obtaining well-calibrated
+    multi-class probabilities with Dirichlet calibration", NeurIPS).
+
+    The model, loss and fitting of :class:`Dirichlet` applied to the logits instead of the
+    log-probabilities: mean NLL + λ/(k(k−1)) Σ_{i≠j} w_ij² + μ/k Σ_j b_j² (off-diagonal
+    weights and intercepts penalised, the diagonal free), identity initialisation, L-BFGS in
+    float64; λ and μ by stratified k-fold cross-validation on ``grid`` when not given
+    (``reg_lambda=0, reg_mu=0`` is plain matrix scaling). Differentiable; it may change the
+    argmax.
+
+    Parameters and attributes: as :class:`Dirichlet` (``eps`` is unused).
+    """
+
+    def _log_q(self, z: Tensor) -> Tensor:
+        return z  # the features are the logits themselves
+
+
+@CALIBRATORS.register("structured_matrix", fit_on="clean", seeded=False)
+class StructuredMatrixScaling(Calibrator):
+    """Structured matrix scaling (SMS; Berta, Holzmüller, Jordan & Bach, "Structured matrix
+    scaling for multi-class calibration", AISTATS 2026, arXiv:2511.03685).
+
+    Temperature scaling first (unregularised, :class:`TemperatureScaling`), then
+    ``(I + diag(v) + M) x + b`` on the temperature-scaled log-probabilities
+    ``x = ln softmax(z / T)``, with ``M`` zero on its diagonal, fitted by mean NLL plus ridge
+    penalties of separate strengths on the intercept, the diagonal and the off-diagonal part:
+
+        λ_b k^ρ / n^τ ‖b‖² + λ_d k^ρ / n^τ ‖v‖² + λ_o (k(k−1))^ρ / n^τ ‖M‖²,
+
+    so the penalty fades as the validation set grows (τ = 1) and grows with the number of
+    parameters of each kind (ρ = 1); all three λ default to 1, the setting the paper
+    recommends. Starts at ``v = 0, M = 0, b = 0`` (pure temperature scaling), L-BFGS in
+    float64. Differentiable; it may change the argmax.
+
+    Attributes
+    ----------
+    temperature_ : float -- the first stage's temperature.
+    weight_ : Tensor of shape (k, k) -- ``I + diag(v) + M``.
+    bias_ : Tensor of shape (k,)
+    """
+
+    def __init__(self, *, lambda_intercept: float = 1.0, lambda_diagonal: float = 1.0,
+                 lambda_off_diagonal: float = 1.0, rho: float = 1.0, tau: float = 1.0) -> None:
+        super().__init__()
+        for nm, v in (("lambda_intercept", lambda_intercept), ("lambda_diagonal",
+                      lambda_diagonal), ("lambda_off_diagonal", lambda_off_diagonal)):
+            if not v >= 0:
+                raise ValueError(f"{nm} must be >= 0, got {v}")
+        self.lambda_intercept, self.lambda_diagonal = float(lambda_intercept), float(
+            lambda_diagonal)
+        self.lambda_off_diagonal, self.rho, self.tau = float(lambda_off_diagonal), float(
+            rho), float(tau)
+        self.register_buffer("log_temperature_", torch.zeros(()))
+        self.register_buffer("weight_", torch.zeros(0, 0))
+        self.register_buffer("bias_", torch.zeros(0))
+
+    @property
+    def temperature_(self) -> float:
+        self._check_fitted()
+        return float(self.log_temperature_.exp())
+
+    def fit(self, logits: Any, labels: Any, **kwargs: Any) -> StructuredMatrixScaling:
+        z, y = check_logits_labels(logits, labels)
+        n, k = z.shape
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a degenerate first stage keeps T = 1
+            t = TemperatureScaling().fit(z, y).log_temperature_.double().exp()
+        x = torch.log_softmax(z / t, dim=1)
+        rb = self.lambda_intercept * k**self.rho / n**self.tau
+        rd = self.lambda_diagonal * k**self.rho / n**self.tau
+        ro = self.lambda_off_diagonal * (k * (k - 1)) ** self.rho / n**self.tau
+        delta = torch.zeros(k, k, dtype=torch.float64, requires_grad=True)
+        b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
+        eye = torch.eye(k, dtype=torch.float64)
+
+        def loss() -> Tensor:
+            diag = delta.diagonal()
+            nll = nn.functional.cross_entropy(x @ (eye + delta).T + b, y)
+            return (nll + rb * (b**2).sum() + rd * (diag**2).sum()
+                    + ro * ((delta**2).sum() - (diag**2).sum()))
+
+        _lbfgs([delta, b], loss)
+        self.log_temperature_.fill_(float(t.log()))
+        self._store("weight_", (eye + delta.detach()).float())
+        self._store("bias_", b.detach().float())
+        self._set_fitted()
+        return self
+
+    def _calibrate(self, logits: Tensor, levels: Tensor | None) -> Tensor:
+        _check_classes(self, logits, len(self.bias_))
+        x = torch.log_softmax(logits / self.log_temperature_.exp().to(logits), dim=-1)
+        return x @ self.weight_.to(x).T + self.bias_.to(x)
+
+
+@CALIBRATORS.register("platt_scaling", fit_on="clean", seeded=False)
+class PlattScaling(Calibrator):
+    """Platt scaling: ``P(y = 1 | s) = σ(A s + B)`` on the score ``s = ln p₁ − ln(1 − p₁)``
+    (Platt 1999, "Probabilistic outputs for support vector machines and comparisons to
+    regularized likelihood methods", Advances in Large Margin Classifiers).
+
+    Binary by definition. With ``multiclass="ovr"`` (default) k > 2 classes are calibrated
+    one-vs-rest (each class's score ``ln p_j − ln(1 − p_j)`` gets its own A, B) and the
+    probabilities renormalised, as Zadrozny & Elkan (2002, KDD) and scikit-learn's
+    ``CalibratedClassifierCV`` do; ``multiclass="raise"`` refuses k > 2. For k = 2 only class 1
+    is fitted and class 0 gets the complement (for logits this is ``σ(A (z₁ − z₀) + B)``).
+
+    Fitted by cross-entropy with L-BFGS in float64. ``smooth_targets=True`` (default) uses
+    Platt's targets ``(N₊ + 1)/(N₊ + 2)`` and ``1/(N₋ + 2)`` instead of 1 and 0, which keeps a
+    separable validation set from driving A to infinity. Differentiable; monotone in each
+    score, so a binary argmax may move only through the threshold shift B.
+
+    Attributes
+    ----------
+    slope_, intercept_ : Tensor of shape (n_fitted,) -- A and B for each fitted class
+        (one for a binary problem, k otherwise).
+    """
+
+    def __init__(self, *, smooth_targets: bool = True, multiclass: str = "ovr") -> None:
+        super().__init__()
+        self.smooth_targets = bool(smooth_targets)
+        self.multiclass = _check_multiclass(multiclass)
+        self.register_buffer("slope_", torch.zeros(0))
+        self.register_buffer("intercept_", torch.zeros(0))
+        self.register_buffer("n_classes_", torch.zeros((), dtype=torch.long))
+
+    @staticmethod
+    def _scores(z: Tensor) -> Tensor:
+        lp, l1p = _log_probs(z)
+        return lp - l1p
+
+    def fit(self, logits: Any, labels: Any, **kwargs: Any) -> PlattScaling:
+        z, y = check_logits_labels(logits, labels)
+        k = z.shape[1]
+        _refuse_multiclass(self, k)
+        cols = _columns(k)
+        s = self._scores(z)[:, cols]
+        pos = (y[:, None] == torch.tensor(cols)).double()
+        t = pos
+        if self.smooth_targets:
+            n_pos = pos.sum(0)
+            n_neg = len(y) - n_pos
+            t = torch.where(pos > 0, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+        a = torch.ones(len(cols), dtype=torch.float64, requires_grad=True)
+        b = torch.zeros(len(cols), dtype=torch.float64, requires_grad=True)
+        _lbfgs([a, b], lambda: nn.functional.binary_cross_entropy_with_logits(a * s + b, t))
+        self._store("slope_", a.detach().float())
+        self._store("intercept_", b.detach().float())
+        self.n_classes_.fill_(k)
+        self._set_fitted()
+        return self
+
+    def _calibrate(self, logits: Tensor, levels: Tensor | None) -> Tensor:
+        k = int(self.n_classes_)
+        _check_classes(self, logits, k)
+        u = self._scores(logits)[:, _columns(k)] * self.slope_.to(logits) + self.intercept_.to(
+            logits)
+        if k == 2:
+            return torch.cat([torch.zeros_like(u), u], dim=1)
+        return nn.functional.logsigmoid(u)  # softmax renormalises the one-vs-rest σ(u_j)
+
+
+@CALIBRATORS.register("beta", fit_on="clean", seeded=False)
+class BetaCalibration(Calibrator):
+    """Beta calibration: ``logit P(y = 1 | s) = a ln s − b ln(1 − s) + c`` on the probability
+    s = p₁ (Kull, Silva Filho & Flach 2017, "Beta calibration: a well-founded and easily
+    implemented improvement on logistic calibration for binary classifiers", AISTATS).
+
+    The paper's three-parameter family, fitted as a logistic regression on the features
+    ``ln s`` and ``−ln(1 − s)`` (L-BFGS, float64); a, b >= 0 as the paper requires: when the
+    unconstrained fit gives a < 0 (or b < 0) that feature is dropped and the fit repeated,
+    which keeps the map monotone. Binary by definition; ``multiclass="ovr"`` (default)
+    calibrates each class one-vs-rest (s = p_j) and renormalises, ``multiclass="raise"``
+    refuses k > 2. For k = 2 only class 1 is fitted. Differentiable.
+
+    Attributes
+    ----------
+    coef_ : Tensor of shape (n_fitted, 3) -- (a, b, c) of each fitted class.
+    """
+
+    def __init__(self, *, multiclass: str = "ovr") -> None:
+        super().__init__()
+        self.multiclass = _check_multiclass(multiclass)
+        self.register_buffer("coef_", torch.zeros(0, 3))
+        self.register_buffer("n_classes_", torch.zeros((), dtype=torch.long))
+
+    @staticmethod
+    def _fit_one(f: Tensor, t: Tensor) -> Tensor:
+        """(a, b, c) for features f = (ln s, −ln(1 − s)) of shape (n, 2) and 0/1 targets."""
+
+        def fit(mask: Tensor) -> tuple[Tensor, Tensor]:
+            w = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+            c = torch.zeros((), dtype=torch.float64, requires_grad=True)
+            _lbfgs([w, c], lambda: nn.functional.binary_cross_entropy_with_logits(
+                f @ (w * mask) + c, t))
+            return (w * mask).detach(), c.detach()
+
+        w, c = fit(torch.ones(2, dtype=torch.float64))
+        if w[0] < 0:  # the paper's rule: drop ln s and refit
+            w, c = fit(torch.tensor([0.0, 1.0], dtype=torch.float64))
+        elif w[1] < 0:  # drop −ln(1 − s) and refit
+            w, c = fit(torch.tensor([1.0, 0.0], dtype=torch.float64))
+        # a coefficient still negative (scores anti-correlated with the labels) is set to 0
+        return torch.cat([w.clamp_min(0), c.reshape(1)])
+
+    def fit(self, logits: Any, labels: Any, **kwargs: Any) -> BetaCalibration:
+        z, y = check_logits_labels(logits, labels)
+        k = z.shape[1]
+        _refuse_multiclass(self, k)
+        lp, l1p = _log_probs(z)
+        coef = torch.stack([  # one small logistic regression per class
+            self._fit_one(torch.stack([lp[:, j], -l1p[:, j]], 1), (y == j).double())
+            for j in _columns(k)])
+        self._store("coef_", coef.float())
+        self.n_classes_.fill_(k)
+        self._set_fitted()
+        return self
+
+    def _calibrate(self, logits: Tensor, levels: Tensor | None) -> Tensor:
+        k = int(self.n_classes_)
+        _check_classes(self, logits, k)
+        lp, l1p = _log_probs(logits)
+        cols = _columns(k)
+        a, b, c = self.coef_.to(logits).unbind(1)
+        u = a * lp[:, cols] - b * l1p[:, cols] + c
+        if k == 2:
+            return torch.cat([torch.zeros_like(u), u], dim=1)
+        return nn.functional.logsigmoid(u)
+
+
+class _OneVsRestNonParametric(Calibrator):
+    """Shared parts of the calibrators that map each class's probability p_j through a fitted
+    step or piecewise-linear function (k = 2: class 1 only), then renormalise. Not
+    differentiable (the maps are piecewise constant, or fitted by pooling)."""
+
+    differentiable = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("n_classes_", torch.zeros((), dtype=torch.long))
+
+    def fit(self, logits: Any, labels: Any, **kwargs: Any) -> _OneVsRestNonParametric:
+        z, y = check_logits_labels(logits, labels)
+        k = z.shape[1]
+        p = torch.softmax(z, dim=1)
+        self._fit_columns([(p[:, j], (y == j).double()) for j in _columns(k)])
+        self.n_classes_.fill_(k)
+        self._set_fitted()
+        return self
+
+    @abstractmethod
+    def _fit_columns(self, columns: list[tuple[Tensor, Tensor]]) -> None:
+        """Fit one map per (scores (n,), 0/1 targets (n,)) pair."""
+
+    @abstractmethod
+    def _map(self, j: int, s: Tensor) -> Tensor:
+        """The j-th fitted map at scores ``s`` of shape (n,)."""
+
+    def calibrated_probabilities(self, logits: Tensor) -> Tensor:
+        """Per-class calibrated probabilities before renormalisation, shape (n, k)
+        (k = 2: class 0 is the complement of class 1)."""
+        k = int(self.n_classes_)
+        _check_classes(self, logits, k)
+        p = torch.softmax(logits.detach().double(), dim=-1)
+        cols = _columns(k)
+        out = torch.stack([self._map(i, p[:, j]) for i, j in enumerate(cols)], 1)
+        return torch.cat([1 - out, out], 1) if k == 2 else out
+
+    def _calibrate(self, logits: Tensor, levels: Tensor | None) -> Tensor:
+        return _probabilities_to_logits(self.calibrated_probabilities(logits)).to(logits.dtype)
+
+
+def _interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
+    """``np.interp``: piecewise-linear through (xp, fp) (xp increasing), constant beyond."""
+    if len(xp) == 1:
+        return fp.expand_as(x).clone()
+    i = torch.searchsorted(xp, x.contiguous()).clamp(1, len(xp) - 1)
+    x0, x1, f0, f1 = xp[i - 1], xp[i], fp[i - 1], fp[i]
+    w = ((x - x0) / (x1 - x0)).clamp(0, 1)
+    return f0 + w * (f1 - f0)
+
+
+def _pav(y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted isotonic (non-decreasing) least-squares fit of ``y`` by pool adjacent
+    violators: one pass with a stack of blocks."""
+    means, weights, sizes = [], [], []
+    for yi, wi in zip(y.tolist(), w.tolist(), strict=True):
+        m, ww, sz = yi, wi, 1
+        while means and means[-1] >= m:
+            pm, pw, ps = means.pop(), weights.pop(), sizes.pop()
+            m, ww, sz = (pm * pw + m * ww) / (pw + ww), pw + ww, ps + sz
+        means.append(m)
+        weights.append(ww)
+        sizes.append(sz)
+    return np.repeat(np.asarray(means), sizes)
+
+
+def _unique_groups(s: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Distinct scores (sorted), the number of samples and of positives at each."""
+    xs, inv = torch.unique(s, sorted=True, return_inverse=True)
+    cnt = torch.zeros(len(xs), dtype=torch.float64).index_add_(0, inv, torch.ones_like(t))
+    pos = torch.zeros(len(xs), dtype=torch.float64).index_add_(0, inv, t)
+    return xs, cnt, pos
+
+
+@CALIBRATORS.register("isotonic", fit_on="clean", seeded=False)
+class IsotonicCalibration(_OneVsRestNonParametric):
+    """Isotonic regression of the label on the probability, one-vs-rest, renormalised
+    (Zadrozny & Elkan 2002, "Transforming classifier scores into accurate multiclass
+    probability estimates", KDD).
+
+    For each class j (class 1 alone when k = 2, class 0 then taking the complement), the
+    non-decreasing least-squares fit of 1[y = j] on p_j: samples with equal p_j are averaged
+    first, the fit is found by pool adjacent violators, and between the fitted points the map
+    is linear, constant beyond them -- scikit-learn's ``IsotonicRegression(out_of_bounds=
+    "clip")``. Rows whose one-vs-rest probabilities are all 0 become uniform. Not
+    differentiable (piecewise constant almost everywhere).
+
+    Attributes
+    ----------
+    thresholds_ : list of (x, f) Tensor pairs -- the fitted points of each class's map.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("x_", torch.zeros(0, 0, dtype=torch.float64))
+        self.register_buffer("f_", torch.zeros(0, 0, dtype=torch.float64))
+        self.register_buffer("size_", torch.zeros(0, dtype=torch.long))
+
+    def _fit_columns(self, columns: list[tuple[Tensor, Tensor]]) -> None:
+        xs, fs = [], []
+        for s, t in columns:
+            x, cnt, pos = _unique_groups(s, t)
+            f = _pav((pos / cnt).numpy(), cnt.numpy())
+            xs.append(x)
+            fs.append(torch.from_numpy(f))
+        size = torch.tensor([len(x) for x in xs])
+        m = int(size.max())
+        pad = [(torch.cat([x, x[-1:].expand(m - len(x))]), torch.cat([f, f[-1:].expand(
+            m - len(f))])) for x, f in zip(xs, fs, strict=True)]
+        self._store("x_", torch.stack([a for a, _ in pad]))
+        self._store("f_", torch.stack([b for _, b in pad]))
+        self._store("size_", size)
+
+    @property
+    def thresholds_(self) -> list[tuple[Tensor, Tensor]]:
+        self._check_fitted()
+        return [(self.x_[i, :n], self.f_[i, :n]) for i, n in enumerate(self.size_.tolist())]
+
+    def _map(self, j: int, s: Tensor) -> Tensor:
+        n = int(self.size_[j])
+        return _interp(s, self.x_[j, :n].to(s), self.f_[j, :n].to(s))
+
+
+@CALIBRATORS.register("histogram", fit_on="clean", seeded=False)
+class HistogramBinning(_OneVsRestNonParametric):
+    """Histogram binning, one-vs-rest, renormalised (Zadrozny & Elkan 2001, "Obtaining
+    calibrated probability estimates from decision trees and naive Bayesian classifiers",
+    ICML).
+
+    For each class j (class 1 alone when k = 2), [0, 1] is cut into ``n_bins`` equal-width
+    bins of p_j and each bin maps to the fraction of its validation samples of class j. An
+    empty bin maps to its midpoint [I]. Rows whose one-vs-rest probabilities are all 0 become
+    uniform. Not differentiable (piecewise constant).
+
+    Parameters
+    ----------
+    n_bins : int -- bins per class (default 10).
+
+    Attributes
+    ----------
+    values_ : Tensor of shape (n_fitted, n_bins) -- each bin's calibrated probability.
+    counts_ : Tensor of shape (n_fitted, n_bins) -- validation samples in each bin.
+    """
+
+    def __init__(self, n_bins: int = 10) -> None:
+        super().__init__()
+        self.n_bins = check_count(n_bins, "n_bins")
+        self.register_buffer("values_", torch.zeros(0, self.n_bins, dtype=torch.float64))
+        self.register_buffer("counts_", torch.zeros(0, self.n_bins, dtype=torch.long))
+
+    def _after_load(self) -> None:
+        self.n_bins = self.values_.shape[1]
+
+    def _bins(self, s: Tensor) -> Tensor:
+        return (s * self.n_bins).floor().long().clamp(0, self.n_bins - 1)
+
+    def _fit_columns(self, columns: list[tuple[Tensor, Tensor]]) -> None:
+        nb = self.n_bins
+        mid = (torch.arange(nb, dtype=torch.float64) + 0.5) / nb
+        vals, cnts = [], []
+        for s, t in columns:
+            b = self._bins(s)
+            cnt = torch.bincount(b, minlength=nb)
+            pos = torch.zeros(nb, dtype=torch.float64).index_add_(0, b, t)
+            vals.append(torch.where(cnt > 0, pos / cnt.clamp_min(1), mid))
+            cnts.append(cnt)
+        self._store("values_", torch.stack(vals))
+        self._store("counts_", torch.stack(cnts))
+
+    def _map(self, j: int, s: Tensor) -> Tensor:
+        return self.values_[j].to(s)[self._bins(s)]
+
+
+def _venn_abers_table(cum_w: Tensor, cum_y: Tensor, label: int) -> tuple[Tensor, Tensor]:
+    """Isotonic-fit value at a test point added with ``label`` to grouped calibration data.
+
+    ``cum_w``, ``cum_y`` of shape (m + 1,) are the cumulative weights and positives of the m
+    groups of equal score (sorted), starting at 0. By the min-max formula of isotonic
+    regression, a test point between groups i and i + 1 gets
+    ``max_{a <= i} min_{b >= i} (Y_b − Y_a + label) / (W_b − W_a + 1)``, and one tied with
+    group g (1-based) gets the same with ``a <= g − 1, b >= g``. All positions at once, rows
+    of a in chunks of at most MAX_ELEMENTS entries.
+
+    Returns
+    -------
+    between : Tensor of shape (m + 1,) -- position i = after the first i groups.
+    tied : Tensor of shape (m,) -- position g − 1 = tied with group g.
+    """
+    m1 = len(cum_w)
+    b_idx = torch.arange(m1)
+    between = torch.full((m1,), -math.inf, dtype=torch.float64)
+    tied = torch.full((m1,), -math.inf, dtype=torch.float64)
+    rows = max(1, MAX_ELEMENTS // (4 * m1))
+    for lo in range(0, m1, rows):
+        a = torch.arange(lo, min(m1, lo + rows))
+        s = (cum_y[None, :] - cum_y[a, None] + label) / (cum_w[None, :] - cum_w[a, None] + 1)
+        s = torch.where(b_idx[None, :] >= a[:, None], s, math.inf)
+        # r[a, c] = min over b >= c of s[a, b]
+        r = s.flip(1).cummin(1).values.flip(1)
+        valid_b = b_idx[None, :] >= a[:, None]  # between: a <= c
+        between = torch.maximum(between, torch.where(valid_b, r, -math.inf).amax(0))
+        valid_t = b_idx[None, :] > a[:, None]  # tied with group c: a <= c - 1
+        tied = torch.maximum(tied, torch.where(valid_t, r, -math.inf).amax(0))
+    return between, tied[1:]
+
+
+@CALIBRATORS.register("venn_abers", fit_on="clean", seeded=False)
+class VennAbers(_OneVsRestNonParametric):
+    """Inductive Venn-Abers predictor (IVAP; Vovk & Petej 2014, "Venn-Abers predictors", UAI;
+    the merged probability of Vovk, Petej & Fedorova 2015, "Large-scale probabilistic
+    predictors with and without guarantees of validity", NeurIPS).
+
+    Binary: for a test score s (the probability p₁), isotonic regression is fitted twice on
+    the calibration scores with (s, 0) added and with (s, 1) added; its values at s are
+    p0 <= p1, a probability interval that is valid in Venn's sense whatever the data's
+    distribution. The point prediction merges them as ``p1 / (1 − p0 + p1)`` (the minimax
+    choice for log-loss). Here both fits are computed exactly for every position a test score
+    can take among the calibration scores (between two, or tied with one) at fit time, from
+    the min-max formula of isotonic regression -- O(m²) arithmetic in m distinct scores,
+    vectorised and chunked -- so prediction is a lookup.
+
+    Multi-class (k > 2): one-vs-rest, each class's p_j against the rest, the merged
+    probabilities renormalised; k = 2 fits class 1 only. Not differentiable.
+    :meth:`predict_interval` returns the intervals.
+
+    Attributes
+    ----------
+    scores_ : Tensor of shape (n_fitted, m_max) -- distinct calibration scores per fitted class
+        (padded with +inf).
+    p0_between_, p1_between_ : Tensor of shape (n_fitted, m_max + 1)
+    p0_tied_, p1_tied_ : Tensor of shape (n_fitted, m_max)
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        for nm in ("scores_", "p0_between_", "p1_between_", "p0_tied_", "p1_tied_"):
+            self.register_buffer(nm, torch.zeros(0, 0, dtype=torch.float64))
+        self.register_buffer("size_", torch.zeros(0, dtype=torch.long))
+
+    def _fit_columns(self, columns: list[tuple[Tensor, Tensor]]) -> None:
+        fitted = []
+        for s, t in columns:
+            x, cnt, pos = _unique_groups(s, t)
+            zero = torch.zeros(1, dtype=torch.float64)
+            cw, cy = torch.cat([zero, cnt.cumsum(0)]), torch.cat([zero, pos.cumsum(0)])
+            b0, t0 = _venn_abers_table(cw, cy, 0)
+            b1, t1 = _venn_abers_table(cw, cy, 1)
+            fitted.append((x, b0, b1, t0, t1))
+        size = torch.tensor([len(f[0]) for f in fitted])
+        m = int(size.max())
+
+        def pad(v: Tensor, n: int, fill: float) -> Tensor:
+            return torch.cat([v, torch.full((n - len(v),), fill, dtype=torch.float64)])
+
+        self._store("scores_", torch.stack([pad(f[0], m, math.inf) for f in fitted]))
+        for i, nm in enumerate(("p0_between_", "p1_between_", "p0_tied_", "p1_tied_")):
+            n = m + 1 if "between" in nm else m
+            self._store(nm, torch.stack([pad(f[i + 1], n, 0.0) for f in fitted]))
+        self._store("size_", size)
+
+    def _interval(self, j: int, s: Tensor) -> tuple[Tensor, Tensor]:
+        m = int(self.size_[j])
+        xs = self.scores_[j, :m].to(s)
+        i = torch.searchsorted(xs, s.contiguous())  # scores below s
+        tie = (i < m) & (xs[i.clamp(max=m - 1)] == s)
+        it = i.clamp(max=m - 1)
+
+        def pick(between: Tensor, tied: Tensor) -> Tensor:
+            return torch.where(tie, tied[j].to(s)[it], between[j].to(s)[i])
+
+        return pick(self.p0_between_, self.p0_tied_), pick(self.p1_between_, self.p1_tied_)
+
+    def _map(self, j: int, s: Tensor) -> Tensor:
+        p0, p1 = self._interval(j, s)
+        return p1 / (1 - p0 + p1)
+
+    def predict_interval(self, logits: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Venn-Abers intervals and merged probabilities.
+
+        Returns
+        -------
+        p0, p1 : ndarray of shape (n, k) -- the interval [p0, p1] of each class's probability
+            (one-vs-rest; for k = 2 class 0's interval is [1 − p1, 1 − p0] of class 1's).
+        p : ndarray of shape (n, k) -- the calibrated probabilities (merged, renormalised;
+            equal to :meth:`predict_proba`).
+        """
+        self._check_fitted()
+        z = self.forward(as_tensor(logits, name="logits"))
+        k = int(self.n_classes_)
+        probs = torch.softmax(as_tensor(logits, name="logits").detach().double(), dim=-1)
+        pairs = [self._interval(i, probs[:, j]) for i, j in enumerate(_columns(k))]
+        p0 = torch.stack([a for a, _ in pairs], 1)
+        p1 = torch.stack([b for _, b in pairs], 1)
+        if k == 2:
+            p0, p1 = torch.cat([1 - p1, p0], 1), torch.cat([1 - p0, p1], 1)
+        p = torch.softmax(z.double(), dim=-1)
+        return p0.cpu().numpy(), p1.cpu().numpy(), p.cpu().numpy()
+
+
+# ====================================================================== by perturbation level
+def _levels_for(levels: Any, n: int, who: str) -> Tensor:
+    """Fitting levels as a float64 CPU vector of length ``n``."""
+    if levels is None:
+        raise ValueError(f"{who}.fit needs the perturbation level of every sample (levels=)")
+    lv = (levels.detach() if isinstance(levels, Tensor)
+          else as_tensor(levels, name="levels", device="cpu"))
+    lv = lv.to("cpu", torch.float64).reshape(-1)
+    if len(lv) != n:
+        raise ValueError(f"levels has {len(lv)} values for {n} rows of logits")
+    return lv
+
+
+def _query_levels(levels: Tensor | None, logits: Tensor, who: str) -> Tensor:
+    if levels is None:
+        raise ValueError(
+            f"{who} needs the perturbation level of every query; pass levels= (the "
+            "perturbation engine does this) or wrap the model with calibrated(...), which "
+            "treats queries without levels as clean inputs (λ = 0)")
+    lv = torch.as_tensor(levels, device=logits.device).reshape(-1)
+    if len(lv) != len(logits):
+        raise ValueError(f"levels has {len(lv)} values for {len(logits)} rows of logits")
+    return lv
+
+
+class ByLevel(Calibrator):
+    """Any calibrator, fitted once per perturbation-level bin: ReCalX's scheme for every
+    calibrator (a calix extension of Decker et al.'s ReCalX, which does this for temperature
+    scaling).
+
+    ``n_bins`` equal-width bins of λ ∈ [0, 1]; bin b gets its own fitted copy of
+    ``calibrator`` and calibrates the queries whose level falls in b. Fit from
+    ``(logits, labels, levels)`` with :meth:`fit` or from a model with :meth:`fit_perturbed`
+    (as :meth:`ReCalX.fit_perturbed`).
+
+    Thin or degenerate bins: a bin with fewer than ``min_samples_per_bin`` samples, labels of
+    a single class, or every prediction correct (nothing to calibrate against) is fitted on
+    its samples pooled with the nearest bins, the window ``[b − w, b + w]`` (clipped) for the
+    smallest ``w`` whose pooled samples are none of these -- at most all bins. A warning names
+    the pooled bins; :attr:`sources_` records each bin's window. Queries without a level are
+    clean (λ = 0, bin 0) when the model is wrapped with :func:`calibrated`.
+
+    Differentiable when ``calibrator`` is.
+
+    Parameters
+    ----------
+    calibrator : Calibrator -- the template (unfitted, not level-aware); copied per bin.
+    n_bins : int -- level bins (default 10, as ReCalX).
+    min_samples_per_bin : int -- bins with fewer samples are pooled; fitting raises if all
+        samples together are fewer.
+
+    Attributes
+    ----------
+    calibrators_ : nn.ModuleList of n_bins fitted copies.
+    counts_ : Tensor of shape (n_bins,) -- samples of each bin.
+    sources_ : Tensor of shape (n_bins, 2) -- (first, last) bin whose samples fitted each copy.
+    fallback_bins_ : list of int -- the pooled bins.
+
+    >>> import torch
+    >>> z, y, lv = 3 * torch.randn(600, 3), torch.randint(0, 3, (600,)), torch.rand(600)
+    >>> cal = ByLevel(VectorScaling(), n_bins=3).fit(z, y, lv)
+    >>> cal(z, lv).shape
+    torch.Size([600, 3])
+    """
+
+    level_aware = True
+
+    def __init__(self, calibrator: Calibrator, n_bins: int = 10, *,
+                 min_samples_per_bin: int = 50) -> None:
+        super().__init__()
+        if not isinstance(calibrator, Calibrator):
+            raise TypeError(f"calibrator must be a calix Calibrator, got "
+                            f"{type(calibrator).__name__}")
+        if calibrator.level_aware:
+            raise TypeError(f"{type(calibrator).__name__} is already level-aware; ByLevel "
+                            "takes a calibrator of clean logits (temperature, vector, ...)")
+        if not isinstance(n_bins, int | np.integer) or n_bins < 1:
+            raise ValueError(f"n_bins must be an integer >= 1, got {n_bins!r}")
+        if not isinstance(min_samples_per_bin, int | np.integer) or min_samples_per_bin < 1:
+            raise ValueError(f"min_samples_per_bin must be an integer >= 1, got "
+                             f"{min_samples_per_bin!r}")
+        self.n_bins = int(n_bins)
+        self.min_samples_per_bin = int(min_samples_per_bin)
+        self.differentiable = calibrator.differentiable
+        self.calibrators_ = nn.ModuleList(copy.deepcopy(calibrator) for _ in range(self.n_bins))
+        self.register_buffer("counts_", torch.zeros(self.n_bins, dtype=torch.long))
+        self.register_buffer("sources_", torch.zeros(self.n_bins, 2, dtype=torch.long))
+
+    @property
+    def calibrator_name(self) -> str:
+        return type(self.calibrators_[0]).__name__
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.calibrator_name}, n_bins={self.n_bins})"
+
+    @property
+    def fallback_bins_(self) -> list[int]:
+        self._check_fitted()
+        own = torch.arange(self.n_bins, device=self.sources_.device)
+        return (self.sources_ != own[:, None]).any(1).nonzero().flatten().tolist()
+
+    def _problem(self, z: Tensor, y: Tensor) -> str | None:
+        """Why these pooled samples cannot fit a calibrator (None: they can)."""
+        if len(y) < self.min_samples_per_bin:
+            return f"{len(y)} samples < min_samples_per_bin={self.min_samples_per_bin}"
+        if bool((y == y[0]).all()):
+            return f"labels of class {int(y[0])} only"
+        if bool((z.argmax(1) == y).all()):
+            return "every prediction correct"
+        return None
+
+    def fit(self, logits: Any, labels: Any, levels: Any = None, **kwargs: Any) -> ByLevel:
+        """Fit from logits (n, k), labels (n,) and levels (n,) in [0, 1] (any device)."""
+        return self._fit(logits, labels, levels, stacklevel=3)
+
+    def _fit(self, logits: Any, labels: Any, levels: Any, *, stacklevel: int) -> ByLevel:
+        z, y = check_logits_labels(logits, labels)
+        lv = _levels_for(levels, len(z), type(self).__name__)
+        if len(z) < self.min_samples_per_bin:
+            raise ValueError(
+                f"too few validation samples: {len(z)} in all, fewer than "
+                f"min_samples_per_bin={self.min_samples_per_bin}; use more samples or a "
+                "smaller min_samples_per_bin")
+        nb = self.n_bins
+        bins = level_bins(lv, nb).to(lv.device)
+        counts = torch.bincount(bins, minlength=nb)
+        fitted: dict[tuple[int, int], Calibrator] = {}
+        sources, notes = [], []
+        for b in range(nb):
+            why = self._problem(z[bins == b], y[bins == b]) if counts[b] else "no samples"
+            lo, hi = b, b
+            if why is not None:
+                for w in range(1, nb + 1):
+                    lo, hi = max(0, b - w), min(nb - 1, b + w)
+                    sel = (bins >= lo) & (bins <= hi)
+                    if self._problem(z[sel], y[sel]) is None or (lo == 0 and hi == nb - 1):
+                        break
+                notes.append(f"bin {b} [{b / nb:.1f}, {(b + 1) / nb:.1f}) ({why}) -> bins "
+                             f"{lo}-{hi}")
+            if (lo, hi) not in fitted:
+                sel = (bins >= lo) & (bins <= hi)
+                fitted[(lo, hi)] = copy.deepcopy(self.calibrators_[b]).fit(z[sel], y[sel])
+            self.calibrators_[b] = copy.deepcopy(fitted[(lo, hi)])
+            sources.append((lo, hi))
+        if notes:
+            warnings.warn(
+                f"{len(notes)} thin or degenerate level bin(s) are fitted on their samples "
+                "pooled with the nearest bins: " + "; ".join(notes) + ". See fallback_bins_ "
+                "and sources_; more validation data gives each bin its own",
+                UserWarning, stacklevel=stacklevel)
+        self.counts_.copy_(counts)
+        self.sources_.copy_(torch.tensor(sources, dtype=torch.long))
+        self.to(self.counts_.device)
+        self._set_fitted()
+        return self
+
+    def fit_perturbed(self, model: Model, X: Any, y: Any, perturbation: Perturbation, *,
+                      n_samples: int = 200, n_per_bin: int = 10, seed: int = 0,
+                      progress: bool = False) -> ByLevel:
+        """Fit on perturbed validation samples built by the perturbation engine; parameters
+        as :meth:`ReCalX.fit_perturbed`."""
+        logits, labels, levels = perturbed_logits(
+            model, X, y, perturbation, n_samples=n_samples, n_per_bin=n_per_bin,
+            n_bins=self.n_bins, seed=seed, progress=progress)
+        return self._fit(logits, labels, levels, stacklevel=3)
+
+    def _calibrate(self, logits: Tensor, levels: Tensor | None) -> Tensor:
+        lv = _query_levels(levels, logits, type(self).__name__)
+        bins = level_bins(lv, self.n_bins).to(lv.device)
+        out = None
+        for b in torch.unique(bins).tolist():  # one batched call per occupied bin
+            idx = (bins == b).nonzero().flatten()
+            part = self.calibrators_[b](logits[idx])
+            if out is None:
+                out = logits.new_zeros((len(logits), part.shape[1]), dtype=part.dtype)
+            out = out.index_put((idx,), part)
+        if out is None:  # no rows
+            return self.calibrators_[0](logits)
+        return out
+
+
+def _by_level(name: str, inner: type[Calibrator]) -> type[ByLevel]:
+    """A registered ByLevel class of ``inner`` (``by_level_<name>``)."""
+    cls_name = f"ByLevel{inner.__name__}"
+
+    def __init__(self, n_bins: int = 10, *, min_samples_per_bin: int = 50,
+                 **kwargs: Any) -> None:
+        ByLevel.__init__(self, inner(**kwargs), n_bins, min_samples_per_bin=min_samples_per_bin)
+
+    __init__.__doc__ = (f"``ByLevel({inner.__name__}(**kwargs), n_bins, "
+                        "min_samples_per_bin=...)``.")
+    doc = (f"{inner.__name__} fitted per perturbation-level bin: :class:`ByLevel` with a "
+           f":class:`{inner.__name__}` template (``{name}``), keyword arguments passed on to "
+           f"it. Differentiable: {inner.differentiable}.")
+    cls = type(cls_name, (ByLevel,), {"__init__": __init__, "__doc__": doc,
+                                      "__module__": __name__, "__qualname__": cls_name})
+    CALIBRATORS.register(f"by_level_{name}", cls, fit_on="perturbed",
+                         seeded=CALIBRATORS.meta(name)["seeded"])
+    return cls
+
+
+ByLevelVectorScaling = _by_level("vector", VectorScaling)
+ByLevelMatrixScaling = _by_level("matrix", MatrixScaling)
+ByLevelStructuredMatrixScaling = _by_level("structured_matrix", StructuredMatrixScaling)
+ByLevelDirichlet = _by_level("dirichlet", Dirichlet)
+ByLevelPlattScaling = _by_level("platt_scaling", PlattScaling)
+ByLevelBetaCalibration = _by_level("beta", BetaCalibration)
+ByLevelHistogramBinning = _by_level("histogram", HistogramBinning)
+ByLevelIsotonicCalibration = _by_level("isotonic", IsotonicCalibration)
+ByLevelVennAbers = _by_level("venn_abers", VennAbers)
+
+
+def _natural_spline_basis(x: Tensor, knots: Tensor) -> Tensor:
+    """Natural cubic spline basis at ``x`` (n,) for K knots: 1, x and K − 2 truncated-power
+    terms, linear beyond the boundary knots (Hastie, Tibshirani & Friedman 2009, The Elements
+    of Statistical Learning, eq. 5.4-5.5). Shape (n, K)."""
+    k = len(knots)
+    cols = [torch.ones_like(x), x]
+
+    def d(j: int) -> Tensor:
+        return ((x - knots[j]).clamp_min(0) ** 3 - (x - knots[-1]).clamp_min(0) ** 3) / (
+            knots[-1] - knots[j])
+
+    last = d(k - 2)
+    cols += [d(j) - last for j in range(k - 2)]
+    return torch.stack(cols, 1)
+
+
+@CALIBRATORS.register("smooth_level_temperature", fit_on="perturbed", seeded=False)
+class SmoothLevelTemperature(Calibrator):
+    """A temperature that varies smoothly with the perturbation level: ``z / T(λ)`` with
+    ``ln T(λ) = Σ_j θ_j B_j(λ)`` (a calix method; ReCalX's per-bin temperatures, Decker et al.,
+    replaced by one curve).
+
+    ``basis="linear"``: B = (1, λ), two parameters; ``basis="spline"`` (default): a natural
+    cubic spline in λ with ``n_knots`` knots equally spaced over [0, 1] (``n_knots``
+    parameters, linear beyond the knots). θ is fitted jointly on all perturbed validation
+    samples by mean NLL (L-BFGS, float64), from the global temperature: every sample informs
+    the neighbouring levels, so far fewer samples per level are needed than for ReCalX's
+    independent bins. ln T is clipped to [ln T_MIN, ln T_MAX]. Monotone in the logits at
+    every λ, so the argmax never changes; differentiable. Queries without a level are clean
+    (λ = 0) under :func:`calibrated`.
+
+    Parameters
+    ----------
+    n_bins : int -- level bins :meth:`fit_perturbed` stratifies its samples over (and the
+        default of :func:`fit_calibrator`); the curve itself has no bins.
+    basis : {"spline", "linear"}
+    n_knots : int -- spline knots (>= 3; default 4).
+    min_samples : int -- fitting raises with fewer samples in all.
+
+    Attributes
+    ----------
+    coef_ : Tensor of shape (n_basis,) -- θ.
+    knots_ : Tensor of shape (n_knots,) (empty for the linear basis).
+
+    >>> import torch
+    >>> lv = torch.rand(2000)
+    >>> z = 4 * torch.randn(2000, 3)
+    >>> y = torch.multinomial(torch.softmax(z / (1 + 4 * lv[:, None]), 1), 1).flatten()
+    >>> cal = SmoothLevelTemperature(basis="linear").fit(z, y, lv)
+    >>> [round(t, 1) for t in cal.temperature([0.0, 1.0]).tolist()]  # doctest: +SKIP
+    [1.0, 5.0]
+    """
+
+    level_aware = True
+
+    def __init__(self, n_bins: int = 10, *, basis: str = "spline", n_knots: int = 4,
+                 min_samples: int = 50) -> None:
+        super().__init__()
+        self.n_bins = check_count(n_bins, "n_bins")
+        self.basis = check_choice(basis, ("spline", "linear"), "basis")
+        if not isinstance(n_knots, int | np.integer) or n_knots < 3:
+            raise ValueError(f"n_knots must be an integer >= 3, got {n_knots!r}")
+        self.n_knots = int(n_knots)
+        self.min_samples = check_count(min_samples, "min_samples")
+        n_basis = self.n_knots if self.basis == "spline" else 2
+        knots = torch.linspace(0, 1, self.n_knots) if self.basis == "spline" else torch.zeros(0)
+        self.register_buffer("coef_", torch.zeros(n_basis, dtype=torch.float64))
+        self.register_buffer("knots_", knots.double())
+
+    def _design(self, lv: Tensor) -> Tensor:
+        if self.basis == "linear":
+            return torch.stack([torch.ones_like(lv), lv], 1)
+        return _natural_spline_basis(lv, self.knots_.to(lv))
+
+    def _log_t(self, lv: Tensor, coef: Tensor) -> Tensor:
+        return (self._design(lv) @ coef.to(lv)).clamp(math.log(T_MIN), math.log(T_MAX))
+
+    def temperature(self, levels: Any) -> Tensor:
+        """The fitted temperature T(λ) at ``levels`` (any shape, values in [0, 1])."""
+        self._check_fitted()
+        lv = torch.as_tensor(levels, dtype=torch.float64, device=self.coef_.device)
+        level_bins(lv.reshape(-1).cpu(), 1)  # checks [0, 1]
+        return self._log_t(lv.reshape(-1), self.coef_).exp().reshape(lv.shape)
+
+    def fit(self, logits: Any, labels: Any, levels: Any = None,
+            **kwargs: Any) -> SmoothLevelTemperature:
+        """Fit from logits (n, k), labels (n,) and levels (n,) in [0, 1] (any device)."""
+        return self._fit(logits, labels, levels, stacklevel=3)
+
+    def _fit(self, logits: Any, labels: Any, levels: Any, *,
+             stacklevel: int) -> SmoothLevelTemperature:
+        z, y = check_logits_labels(logits, labels)
+        lv = _levels_for(levels, len(z), type(self).__name__)
+        level_bins(lv, 1)  # levels in [0, 1]
+        if len(z) < self.min_samples:
+            raise ValueError(f"too few validation samples: {len(z)} < min_samples="
+                             f"{self.min_samples}; use more samples")
+        if bool((z.argmax(1) == y).all()):
+            raise ValueError("every validation prediction is correct: the NLL keeps falling "
+                             "as T -> 0, so no temperature curve can be fitted; use more (or "
+                             "harder) validation data")
+        one = torch.zeros(len(y), dtype=torch.long)
+        t0, _ = _fit_temperatures(z, y, one, 1)
+        design = self._design(lv)
+        coef = torch.zeros(design.shape[1], dtype=torch.float64)
+        coef[0] = math.log(float(t0[0]))
+        coef.requires_grad_(True)
+        lo, hi = math.log(T_MIN), math.log(T_MAX)
+
+        def loss() -> Tensor:
+            log_t = (design @ coef).clamp(lo, hi)
+            return nn.functional.cross_entropy(z * torch.exp(-log_t)[:, None], y)
+
+        _lbfgs([coef], loss)
+        log_t = design.detach() @ coef.detach()
+        if bool(((log_t <= lo) | (log_t >= hi)).any()):
+            warnings.warn(
+                "the fitted temperature curve reaches the search bounds "
+                f"[{T_MIN:g}, {T_MAX:g}] at some levels and is clipped there",
+                UserWarning, stacklevel=stacklevel)
+        self.coef_.copy_(coef.detach())
+        self._set_fitted()
+        return self
+
+    def fit_perturbed(self, model: Model, X: Any, y: Any, perturbation: Perturbation, *,
+                      n_samples: int = 200, n_per_bin: int = 10, seed: int = 0,
+                      progress: bool = False) -> SmoothLevelTemperature:
+        """Fit on perturbed validation samples built by the perturbation engine; parameters
+        as :meth:`ReCalX.fit_perturbed`."""
+        logits, labels, levels = perturbed_logits(
+            model, X, y, perturbation, n_samples=n_samples, n_per_bin=n_per_bin,
+            n_bins=self.n_bins, seed=seed, progress=progress)
+        return self._fit(logits, labels, levels, stacklevel=3)
+
+    def _calibrate(self, logits: Tensor, levels: Tensor | None) -> Tensor:
+        lv = _query_levels(levels, logits, type(self).__name__)
+        level_bins(lv, 1)  # levels in [0, 1]
+        t = self._log_t(lv.double(), self.coef_).exp().to(logits.dtype)
+        return logits / t[:, None]
+
+
 def perturbed_logits(
     model: Model,
     X: Any,
@@ -760,6 +1791,16 @@ class CalibratedModel(Model):
         self.differentiable = base.differentiable
         self.level_aware = calibrator.level_aware
 
+    def forward(self, x: Any, *, levels: Tensor | None = None, grad: bool | None = None,
+                progress: bool = False, validate: bool = True) -> Tensor:
+        """As :meth:`Model.forward`; asking for gradients through a non-differentiable
+        calibrator raises :class:`NonDifferentiableCalibratorError`."""
+        wants = grad if grad is not None else bool(isinstance(x, Tensor) and x.requires_grad)
+        if wants:
+            check_differentiable(self, "a gradient computation")
+        return super().forward(x, levels=levels, grad=grad, progress=progress,
+                               validate=validate)
+
     def _forward(self, x: Tensor) -> Tensor:
         return self._forward_levels(x, None)
 
@@ -801,19 +1842,23 @@ def fit_calibrator(
     seed: int = 0,
     progress: bool = False,
 ) -> Calibrator:
-    """Fit calibrator ``method`` for ``model`` on validation data.
+    """Fit calibrator ``method`` (any name of :data:`CALIBRATORS`) for ``model`` on validation
+    data.
 
-    ``temperature`` and ``dirichlet`` are fitted on clean validation logits; ``recalx`` on
-    perturbed validation samples from ``perturbation`` (required for it).
+    Those registered with ``fit_on="clean"`` (temperature, dirichlet, vector, ...) are fitted
+    on clean validation logits; those with ``fit_on="perturbed"`` (recalx, by_level_*,
+    smooth_level_temperature) on perturbed validation samples from ``perturbation``
+    (required for them), ``n_bins`` level bins. ``seed`` reaches the calibrators that draw
+    (cross-validation folds).
     """
     check_choice(method, METHODS, "method")
     cls, meta = CALIBRATORS[method], CALIBRATORS.meta(method)
+    kwargs = {"seed": seed} if meta["seeded"] else {}
     if meta["fit_on"] == "perturbed":
         if perturbation is None:
             raise ValueError(f"{method} needs a perturbation to draw its validation samples")
-        return cls(n_bins).fit_perturbed(model, X_val, y_val, perturbation,
-                                         n_samples=n_samples, n_per_bin=n_per_bin,
-                                         seed=seed, progress=progress)
+        return cls(n_bins, **kwargs).fit_perturbed(model, X_val, y_val, perturbation,
+                                                   n_samples=n_samples, n_per_bin=n_per_bin,
+                                                   seed=seed, progress=progress)
     logits = model.forward(X_val, grad=False, progress=progress)
-    cal = cls(seed=seed) if meta["seeded"] else cls()
-    return cal.fit(logits, y_val)
+    return cls(**kwargs).fit(logits, y_val)
