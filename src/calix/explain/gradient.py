@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from calix._validation import check_count
+from calix.calibrate import check_differentiable
 from calix.explain.base import Explainer, Explanation, score
 from calix.models import Model, TorchModel
 
@@ -90,6 +91,7 @@ class _GradientExplainer(Explainer):
                 "differentiable; use a perturbation explainer (occlusion, LIME, KernelSHAP, "
                 "RISE) for scikit-learn models and numpy callables"
             )
+        check_differentiable(self.model, type(self).__name__)  # a calibrator gradients pass
         self.multiply_by_input = bool(multiply_by_input)
         self._forward = as_forward(self.model, self.output)
 
@@ -344,6 +346,7 @@ class CaptumExplainer(Explainer):
     def __init__(self, attribution: Any, model: Any, *, output: str = "probability",
                  reduce: str = "none", **attribute_kwargs: Any):
         super().__init__(model, output=output, reduce=reduce)
+        check_differentiable(self.model, "CaptumExplainer")
         if not hasattr(attribution, "attribute"):
             raise TypeError("attribution must be a Captum attribution class or object (with "
                             f".attribute), got {type(attribution).__name__}")

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from calix._random import make_generator
 from calix._validation import check_count
+from calix.calibrate import check_differentiable
 from calix.exceptions import DefaultFillWarning
 from calix.explain.base import Explainer, Explanation
 from calix.perturb import (
@@ -273,6 +274,7 @@ class MeaningfulPerturbation(FeatureExplainer):
                  lr: float = 0.1, l1: float = 0.1, tv: float = 0.4, tv_power: float = 3.0,
                  **kwargs: Any):
         super().__init__(model, features=Pixels(), fill=fill, **kwargs)
+        check_differentiable(self.model, "MeaningfulPerturbation")  # optimises by gradients
         steps = check_count(steps, "steps")
         self.steps, self.lr, self.l1, self.tv, self.tv_power = (
             int(steps), float(lr), float(l1), float(tv), float(tv_power))
