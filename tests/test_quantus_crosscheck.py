@@ -1,4 +1,5 @@
-"""Cross-checks of calix's faithfulness and robustness metrics against Quantus.
+"""Cross-checks of calix's faithfulness and robustness metrics against Quantus (and, further
+down, of localization, complexity, randomization and ROAD, each with its definitions).
 
 Every test feeds calix and Quantus the same model (the zoo CNN on digits, 3 epochs: it trains
 in about a second), the same images and the same explanations (calix ``Saliency``; Quantus gets
@@ -225,3 +226,213 @@ def test_avg_sensitivity_agrees_with_quantus_within_monte_carlo_error(setup, np_
     se = np.sqrt(2) * per.std(1, ddof=1) / np.sqrt(k)
     assert (np.abs(c - q) <= 4 * se).all(), (c, q, se)
     assert (4 * se < 0.3 * c).all()  # the tolerance is informative
+
+
+# ---------------------------------------------------------------------- localization
+# Quantus 0.6 (metrics/localisation/*.py): attributions and masks flattened per input;
+# PointingGame hits when any maximal element lies in the mask; RelevanceMassAccuracy is
+# sum(a * s) / sum(a); RelevanceRankAccuracy the share of the top-|s| elements (argsort of
+# -a) in s; TopKIntersection the share of the top-k in s; AUC sklearn's roc_curve + auc.
+# Their default normalise=True divides the whole batch by one positive number, which changes
+# neither an order nor a ratio.
+@pytest.fixture(scope="module")
+def masks(setup):
+    rng = np.random.default_rng(0)
+    return (rng.random((N, 1, 8, 8)) < 0.3).astype(np.float32)
+
+
+@pytest.mark.parametrize("absolute", [False, True])
+@pytest.mark.parametrize("name, calix_name, kwargs", [
+    ("PointingGame", "pointing_game", {}),
+    ("RelevanceMassAccuracy", "relevance_mass_accuracy", {}),
+    ("RelevanceRankAccuracy", "relevance_rank_accuracy", {}),
+    ("TopKIntersection", "top_k_intersection", {"k": 10}),
+    ("AUC", "attribution_auc", {}),
+])
+def test_localization_equals_quantus(setup, masks, absolute, name, calix_name, kwargs):
+    from calix.metrics import localization
+
+    maps = setup["maps"]
+    # rankings: Quantus's argsort is unstable, calix's stable; equal only without ties
+    assert all(len(np.unique(np.abs(r))) == r.size for r in maps.reshape(N, -1))
+    q = np.asarray(getattr(quantus, name)(abs=absolute, disable_warnings=True, **kwargs)(
+        model=setup["module"], x_batch=setup["x"].numpy(), y_batch=setup["y"], a_batch=maps,
+        s_batch=masks, channel_first=True), dtype=np.float64)
+    c = getattr(localization, calix_name)(maps, masks, absolute=absolute, **kwargs)
+    # Ranks and hits are exact; the mass ratio is summed in float32 by Quantus (after its
+    # batch-wide division) and in float64 by calix: relative 1e-5. Observed: <= 3e-8.
+    np.testing.assert_allclose(c, q, rtol=1e-5, atol=1e-12)
+    assert len(np.unique(c)) > 1 or name == "PointingGame"  # not a constant answer
+
+
+# ---------------------------------------------------------------------- complexity
+def test_complexity_equals_quantus(setup):
+    """Quantus 0.6 (metrics/complexity/*.py) with abs=True: Sparseness is the Gini index of
+    a + 1e-7, Complexity the entropy -sum p log(p + 1e-12) of p = |a| / sum |a|,
+    EffectiveComplexity the count of |a| > eps. Its normalise=True divides the batch by its
+    largest |a|; calix's effective_complexity(normalize=True) divides each map by its own, so
+    that one is compared on maps the batch maximum already divided."""
+    from calix.metrics.complexity import complexity, effective_complexity, sparseness
+
+    maps = setup["maps"]
+    kw = dict(model=setup["module"], x_batch=setup["x"].numpy(), y_batch=setup["y"],
+              channel_first=True)
+    scaled = maps / np.abs(maps).max()  # what Quantus's normalise=True makes of the batch
+    q_sp = np.asarray(quantus.Sparseness(disable_warnings=True)(a_batch=maps, **kw))
+    q_cx = np.asarray(quantus.Complexity(disable_warnings=True)(a_batch=maps, **kw))
+    # Quantus's + 1e-7 on 64 values of at most 1 (sum ~ 10): ~ 1e-6 absolute on the Gini
+    # index; float32 vs float64 sums: 1e-6. Observed 4e-6 / 3e-7.
+    np.testing.assert_allclose(sparseness(maps), q_sp, atol=1e-5)
+    np.testing.assert_allclose(complexity(maps), q_cx, atol=1e-5)
+    for eps in (1e-5, 0.05, 0.3):
+        q = np.asarray(quantus.EffectiveComplexity(eps=eps, disable_warnings=True)(
+            a_batch=maps, **kw))
+        np.testing.assert_array_equal(effective_complexity(scaled, eps=eps, normalize=False), q)
+    assert len(np.unique(effective_complexity(scaled, eps=0.05, normalize=False))) > 1
+
+
+# ---------------------------------------------------------------------- randomization
+def _calix_saliency(module):
+    from calix import wrap
+
+    return Saliency(wrap(module))
+
+
+def _module_explain_func(model, inputs, targets, **kwargs):
+    """A Quantus ``explain_func`` running calix Saliency on whatever module Quantus passes
+    (the original or a randomized copy)."""
+    return _calix_saliency(model).explain(inputs, target=targets).values
+
+
+def test_mprt_equals_quantus(setup):
+    """Quantus 0.6 MPRT (metrics/randomisation/mprt.py, helpers/model/pytorch_model.py):
+    top-down cascade over the modules with ``reset_parameters``, each reset after
+    ``torch.manual_seed(seed + 1)``; Spearman of |explanations| per layer. calix seeds every
+    reset with ``seed``: calix seed s is Quantus seed s - 1, and the randomized models are
+    the same."""
+    from calix.metrics.randomization import mprt
+
+    c = mprt(_calix_saliency, setup["module"], setup["x"], seed=1)
+    q = quantus.MPRT(seed=0, disable_warnings=True)(
+        model=setup["module"], x_batch=setup["x"].numpy(), y_batch=setup["y"], a_batch=None,
+        explain_func=_module_explain_func, channel_first=True)
+    assert c.layers == [k for k in q if k != "original"]
+    # identical maps, and Spearman of average ranks on both sides: float64 round-off only
+    np.testing.assert_allclose(c.similarity, np.array([q[k] for k in c.layers]), atol=1e-12)
+    # the cascade decorrelates the maps (means over images: ~0.36 after one layer, ~0.13
+    # after all)
+    assert c.scores.mean() < c.similarity[0].mean() - 0.1
+
+
+def test_efficient_mprt_equals_quantus(setup):
+    """Quantus 0.6 EfficientMPRT: (H(e_last) - H(e_orig)) / H(e_orig), H the entropy of a
+    100-bin histogram of the (signed: abs=False is its default) explanation; its default
+    order is bottom-up, but the fully randomized model is the same in every order because
+    every layer is reset from the same seed."""
+    from calix.metrics.randomization import efficient_mprt
+
+    c = efficient_mprt(_calix_saliency, setup["module"], setup["x"], seed=1)
+    q = quantus.EfficientMPRT(seed=0, disable_warnings=True)(
+        model=setup["module"], x_batch=setup["x"].numpy(), y_batch=setup["y"], a_batch=None,
+        explain_func=_module_explain_func, channel_first=True)
+    # same histograms (bin edges from the same min / max): float64 round-off only
+    np.testing.assert_allclose(c.scores, q, atol=1e-12)
+    assert np.abs(c.scores).max() > 0.01
+
+
+class _AbsSaliency:
+    """calix Saliency of the logit, in absolute value: what ``quantus.explain(method=
+    "Saliency")`` returns, which Quantus's SmoothMPRT calls instead of ``explain_func``."""
+
+    def __init__(self, module):
+        from calix import wrap
+
+        self.inner = Saliency(wrap(module), output="logit")
+
+    def explain(self, x, target=None):
+        exp = self.inner.explain(x, target=target)
+        exp.values = np.abs(exp.values)
+        return exp
+
+
+@pytest.mark.parametrize("n_samples", [1, 20])
+def test_smooth_mprt_agrees_with_quantus(setup, np_seed, n_samples):
+    """Quantus 0.6 SmoothMPRT averages ``quantus.explain`` over nr_samples copies (the last
+    one clean) with N(0, (0.1 * (max - min))^2) noise from numpy's global stream, drawn anew
+    for every model; calix draws its copies once from its seed. One sample has no noise: the
+    numbers are equal. With 20 the noise differs: per layer, the mean over images of the
+    calix - Quantus difference agrees with 0 within 4 standard errors of the paired
+    differences (the seeds are fixed, so the test is deterministic)."""
+    from calix.metrics.randomization import smooth_mprt
+
+    x = setup["x"] if n_samples == 1 else torch.as_tensor(
+        zoo.train("cnn", "digits", seed=0, epochs=3).dataset.X_test[:48])
+    y = setup["sal"].explain(x).target
+    c = smooth_mprt(_AbsSaliency, setup["module"], x, n_samples=n_samples, seed=1)
+    q = quantus.SmoothMPRT(seed=0, nr_samples=n_samples, layer_order="top_down",
+                           disable_warnings=True)(
+        model=setup["module"], x_batch=x.numpy(), y_batch=y, a_batch=None,
+        explain_func=_module_explain_func, explain_func_kwargs={"method": "Saliency"},
+        channel_first=True)
+    qs = np.array([q[k] for k in c.layers])
+    if n_samples == 1:  # float32 gradients from calix and Captum: ranks equal
+        np.testing.assert_allclose(c.similarity, qs, atol=1e-12)
+        return
+    diff = c.similarity - qs
+    se = diff.std(1, ddof=1) / np.sqrt(diff.shape[1])
+    assert (np.abs(diff.mean(1)) <= 4 * se).all(), (diff.mean(1), se)
+    assert (c.similarity.mean(1)[0] - c.similarity.mean(1)[-1]) > 10 * se.max()
+
+
+def test_random_logit_equals_quantus(setup):
+    """Quantus 0.6 RandomLogit seeds numpy with ``seed`` and draws the other class as
+    ``randint(0, num_classes - 1)``-th of the classes left; calix takes those classes as
+    ``other_target`` (its own draw uses a torch generator). Spearman similarity on both
+    sides (Quantus's default SSIM runs on flattened 1-D maps, calix's on 2-D images)."""
+    from quantus.functions.similarity_func import correlation_spearman
+
+    from calix.metrics.randomization import random_logit
+
+    x, y, k = setup["x"], setup["y"], 10
+    q = quantus.RandomLogit(num_classes=k, seed=7, similarity_func=correlation_spearman,
+                            abs=True, disable_warnings=True)(
+        model=setup["module"], x_batch=x.numpy(), y_batch=y, a_batch=setup["maps"],
+        explain_func=_explain_func(setup["sal"]), channel_first=True)
+    state = np.random.get_state()  # noqa: NPY002
+    np.random.seed(7)  # noqa: NPY002
+    pick = np.random.randint(0, k - 1, N)  # noqa: NPY002
+    np.random.set_state(state)  # noqa: NPY002
+    others = np.array([[c for c in range(k) if c != t][j] for t, j in zip(y, pick, strict=True)])
+    c = random_logit(setup["sal"], x, other_target=others, similarity="spearman", absolute=True)
+    np.testing.assert_allclose(c, q, atol=1e-12)
+    assert (c < 0.99).all()
+
+
+# ---------------------------------------------------------------------- ROAD
+def test_road_equals_quantus(setup):
+    """Quantus 0.6 ROAD (metrics/faithfulness/road.py): for p = 1, 3, ..., 99 %, the top
+    int(p * H * W / 100) pixels of argsort(-a) imputed by noisy linear imputation, then
+    whether the prediction still equals y; its result is the mean over inputs per p.
+    noise=0 makes both deterministic (the noise is N(0, noise^2) from numpy's stream in
+    Quantus, from calix's seed in calix); ties would order differently, so maps without
+    ties."""
+    from quantus.functions.perturb_func import noisy_linear_imputation as q_impute
+
+    from calix.metrics.removal import noisy_linear_imputation, road
+
+    x, maps = setup["x"], setup["maps"]
+    assert all(len(np.unique(r)) == r.size for r in maps.reshape(N, -1))
+    c = road(setup["model"], x, maps, noise=0.0)
+    q = quantus.ROAD(noise=0.0, disable_warnings=True)(
+        model=setup["module"], x_batch=x.numpy(), y_batch=setup["y"], a_batch=maps,
+        channel_first=True)
+    np.testing.assert_array_equal(np.array(list(q)), np.round(c.fractions * 100).astype(int))
+    # predictions on the same imputed images (up to float32 rounding of Quantus's solve)
+    np.testing.assert_array_equal(c.extra["correct"].mean(0), np.array(list(q.values())))
+    assert c.extra["correct"][:, -1].mean() < 1  # removing pixels does change predictions
+    # the imputation itself: Quantus solves in the input's float32, calix in float64
+    order = np.argsort(-maps[0].reshape(-1))
+    for k in (5, 20, 50):
+        np.testing.assert_allclose(
+            noisy_linear_imputation(x[0].numpy(), order[:k], noise=0.0),
+            q_impute(x[0].numpy(), order[:k], noise=0.0), atol=1e-5)
