@@ -191,12 +191,14 @@ def _mapie(case, score):
 
 
 # Tolerances against MAPIE: none. MAPIE compares with a slack of 1e-8 (its EPSILON) where
-# calix compares exactly, so a label whose score lies within 1e-8 of the threshold could
-# differ; with continuous scores on 2000 x 6 cells that has probability ~1e-4, and the seed
-# below has no such cell, so the sets must be identical. MAPIE draws its uniforms U from
-# numpy's RandomState(random_state); calix's randomised score uses u = 1 − U for the same
-# score (MAPIE: cumulative mass up to y minus U p_y; calix: mass above y plus u p_y), so
-# feeding u = 1 − U reproduces MAPIE's draws exactly.
+# calix compares exactly -- scores against the threshold, near-tied probabilities, labels of
+# probability <= 1e-8 -- so a set could differ where a score or probability lies within 1e-8
+# of such a boundary; with continuous scores of 6 classes and probabilities far above 1e-8
+# that has probability ~1e-4 here, and this seed has no such cell, so the sets must be
+# identical (benchmarks/conformal.py counts the rows that the slack changes on real logits).
+# MAPIE draws its uniforms U from numpy's RandomState(random_state); calix's randomised
+# score uses u = 1 − U for the same score (MAPIE: cumulative mass up to y minus U p_y;
+# calix: mass above y plus u p_y), so feeding u = 1 − U reproduces MAPIE's draws exactly.
 def test_lac_matches_mapie(mapie_case):
     _, _, p, y = mapie_case
     _, cs, sets = _mapie(mapie_case, "lac")
@@ -363,6 +365,21 @@ def test_conformal_by_level_against_direct_computation(digits):
     rows = res.rows()
     assert {r["fitted_on"] for r in rows} == {"clean", "level"}
     assert all(len(r["coverage"]) == 5 for r in rows)
+
+
+def test_shortfall_counts_test_and_calibration_spread():
+    from calix.conformal import ConformalByLevel
+
+    key = ("none", "lac", "clean")
+    res = ConformalByLevel(alpha=0.1, edges=np.linspace(0, 1, 4), counts=np.array([900] * 3),
+                           coverage={key: np.array([0.9, 0.87, 0.80])},
+                           cal_counts={key: np.full(3, 98)})
+    # s.e. = sqrt(0.09 (1/900 + 1/100)) = 0.0316: 3 s.e. below 0.9 is 0.805
+    assert res.shortfall(key).tolist() == [False, False, True]
+    assert res.first_short(key) == pytest.approx(2 / 3)
+    assert res.shortfall(key, z=0.5).tolist() == [False, True, True]
+    res.coverage[key] = np.array([0.9, 0.9, 0.9])
+    assert np.isnan(res.first_short(key))
 
 
 # ---------------------------------------------------------------------------- errors

@@ -25,6 +25,15 @@ set size by perturbation level for sets calibrated on clean inputs and per level
 without a calibrator in front. :func:`coverage`, :func:`mean_set_size`,
 :func:`size_stratified_coverage` and :func:`class_conditional_coverage` score sets.
 
+Conventions beside MAPIE's (``SplitConformalClassifier``, mapie 1.6): the threshold is the
+same order statistic, and given the same threshold (and uniform draws) the sets are the same,
+but calix compares scores exactly where MAPIE allows a slack of 1e-8 (on the threshold, on
+near-tied probabilities, and leaving out labels of probability <= 1e-8); MAPIE's APS/RAPS
+always calibrate on randomised scores, also for its non-randomised sets; MAPIE's RAPS picks
+``k_reg`` and ``λ`` on a split of its own, and its randomised RAPS divides by
+``p_L − λ(L−k)⁺ + λ[L > k]`` where the paper divides by ``p_L`` (same sets when
+``L <= k_reg + 1``).
+
 Every class takes ``output=`` -- ``"logit"`` or ``"probability"``, what ``values`` hold -- and
 refuses the other kind when it recognises it (logits whose every row lies on the simplex,
 "probabilities" whose rows do not sum to 1). Work runs in float64 on the device of the
@@ -608,6 +617,8 @@ class ConformalByLevel:
     coverage, size : dict key -> ndarray of shape (n_bins,)
     thresholds : dict key -> ndarray of shape (1,) (clean) or (n_bins,) (level)
     clean_coverage, clean_size : dict key -> float, on the clean (unperturbed) test inputs
+    cal_counts : dict key -> ndarray of shape (n_bins,) -- calibration samples behind each
+        bin's threshold (the same clean count in every bin for "clean").
     n_fit, n_conformal : int -- calibration inputs fitting the calibrators / the sets.
     """
 
@@ -619,14 +630,25 @@ class ConformalByLevel:
     thresholds: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)
     clean_coverage: dict[tuple[str, str, str], float] = field(default_factory=dict)
     clean_size: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    cal_counts: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)
     n_fit: int = 0
     n_conformal: int = 0
 
     def shortfall(self, key: tuple[str, str, str], *, z: float = 3.0) -> np.ndarray:
-        """Per bin: whether coverage falls short of ``1 − α`` by more than ``z`` binomial
-        standard errors of the bin (``sqrt(α(1−α)/count)``), bool (n_bins,)."""
-        se = np.sqrt(self.alpha * (1 - self.alpha) / np.maximum(self.counts, 1))
-        return self.coverage[key] < 1 - self.alpha - z * se
+        """Per bin: whether coverage falls short of ``1 − α`` by more than ``z`` standard
+        errors, bool (n_bins,).
+
+        The standard error adds the two sources of spread of a bin's coverage: the test
+        samples of the bin (binomial, ``α(1−α)/count``) and the calibration draw the threshold
+        came from (the coverage conditional on the calibration set is Beta-distributed with
+        variance ≈ ``α(1−α)/(n_cal + 2)``, ``n_cal`` the calibration samples behind the
+        threshold: :attr:`cal_counts`). Test samples that share an input are correlated, so
+        this is a lower bound on the spread.
+        """
+        a = self.alpha
+        var = a * (1 - a) * (1 / np.maximum(self.counts, 1)
+                             + 1 / (np.asarray(self.cal_counts[key], dtype=float) + 2))
+        return self.coverage[key] < 1 - a - z * np.sqrt(var)
 
     def first_short(self, key: tuple[str, str, str], *, z: float = 3.0) -> float:
         """The lower edge of the first level bin whose coverage falls short (see
@@ -790,6 +812,8 @@ def conformal_by_level(
                 out.coverage[key] = _per_bin(hit, test_bins, n_bins)
                 out.size[key] = _per_bin(sets.sum(1), test_bins, n_bins)
                 out.thresholds[key] = q
+                out.cal_counts[key] = (np.full(n_bins, n_conf) if fitted_on == "clean"
+                                       else level.counts_.numpy())
                 out.clean_coverage[key] = coverage(clean_sets, y_test_clean)
                 out.clean_size[key] = mean_set_size(clean_sets)
     return out
