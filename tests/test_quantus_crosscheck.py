@@ -436,3 +436,53 @@ def test_road_equals_quantus(setup):
         np.testing.assert_allclose(
             noisy_linear_imputation(x[0].numpy(), order[:k], noise=0.0),
             q_impute(x[0].numpy(), order[:k], noise=0.0), atol=1e-5)
+
+
+# ---------------------------------------------------------------------- IROF, selectivity
+def test_selectivity_equals_quantus(setup):
+    """Quantus 0.6 Selectivity: patches of ``patch_size`` (no padding on 8 x 8 with 2),
+    ordered by summed attribution (argsort of -sum), set to "black" (the image minimum, 0 on
+    digits) one more at a time; the softmax probability after each step."""
+    from calix.metrics.removal import selectivity
+
+    x, maps = setup["x"], setup["maps"]
+    c = selectivity(setup["model"], x, maps, patch_size=2)
+    q = np.asarray(quantus.Selectivity(patch_size=2, disable_warnings=True)(
+        model=setup["module"], x_batch=x.numpy(), y_batch=setup["y"], a_batch=maps,
+        channel_first=True, softmax=True))
+    # same images through the same float32 module, other batch compositions: 1e-6
+    np.testing.assert_allclose(c.scores, q, atol=1e-6)
+    assert c.scores.shape == (N, 16) and (c.scores[:, 0] - c.scores[:, -1] > 0.01).any()
+
+
+def test_irof_equals_quantus(setup, monkeypatch):
+    """Quantus 0.6 IROF: SLIC segments (``utils.get_superpixel_segments``), ordered by mean
+    attribution, replaced one more at a time; the curve is p_j / p_0 and its score
+    K - trapz(curve, dx=1). Its default "mean" fill takes the mean of the whole (already
+    perturbed) batch; calix's is each clean image's mean, lent to Quantus as ``perturb_func``
+    here, and calix is given Quantus's segments."""
+    from quantus.helpers import utils
+
+    from calix.metrics.removal import irof
+
+    if not hasattr(np, "trapz"):  # Quantus 0.6 calls np.trapz, gone in NumPy 2.4
+        monkeypatch.setattr(np, "trapz", np.trapezoid, raising=False)
+    x, maps = setup["x"], setup["maps"]
+    segs = np.stack([utils.get_superpixel_segments(img=np.moveaxis(xi, 0, -1).astype("double"),
+                                                   segmentation_method="slic")
+                     for xi in x.numpy()])
+    means = x.numpy().reshape(N, -1).mean(1)
+
+    def image_mean(arr, mask, **kwargs):
+        return np.where(mask, means[:, None, None, None], arr)
+
+    q = np.asarray(quantus.IROF(perturb_func=image_mean, return_aggregate=False,
+                                disable_warnings=True)(
+        model=setup["module"], x_batch=x.numpy(), y_batch=setup["y"], a_batch=maps,
+        channel_first=True, softmax=True))
+    c = irof(setup["model"], x, maps, segments=segs)
+    k = c.extra["n_segments"]
+    assert (k == k[0]).all()  # Quantus's trapz runs over every input's own K steps
+    # ratios of float32 probabilities (~1e-7 each) summed over K steps: 1e-5
+    np.testing.assert_allclose(q, k - np.trapezoid(c.scores, dx=1, axis=1), atol=1e-5)
+    assert ((c.auc > 0) & (c.auc < 1)).all()
