@@ -432,6 +432,62 @@ def test_bad_input_errors():
 
 
 # ---------------------------------------------------------------------------- CUDA
+def test_fake_cuda_gives_the_cpu_sets(digits):
+    """On the emulated CUDA device of ``test_device`` (every torch call checked for device
+    mixing), the classes, the metrics and the by-level procedure give the CPU results."""
+    import copy
+    import warnings
+
+    from torch import nn
+
+    from calix.models import wrap
+    from calix.recipes import default_perturbation
+    from tests.test_device import FakeCuda, tag_module
+
+    z, y = _synthetic(1000, k=6, seed=7)
+    lv = torch.rand(1000, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+
+    def run(z, y, lv):
+        out = []
+        for cls, kw, _ in VARIANTS:
+            c = cls(output="logit", **kw).fit(z[:500], y[:500])
+            out.append(c.predict_set(z[500:]))
+            lc = LevelConformal(cls(output="logit", **kw), n_bins=3).fit(z[:500], y[:500],
+                                                                          lv[:500])
+            out.append(lc.predict_set(z[500:], lv[500:]))
+        return [o.cpu() for o in out], coverage(out[0], y[500:]), \
+            class_conditional_coverage(out[2], y[500:])
+
+    ref = run(z, y, lv)
+    with FakeCuda() as mode:
+        got = run(z.to("cuda"), y.to("cuda"), lv.to("cuda"))
+    assert mode.on_device > 0
+    assert all(torch.equal(a, b) for a, b in zip(ref[0], got[0], strict=True))
+    assert ref[1] == got[1]
+    np.testing.assert_array_equal(ref[2], got[2])
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        module = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
+    pert = default_perturbation(digits, "zero")
+    kw = dict(n_bins=3, n_fit=60, n_eval=30, n_per_bin_eval=2, seed=0, scores=("aps",))
+
+    def by_level(m):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # degenerate ReCalX bins of a random model
+            return conformal_by_level(wrap(m, input_shape=(1, 8, 8)), digits.X_val[:120],
+                                      digits.y_val[:120], digits.X_test, digits.y_test, pert,
+                                      **kw)
+
+    a = by_level(copy.deepcopy(module))
+    with FakeCuda() as mode:
+        b = by_level(tag_module(module))
+    assert mode.on_device > 0
+    for key in a.coverage:
+        np.testing.assert_allclose(a.coverage[key], b.coverage[key], atol=1e-12)
+        np.testing.assert_allclose(a.size[key], b.size[key], atol=1e-12)
+
+
 @pytest.mark.parametrize("cls,kw,upper", VARIANTS, ids=IDS)
 def test_cuda_matches_cpu(cls, kw, upper):
     if not torch.cuda.is_available():
