@@ -9,8 +9,8 @@ Every loader returns a :class:`Dataset` with deterministic train / validation / 
   intensity units (0 is black background); their pixel means are stored for mean fills.
 - Generated sets with a known explanation (``gt-*``, from :mod:`calix.groundtruth`, whose
   generators ``make_linear``, ``make_logistic``, ``make_additive``, ``make_interaction`` and
-  ``ObjectImages`` are also importable from here): not standardised, the truth per split in
-  ``extra`` (``attributions`` or ``masks``).
+  ``ObjectImages`` are also importable from here): the truth per split in ``extra``
+  (``attributions``, unchanged by the standardisation of the tabular ones, or ``masks``).
 
 Example
 -------
@@ -381,14 +381,14 @@ DATASETS.update({name: (_ground_truth(name), desc) for name, desc in {
                    "shape functions (generated)",
     "gt-interaction": "2000 rows, 8 features, pairwise interactions and a suppressor feature; "
                       "exact Shapley values (generated)",
-    "gt-shapes": "1500 64x64 images: class = disk/square/triangle among distractor shapes; "
+    "gt-shapes": "3000 64x64 images: class = disk/square/triangle among distractor shapes; "
                  "object masks (generated)",
-    "gt-textures": "1500 64x64 images: class = texture of one patch among distractor patches; "
+    "gt-textures": "3000 64x64 images: class = texture of one patch among distractor patches; "
                    "object masks (generated)",
-    "gt-digits": "1500 64x64 images: class = digit glyph 0/1/2 among other digits; object masks "
+    "gt-digits": "3000 64x64 images: class = digit glyph 0/1/2 among other digits; object masks "
                  "(generated)",
-    "gt-xor": "1500 64x64 images: class = disk XOR square present; object masks (generated)",
-    "gt-suppressor": "1500 64x64 images: class = object brighter than a suppressor band; "
+    "gt-xor": "3000 64x64 images: class = disk XOR square present; object masks (generated)",
+    "gt-suppressor": "3000 64x64 images: class = object brighter than a suppressor band; "
                      "object and suppressor masks (generated)",
 }.items()})
 

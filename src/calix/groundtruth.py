@@ -390,11 +390,11 @@ def make_linear(
     w = np.zeros(d)
     w[:k] = rng.choice([-1.0, 1.0], size=k) * rng.uniform(0.5, 2.0, size=k)
     fn = LinearFunction(w, intercept=0.0)
-    X = _normal_features(rng, n, d, correlation)
+    X = _normal_features(rng, n, d, correlation).astype(np.float32)  # the truth of these rows
     y = _labels(fn(X), task, noise, rng)
     kind = "logistic" if task == "classification" else "linear"
     return TabularTruth(
-        X=X.astype(np.float32), y=y, attributions=fn.shapley(X), function=fn, task=task,
+        X=X, y=y, attributions=fn.shapley(X), function=fn, task=task,
         relevant=w != 0, feature_names=[f"x{i}" for i in range(d)],
         description=f"{kind} model on {d} standard normal features ({k} informative, "
                     f"correlation {correlation}); truth w ⊙ (x − 0) on the "
@@ -449,10 +449,10 @@ def make_additive(
     coef = rng.choice([-1.0, 1.0], size=d) * rng.uniform(0.75, 1.5, size=d)
     mean_f = float(sum(c * SHAPES[s][1] for c, s in zip(coef, shapes, strict=True)))
     fn = AdditiveFunction(shapes, coef, intercept=-mean_f)
-    X = rng.standard_normal((n, d))
+    X = rng.standard_normal((n, d)).astype(np.float32)
     y = _labels(fn(X), task, noise, rng)
     return TabularTruth(
-        X=X.astype(np.float32), y=y, attributions=fn.shapley(X), function=fn, task=task,
+        X=X, y=y, attributions=fn.shapley(X), function=fn, task=task,
         relevant=np.array([s != "zero" for s in shapes]),
         feature_names=[f"x{i}_{s}" for i, s in enumerate(shapes)],
         description=f"additive model with shapes {list(shapes)}; truth c_i (g_i(x_i) − E g_i)",
@@ -505,6 +505,7 @@ def make_interaction(
     X = z.copy()
     X[:, 4] = s + eta
     X[:, 5] = eta
+    X = X.astype(np.float32)
     w = np.zeros(d)
     w[2], w[4], w[5] = 1.2, 1.5, -1.5
     a = float(interaction)
@@ -516,7 +517,7 @@ def make_interaction(
     relevant = np.zeros(d, dtype=bool)
     relevant[[0, 1, 2, 3, 4]] = True
     return TabularTruth(
-        X=X.astype(np.float32), y=y, attributions=fn.shapley(X), function=fn, task=task,
+        X=X, y=y, attributions=fn.shapley(X), function=fn, task=task,
         relevant=relevant,
         feature_names=["x0_pair_a", "x1_pair_a", "x2_main_pair_b", "x3_pair_b", "x4_signal",
                        "x5_suppressor"] + [f"x{i}_noise" for i in range(6, d)],
@@ -632,7 +633,8 @@ class ObjectImages:
     distractor objects of non-deciding kinds, the deciding object(s), and i.i.d. pixel noise
     (``noise_std``). Objects are ``object_size`` px squares holding a shape, a texture patch
     or a digit glyph (scikit-learn's 8×8 digits rescaled bilinearly and thresholded), each
-    with its own random intensity ±U(0.6, 1) per channel, so colour says nothing about class.
+    with its own random intensity per channel (``polarity``), so colour says nothing about
+    class.
     Distractors never overlap a deciding object's square (nor the suppressor region).
 
     Parameters
@@ -667,6 +669,9 @@ class ObjectImages:
         Distractors per image (fewer when they do not fit).
     texture_std, noise_std : float
         Amplitude of the smooth background texture and of the i.i.d. pixel noise.
+    polarity : {"bright", "both"}
+        Object intensities U(0.6, 1) per channel, or ±U(0.6, 1) with a random sign (harder to
+        learn; either way independent of the class).
     seed : int
 
     Example
@@ -689,6 +694,7 @@ class ObjectImages:
         n_distractors: int = 3,
         texture_std: float = 0.25,
         noise_std: float = 0.1,
+        polarity: str = "bright",
         seed: int = 0,
     ):
         check_choice(kind, OBJECT_KINDS, "kind", listed=sorted(OBJECT_KINDS))
@@ -738,6 +744,7 @@ class ObjectImages:
             if not (np.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v}")
         self.texture_std, self.noise_std = float(texture_std), float(noise_std)
+        self.polarity = check_choice(polarity, ("bright", "both"), "polarity")
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
         self.seed = int(seed)
@@ -796,6 +803,11 @@ class ObjectImages:
         return self._glyphs
 
     # -------------------------------------------------------------- one image
+    def _colour(self, rng: np.random.Generator) -> np.ndarray:
+        """One object's intensity per channel."""
+        mag = rng.uniform(0.6, 1.0, size=self.channels)
+        return mag if self.polarity == "bright" else rng.choice([-1.0, 1.0], size=mag.shape) * mag
+
     def _render(self, i: int, with_null: bool) -> tuple[np.ndarray, int, np.ndarray,
                                                         np.ndarray | None, np.ndarray | None]:
         rng = np.random.default_rng([self.seed, i])
@@ -839,7 +851,7 @@ class ObjectImages:
         for _ in range(self.n_distractors):
             kind = self.distractors[int(rng.integers(len(self.distractors)))]
             tpl = self._template(kind, rng)
-            col = rng.choice([-1.0, 1.0], size=c) * rng.uniform(0.6, 1.0, size=c)
+            col = self._colour(rng)
             for _attempt in range(20):
                 y0, x0 = int(rng.integers(top, h - s + 1)), int(rng.integers(0, h - s + 1))
                 if all(abs(y0 - a) >= s or abs(x0 - b) >= s for a, b in taken):
@@ -850,8 +862,7 @@ class ObjectImages:
         for (kind, col), (y0, x0) in zip(deciding, taken, strict=True):
             tpl = self._template(kind, rng)
             if col is None:
-                col = rng.choice([-1.0, 1.0], size=c) * rng.uniform(0.6, 1.0, size=c)
-                _paste(img, tpl, col, y0, x0)
+                _paste(img, tpl, self._colour(rng), y0, x0)
             else:  # suppressor: interior at η ± 0.5, a rim at a fixed intensity marks it
                 on = tpl > 0
                 rim = on & ~_erode(on)
@@ -1053,10 +1064,10 @@ GROUND_TRUTH_DATASETS: dict[str, Callable[[int], Any]] = {
     "gt-additive": _tabular_loader("gt-additive", lambda: make_additive(2000, 8, seed=0)),
     "gt-interaction": _tabular_loader("gt-interaction",
                                       lambda: make_interaction(2000, 8, seed=0)),
-    "gt-shapes": _image_loader("gt-shapes", 1500, kind="shape", size=64),
-    "gt-textures": _image_loader("gt-textures", 1500, kind="texture", size=64),
-    "gt-digits": _image_loader("gt-digits", 1500, kind="digit", size=64),
-    "gt-xor": _image_loader("gt-xor", 1500, kind="shape", task="xor", size=64),
-    "gt-suppressor": _image_loader("gt-suppressor", 1500, kind="shape", task="suppressor",
+    "gt-shapes": _image_loader("gt-shapes", 3000, kind="shape", size=64),
+    "gt-textures": _image_loader("gt-textures", 3000, kind="texture", size=64),
+    "gt-digits": _image_loader("gt-digits", 3000, kind="digit", size=64),
+    "gt-xor": _image_loader("gt-xor", 3000, kind="shape", task="xor", size=64),
+    "gt-suppressor": _image_loader("gt-suppressor", 3000, kind="shape", task="suppressor",
                                    size=64),
 }
