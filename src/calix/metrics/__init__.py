@@ -6,10 +6,12 @@ reports can rank methods without special cases.
 
 from calix.metrics import (
     agreement,
+    axiomatic,
     complexity,
     faithfulness,
     localization,
     randomization,
+    relative_stability,
     removal,
     robustness,
     similarity,
@@ -28,15 +30,32 @@ from calix.metrics.agreement import (
 from calix.metrics.bootstrap import BootstrapInterval, bootstrap_interval
 from calix.metrics.calibration import METRICS as _CAL_METRICS
 from calix.metrics.calibration import (
+    CalibrationInterval,
     LevelCalibration,
     accuracy,
+    ace,
     brier,
+    calibration_interval,
     ce_kl,
     ce_kl_binned,
+    classwise_ece,
     ece,
     kde_ece,
+    mce,
     nll,
     reliability_curve,
+    smooth_ece,
+    smooth_reliability_curve,
+)
+from calix.metrics.calibration_tests import METRICS as _CAL_TEST_METRICS
+from calix.metrics.calibration_tests import (
+    CalibrationTest,
+    LossDecomposition,
+    calibration_loss,
+    loss_decomposition,
+    refinement_loss,
+    skce,
+    skce_test,
 )
 from calix.metrics.complexity import complexity as complexity_entropy
 from calix.metrics.complexity import effective_complexity, sparseness
@@ -63,7 +82,19 @@ from calix.metrics.randomization import (
     randomized_layers,
     smooth_mprt,
 )
-from calix.metrics.removal import noisy_linear_imputation, road
+from calix.metrics.axiomatic import completeness, input_invariance, non_sensitivity
+from calix.metrics.relative_stability import (
+    relative_input_stability,
+    relative_output_stability,
+    relative_representation_stability,
+)
+from calix.metrics.removal import (
+    irof,
+    noisy_linear_imputation,
+    road,
+    selectivity,
+    sensitivity_n,
+)
 from calix.metrics.robustness import local_lipschitz, parameter_randomisation, sensitivity
 from calix.metrics.similarity import minmax, otsu_tv, ssim
 from calix.metrics.stability import (
@@ -74,9 +105,10 @@ from calix.metrics.stability import (
     surrogate_r2,
 )
 
-METRICS = {**_CAL_METRICS, **faithfulness.METRICS, **robustness.METRICS, **similarity.METRICS,
-           **stability.METRICS, **localization.METRICS, **agreement.METRICS,
-           **complexity.METRICS, **randomization.METRICS, **removal.METRICS}
+METRICS = {**_CAL_METRICS, **_CAL_TEST_METRICS, **faithfulness.METRICS, **robustness.METRICS,
+           **similarity.METRICS, **stability.METRICS, **localization.METRICS, **agreement.METRICS,
+           **complexity.METRICS, **randomization.METRICS, **removal.METRICS,
+           **axiomatic.METRICS, **relative_stability.METRICS}
 
 # calibration_by_level, roar_images and roar_tabular live in calix.procedures (they calibrate
 # or retrain); __getattr__ keeps them importable from here.
@@ -96,4 +128,7 @@ __all__ = [  # noqa: F822 (three of them found by __getattr__)
     "prediction_gap_important", "prediction_gap_unimportant", "sparseness", "complexity_entropy",
     "effective_complexity", "Randomization", "randomized_layers", "mprt", "smooth_mprt",
     "efficient_mprt", "random_logit", "noisy_linear_imputation", "road",
+    "ace", "mce", "classwise_ece", "smooth_ece", "smooth_reliability_curve",
+    "calibration_interval", "CalibrationInterval", "skce", "skce_test", "CalibrationTest",
+    "loss_decomposition", "LossDecomposition", "calibration_loss", "refinement_loss",
 ]
