@@ -27,6 +27,7 @@ from calix.metrics.agreement import (
     sign_agreement,
     signed_rank_agreement,
 )
+from calix.metrics.axiomatic import completeness, input_invariance, non_sensitivity
 from calix.metrics.bootstrap import BootstrapInterval, bootstrap_interval
 from calix.metrics.calibration import METRICS as _CAL_METRICS
 from calix.metrics.calibration import (
@@ -82,7 +83,6 @@ from calix.metrics.randomization import (
     randomized_layers,
     smooth_mprt,
 )
-from calix.metrics.axiomatic import completeness, input_invariance, non_sensitivity
 from calix.metrics.relative_stability import (
     relative_input_stability,
     relative_output_stability,
@@ -127,7 +127,9 @@ __all__ = [  # noqa: F822 (three of them found by __getattr__)
     "rank_agreement", "sign_agreement", "signed_rank_agreement", "rank_correlation",
     "prediction_gap_important", "prediction_gap_unimportant", "sparseness", "complexity_entropy",
     "effective_complexity", "Randomization", "randomized_layers", "mprt", "smooth_mprt",
-    "efficient_mprt", "random_logit", "noisy_linear_imputation", "road",
+    "efficient_mprt", "random_logit", "noisy_linear_imputation", "road", "irof", "selectivity",
+    "sensitivity_n", "completeness", "non_sensitivity", "input_invariance",
+    "relative_input_stability", "relative_output_stability", "relative_representation_stability",
     "ace", "mce", "classwise_ece", "smooth_ece", "smooth_reliability_curve",
     "calibration_interval", "CalibrationInterval", "skce", "skce_test", "CalibrationTest",
     "loss_decomposition", "LossDecomposition", "calibration_loss", "refinement_loss",
