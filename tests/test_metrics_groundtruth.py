@@ -20,6 +20,7 @@ from calix.metrics.agreement import (
     sign_agreement,
     signed_rank_agreement,
 )
+from calix.metrics.axiomatic import completeness, input_invariance, non_sensitivity
 from calix.metrics.bootstrap import bootstrap_interval
 from calix.metrics.complexity import complexity, effective_complexity, sparseness
 from calix.metrics.localization import (
@@ -36,6 +37,11 @@ from calix.metrics.randomization import (
     random_logit,
     randomized_layers,
     smooth_mprt,
+)
+from calix.metrics.relative_stability import (
+    relative_input_stability,
+    relative_output_stability,
+    relative_representation_stability,
 )
 from calix.metrics.removal import irof, noisy_linear_imputation, road, selectivity, sensitivity_n
 from calix.perturb import Constant
@@ -477,3 +483,87 @@ def test_irof_and_selectivity_by_hand():
         irof(model, x, maps, segments=segs + 1)
     with pytest.raises(ValueError, match=r"segments must have shape \(2, 4, 4\)"):
         irof(model, x, maps, segments=segs[:, :3])
+
+
+# ---------------------------------------------------------------------- axiomatic
+def _mlp():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+
+
+def test_completeness_and_non_sensitivity_by_hand():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(4, 2)
+    model = wrap(lin, input_shape=(4,))
+    x = torch.randn(3, 4)
+    y = model.predict(x)
+    exact = (lin.weight.detach()[y] * x).numpy()  # gradient x input of the logit, baseline 0
+    np.testing.assert_allclose(completeness(model, x, exact), 0.0, atol=1e-5)
+    np.testing.assert_allclose(completeness(model, x, exact * 2),
+                               np.abs(exact.sum(1)), rtol=1e-5)
+    # non-sensitivity: feature 3 has weight 0 in both classes
+    with torch.no_grad():
+        lin.weight[:, 3] = 0.0
+    exact = (lin.weight.detach()[y] * x).numpy()
+    assert non_sensitivity(model, x, exact, eps=1e-6).tolist() == [0.0] * 3
+    wrong = exact.copy()
+    wrong[:, 3] = 1.0  # attributes the inert feature
+    wrong[:, 0] = 0.0  # and nothing to an active one
+    assert non_sensitivity(model, x, wrong, eps=1e-6).tolist() == [2.0] * 3
+    with pytest.raises(ValueError, match="maps contains? .*NaN"):
+        completeness(model, x, np.full((3, 4), np.nan))
+    with pytest.raises(ValueError, match="maps has 2 rows for 3 inputs"):
+        completeness(model, x, exact[:2])
+
+
+def test_input_invariance():
+    module = _mlp()
+    x = torch.rand(4, 5)
+
+    def saliency(m):
+        return Saliency(wrap(m, input_shape=(5,)), output="logit")
+
+    class TimesInput:  # gradient x input: not invariant to a shift of the input
+        def __init__(self, m):
+            self.inner = saliency(m)
+
+        def explain(self, x, target=None):
+            exp = self.inner.explain(x, target=target)
+            exp.values = exp.values * np.asarray(x)
+            return exp
+
+    np.testing.assert_allclose(input_invariance(saliency, module, x, shift=-1.0), 0.0,
+                               atol=1e-5)
+    assert (input_invariance(TimesInput, module, x, shift=-1.0) > 1e-2).all()
+    with pytest.raises(ValueError, match="Linear or torch.nn.Conv2d"):
+        input_invariance(saliency, torch.nn.Sequential(torch.nn.Tanh()), x)
+
+
+# ---------------------------------------------------------------------- relative stability
+def test_relative_stability_by_hand():
+    """A linear model explained by its (constant) gradient: the explanation never changes,
+    so RIS = ROS = RRS = 0; gradient x input changes exactly as the input, relative to it:
+    RIS = 1 wherever no input element is 0."""
+    torch.manual_seed(0)
+    lin = torch.nn.Sequential(torch.nn.Linear(6, 3))
+    sal = Saliency(wrap(lin, input_shape=(6,)), output="logit")
+    x = torch.rand(5, 6) + 0.5
+    kw = dict(n_neighbours=8, radius=0.01, seed=0)
+    for fn in (relative_input_stability, relative_output_stability):
+        np.testing.assert_allclose(fn(sal, x, **kw), 0.0, atol=1e-9)
+    np.testing.assert_allclose(relative_representation_stability(sal, x, layer="0", **kw), 0.0,
+                               atol=1e-9)
+
+    class TimesInput:
+        model = sal.model
+
+        def explain(self, x, target=None):
+            exp = sal.explain(x, target=target)
+            exp.values = exp.values * np.asarray(x)
+            return exp
+
+    np.testing.assert_allclose(relative_input_stability(TimesInput(), x, **kw), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="layer must name a submodule"):
+        relative_representation_stability(sal, x, layer="nope")
+    with pytest.raises(ValueError, match="eps_min must be"):
+        relative_input_stability(sal, x, eps_min=0)
