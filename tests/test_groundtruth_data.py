@@ -355,8 +355,8 @@ def texture_model():
     from calix.zoo import CNN
 
     gen = ObjectImages(kind="texture", size=32, n_distractors=2, seed=0)
-    train = gen.generate(900)
-    test = gen.generate(300, start=900, with_null=True)
+    train = gen.generate(1200)
+    test = gen.generate(300, start=1200, with_null=True)
     torch.manual_seed(0)
     net = CNN(in_channels=1, n_classes=3, image_size=32, dropout=0.1, width=8, hidden=32)
     with torch.random.fork_rng():
@@ -392,7 +392,7 @@ def test_occluding_the_mask_removes_the_evidence_and_background_does_not(texture
         return (p.argmax(1) == y).float().mean().item(), p[torch.arange(len(y)), y].mean().item()
 
     acc, p_true = scores(test.images)
-    assert acc >= 0.97  # measured 1.0
+    assert acc >= 0.97  # measured 1.0 (0.993 with seed 1 for data and training)
     # the fill: the background of another image (its null image: distractors, texture and
     # noise, no deciding object), which carries no class information and differs from what
     # it covers
