@@ -559,3 +559,77 @@ def test_relative_stability_equals_quantus_on_same_neighbours(setup, name, kind)
     # where Quantus gave NaN, some neighbour did change the prediction
     pred = setup["model"].predict(nb.reshape(N * k, *x.shape[1:])).reshape(N, k)
     assert ((pred != setup["y"][:, None]).any(1) | ok).all()
+
+
+# ---------------------------------------------------------------------- interoperability
+def test_calix_explainer_serves_as_quantus_explain_func(setup):
+    """``as_explain_func``: a calix explainer (or a factory, for metrics that explain
+    randomized copies) drives Quantus metrics, with the numbers of calix's own metric."""
+    from calix import wrap
+    from calix.metrics.randomization import mprt
+    from calix.quantus_compat import as_explain_func
+
+    x, sal, k = setup["x"], setup["sal"], 20
+    nb = neighbours(x, k, RADIUS, ball="linf", seed=0)
+    q = np.asarray(quantus.MaxSensitivity(nr_samples=k, lower_bound=RADIUS,
+                                          perturb_func=_replay(x, nb), disable_warnings=True)(
+        model=setup["module"], x_batch=x.numpy(), y_batch=setup["y"],
+        explain_func=as_explain_func(sal), channel_first=True))
+    c = sensitivity(sal, x, n_neighbours=k, radius=RADIUS, kind="max", ball="linf", seed=0)
+    np.testing.assert_allclose(c, q, rtol=1e-5)  # as the max-sensitivity test above
+
+    def factory(m):
+        return Saliency(wrap(m))
+
+    qm = quantus.MPRT(seed=0, disable_warnings=True)(
+        model=setup["module"], x_batch=x.numpy(), y_batch=setup["y"], a_batch=None,
+        explain_func=as_explain_func(factory), channel_first=True)
+    cm = mprt(factory, setup["module"], x, seed=1)
+    np.testing.assert_allclose(cm.similarity, [qm[n] for n in cm.layers], atol=1e-12)
+
+
+def test_quantus_style_adapter(setup, masks):
+    """``quantus_style``: calix metrics called the Quantus way (channel-last arrays too, and
+    attributions computed from an ``explain_func``) give calix's numbers -- which equal
+    Quantus's own where the definitions agree."""
+    from calix.metrics import (
+        completeness,
+        complexity_entropy,
+        mprt,
+        pointing_game,
+        random_logit,
+        relevance_mass_accuracy,
+    )
+    from calix.quantus_compat import quantus_style
+
+    x, maps, y, module = setup["x"], setup["maps"], setup["y"], setup["module"]
+    kw = dict(model=module, x_batch=x.numpy(), y_batch=y, a_batch=maps, s_batch=masks)
+    q = np.asarray(quantus.RelevanceMassAccuracy(disable_warnings=True)(channel_first=True,
+                                                                        **kw))
+    np.testing.assert_allclose(quantus_style(relevance_mass_accuracy)(**kw), q, rtol=1e-5)
+    last = {k: np.moveaxis(v, 1, -1) if k != "y_batch" and k != "model" else v
+            for k, v in kw.items()}
+    np.testing.assert_array_equal(quantus_style(pointing_game)(channel_first=False, **last),
+                                  pointing_game(maps, masks))
+    np.testing.assert_array_equal(quantus_style(complexity_entropy)(**kw),
+                                  complexity_entropy(maps))
+    # a model-based metric: a_batch from the explain_func, target y_batch
+    ef = _explain_func(setup["sal"])
+    out = quantus_style(completeness)(module, x.numpy(), y, explain_func=ef)
+    np.testing.assert_allclose(out, completeness(setup["model"], x, maps, target=y), rtol=1e-6)
+    # explainer-based metrics run the explain_func through ExplainFuncExplainer
+    other = (y + 1) % 10
+    np.testing.assert_allclose(
+        quantus_style(random_logit, other_target=other, similarity="spearman")(
+            module, x.numpy(), y, explain_func=ef),
+        random_logit(setup["sal"], x, other_target=other, similarity="spearman"), atol=1e-12)
+    np.testing.assert_allclose(
+        quantus_style(mprt, seed=1)(module, x.numpy(), y, explain_func=_module_explain_func),
+        mprt(_calix_saliency, module, x, seed=1, target=y).scores, atol=1e-12)
+    with pytest.raises(ValueError, match="needs s_batch"):
+        quantus_style(pointing_game)(module, x.numpy(), y, a_batch=maps)
+    with pytest.raises(ValueError, match="a_batch or an explain_func"):
+        quantus_style(completeness)(module, x.numpy(), y)
+    with pytest.raises(ValueError, match=r"channel_first=False needs x_batch of shape"):
+        quantus_style(completeness)(module, x.numpy()[:, 0], y, a_batch=maps,
+                                    channel_first=False)
