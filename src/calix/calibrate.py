@@ -1353,15 +1353,16 @@ class VennAbers(_OneVsRestNonParametric):
             equal to :meth:`predict_proba`).
         """
         self._check_fitted()
-        z = self.forward(as_tensor(logits, name="logits"))
+        z = as_tensor(logits, name="logits")
+        self.forward(z)  # the checks of a query (finite, classes)
         k = int(self.n_classes_)
-        probs = torch.softmax(as_tensor(logits, name="logits").detach().double(), dim=-1)
+        probs = torch.softmax(z.detach().double(), dim=-1)
         pairs = [self._interval(i, probs[:, j]) for i, j in enumerate(_columns(k))]
         p0 = torch.stack([a for a, _ in pairs], 1)
         p1 = torch.stack([b for _, b in pairs], 1)
         if k == 2:
             p0, p1 = torch.cat([1 - p1, p0], 1), torch.cat([1 - p0, p1], 1)
-        p = torch.softmax(z.double(), dim=-1)
+        p = torch.softmax(_probabilities_to_logits(self.calibrated_probabilities(z)), dim=-1)
         return p0.cpu().numpy(), p1.cpu().numpy(), p.cpu().numpy()
 
 
