@@ -72,6 +72,8 @@ CALIX: list[tuple[str, str, dict[str, Any]]] = [
     ("KernelSHAP", "KernelSHAP", {}),
     ("LeverageSHAP", "LeverageSHAP", {}),
     ("PolySHAP", "PolySHAP", {}),
+    ("OddSHAP", "OddSHAP", {}),
+    ("OddSHAP(resid,η=5)", "OddSHAP", {"proxy_target": "residual", "interaction_factor": 5}),
     ("RegAdj(linear)", "RegressionAdjustedSHAP", {"proxy": "linear"}),
     ("RegAdj(quadratic)", "RegressionAdjustedSHAP", {"proxy": "quadratic"}),
     ("RegAdj(tree)", "RegressionAdjustedSHAP", {"proxy": "tree"}),

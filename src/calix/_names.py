@@ -22,7 +22,7 @@ __all__ = ["EXPLAINERS", "CALIBRATORS", "SAMPLERS", "UNTRAINED_SAMPLERS", "ARCHI
 
 EXPLAINERS = (
     "saliency", "integrated_gradients", "smoothgrad", "guided_backprop", "occlusion", "rise",
-    "lime", "kernel_shap", "poly_shap", "leverage_shap", "regression_adjusted_shap",
+    "lime", "kernel_shap", "poly_shap", "leverage_shap", "odd_shap", "regression_adjusted_shap",
     "logit_surrogate_shap", "shapley", "meaningful_perturbation", "bayes_lime", "bayes_shap",
     "eagle", "glime", "us_lime", "lime_tabular",
 )

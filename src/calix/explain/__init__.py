@@ -23,6 +23,7 @@ from calix.explain.gradient import (
     as_forward,
 )
 from calix.explain.logit_surrogate import LogitSurrogateSHAP
+from calix.explain.oddshap import OddSHAP
 from calix.explain.perturbation import RISE, FeatureExplainer, MeaningfulPerturbation, Occlusion
 from calix.explain.polyshap import PolySHAP
 from calix.explain.shapley import (
@@ -55,6 +56,7 @@ for _name, _cls in (
     ("kernel_shap", KernelSHAP),
     ("poly_shap", PolySHAP),
     ("leverage_shap", LeverageSHAP),
+    ("odd_shap", OddSHAP),
     ("regression_adjusted_shap", RegressionAdjustedSHAP),
     ("logit_surrogate_shap", LogitSurrogateSHAP),
     ("shapley", Shapley),
@@ -66,7 +68,7 @@ __all__ = [
     "Explainer", "Explanation", "reduce_channels", "score", "as_forward", "CaptumExplainer",
     "GuidedBackprop", "IntegratedGradients", "Saliency", "SmoothGrad", "FeatureExplainer",
     "MeaningfulPerturbation", "Occlusion", "RISE", "LIME", "KernelSHAP", "PolySHAP", "METHODS",
-    "LeverageSHAP", "RegressionAdjustedSHAP", "LogitSurrogateSHAP", "Shapley",
+    "LeverageSHAP", "OddSHAP", "RegressionAdjustedSHAP", "LogitSurrogateSHAP", "Shapley",
     "ShapleyEstimator", "exact_shapley",
     "shapley_kernel_weights", "weighted_ridge",
 ]

@@ -628,6 +628,10 @@ class RegressionAdjustedSHAP(ShapleyEstimator):
         return phi, predict
 
 
+#: queries per regression term of the OddSHAP that :class:`Shapley` picks
+_ODD_FACTOR = 5
+
+
 class Shapley(ShapleyEstimator):
     """calix's default Shapley estimator: picks one by what is explained.
 
@@ -637,8 +641,11 @@ class Shapley(ShapleyEstimator):
     - a classifier's probability (``output="probability"``): calix's
       :class:`~calix.explain.logit_surrogate.LogitSurrogateSHAP` -- the lowest error of every
       estimator tried, calix's and the peers', at most budgets of the four classifier games;
-    - anything else (logits, log-probabilities, regressors): :class:`LeverageSHAP` -- within
-      about 1.5× of the best there, where no estimator was best throughout.
+    - anything else (logits, log-probabilities, regressors):
+      :class:`~calix.explain.oddshap.OddSHAP` with its tree proxy fitted to the residual of the
+      singletons and one higher-order term per 5 queries (calix's settings;
+      ``proxy_target="residual", interaction_factor=5``) once that leaves room for a
+      higher-order term (``n_samples >= 5 (d + 1)``), :class:`LeverageSHAP` below.
 
     Either way, the exact values when all 2^d coalitions fit in the budget. ``chosen(d)``
     returns the estimator that explains d features, and ``extra["estimator"]`` names it.
@@ -669,8 +676,16 @@ class Shapley(ShapleyEstimator):
             for key in ("features", "fill", "background"):
                 kw.pop(key, None)
         probability = self.output == "probability" and self.model.task != "regression"
-        est: ShapleyEstimator = (LogitSurrogateSHAP(self.model, **kw) if probability
-                                 else LeverageSHAP(self.model, **kw))
+        est: ShapleyEstimator
+        if probability:
+            est = LogitSurrogateSHAP(self.model, **kw)
+        elif self.n_samples >= _ODD_FACTOR * (d + 1):
+            from calix.explain.oddshap import OddSHAP
+
+            est = OddSHAP(self.model, **{"proxy_target": "residual",
+                                         "interaction_factor": _ODD_FACTOR, **kw})
+        else:
+            est = LeverageSHAP(self.model, **kw)
         if self.perturbation is not None:
             est.perturbation = self.perturbation
         # what explain() set on this explainer for the current call (column names, progress)
