@@ -1,16 +1,23 @@
-"""Post-hoc calibrators: temperature scaling, Dirichlet calibration and ReCalX.
+"""Post-hoc calibrators: temperature scaling, Dirichlet, ReCalX and the calibrators beyond.
 
 Each calibrator is a torch module that maps logits to calibrated logits (their softmax is the
 calibrated probability), with the scikit-learn contract: ``fit`` returns ``self``, fitted state
-ends in ``_``, and using an unfitted calibrator raises :class:`NotFittedError`. All are
-differentiable, so gradient explainers see the calibration when a model is wrapped with
-:func:`calibrated`.
+ends in ``_``, and using an unfitted calibrator raises :class:`NotFittedError`. Those with
+``differentiable = True`` let gradient explainers see the calibration when a model is wrapped
+with :func:`calibrated`; gradient explainers refuse the others by name.
 
 - :class:`TemperatureScaling` -- one temperature T, ``z / T`` (Guo et al. 2017).
 - :class:`Dirichlet` -- ``W ln softmax(z) + b`` with ODIR regularisation (Kull et al. 2019).
   It may change the argmax.
 - :class:`ReCalX` -- one temperature per perturbation-level bin, ``z / T_{bin(λ)}``: the level
   λ of every query must be known (the perturbation engine passes it).
+- :class:`VectorScaling`, :class:`MatrixScaling` (ODIR), :class:`StructuredMatrixScaling`,
+  :class:`PlattScaling`, :class:`BetaCalibration` -- differentiable;
+  :class:`HistogramBinning`, :class:`IsotonicCalibration`, :class:`VennAbers` (with
+  probability intervals) -- not differentiable. Binary methods run one-vs-rest for k > 2.
+- :class:`ByLevel` -- any calibrator fitted per level bin (``by_level_<name>`` in
+  :data:`CALIBRATORS`); :class:`SmoothLevelTemperature` -- ``z / T(λ)`` with ln T a line or
+  a natural spline in λ.
 
 Example
 -------
