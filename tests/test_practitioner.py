@@ -328,7 +328,7 @@ def test_explain_classes_keys_integer_labels_that_are_not_indices():
 def test_engine_paths_agree_and_survive_huge_values():
     """Small rows (one gather for the whole chunk) and image blocks (a lerp into a buffer)
     give the same bits; values whose difference overflows float32 stay exact."""
-    import calix.perturb as pt
+    import calix.perturb.engine as pt
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 1, 6, 6, generator=g)
