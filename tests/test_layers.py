@@ -25,7 +25,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models and data", ("calix.models", "calix.data", "calix.groundtruth")),
     ("engine and training", ("calix.perturb.*", "calix.train", "calix.zoo", "calix.model_io",
                              "calix")),
-    ("calibrators and explainers", ("calix.calibrate", "calix.explain.*", "calix.uncertainty")),
+    ("calibrators and explainers", ("calix.calibrate", "calix.explain.*",
+                                    "calix.uncertainty.*")),
     ("metrics", ("calix.metrics.*",)),
     ("procedures", ("calix.procedures", "calix.recipes", "calix.plot", "calix.parallel",
                     "calix.conformal")),
@@ -38,7 +39,7 @@ ALLOWED_UPWARD: dict[tuple[str, str], str] = {
     ("calix.metrics._base", "calix.procedures"):
         "procedures_getattr: the old import paths calix.metrics(.calibration/.faithfulness)"
         ".calibration_by_level / roar_* resolve on first use",
-    ("calix.uncertainty", "calix.metrics.faithfulness"):
+    ("calix.uncertainty.samplers", "calix.metrics.faithfulness"):
         "distribution_curves: deletion/insertion curves of an explanation distribution",
 }
 
