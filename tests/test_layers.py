@@ -39,7 +39,7 @@ ALLOWED_UPWARD: dict[tuple[str, str], str] = {
     ("calix.metrics._base", "calix.procedures"):
         "procedures_getattr: the old import paths calix.metrics(.calibration/.faithfulness)"
         ".calibration_by_level / roar_* resolve on first use",
-    ("calix.uncertainty.samplers", "calix.metrics.faithfulness"):
+    ("calix.uncertainty.curves", "calix.metrics.faithfulness"):
         "distribution_curves: deletion/insertion curves of an explanation distribution",
 }
 
