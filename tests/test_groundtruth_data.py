@@ -89,6 +89,18 @@ def test_logistic_truth_is_on_the_log_odds_scale():
     np.testing.assert_allclose(np.ravel(out), reg.function(reg.X), atol=1e-5)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_generating_modules_give_the_same_logits_on_cuda():
+    """The generating functions compute in float64 on the inputs' device: CPU and CUDA agree
+    to float32 rounding of the output (1e-5 relative)."""
+    for t in (make_logistic(64, 8, seed=0), make_additive(64, 8, seed=0),
+              make_interaction(64, 8, seed=0)):
+        x = torch.as_tensor(t.X)
+        cpu = t.module()(x)
+        gpu = t.module().to("cuda")(x.to("cuda")).cpu()
+        torch.testing.assert_close(gpu, cpu, rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------------- additive
 def test_additive_truth_is_the_centred_shape_and_the_shapley_value():
     t = make_additive(300, 8, seed=2)
