@@ -84,6 +84,15 @@ def test_logistic_truth_is_on_the_log_odds_scale():
     # the labels follow the model: the mean label matches the mean probability (4 SE)
     se = math.sqrt(np.mean(p1 * (1 - p1)) / len(p1))
     assert abs(t.y.mean() - p1.mean()) < 4 * se
+    # with a temperature (noise = 0.5) f is still the log-odds: regressing the labels on f by
+    # logistic regression gives slope 1 (SE about 0.04 at n = 4000; tolerance 0.15)
+    from sklearn.linear_model import LogisticRegression
+
+    for sharp in (make_logistic(4000, 6, noise=0.5, seed=2),
+                  make_additive(4000, 6, noise=0.5, seed=2)):
+        f = sharp.function(sharp.X)
+        fit = LogisticRegression(C=1e6).fit(f[:, None], sharp.y)
+        assert abs(fit.coef_[0, 0] - 1) < 0.15 and abs(fit.intercept_[0]) < 0.15
     reg = make_linear(300, 6, seed=1)
     out = calix.wrap(reg.module(), task="regression", input_shape=(6,)).predict(reg.X)
     np.testing.assert_allclose(np.ravel(out), reg.function(reg.X), atol=1e-5)
@@ -184,7 +193,9 @@ def test_the_suppressor_has_no_association_with_the_label_but_a_shapley_value():
     r = np.corrcoef(x5, t.y)[0, 1]
     assert abs(r) < 4 / math.sqrt(len(x5))
     # yet the function uses it: φ_5 = −w4 x5, as large as the signal's own weight
-    np.testing.assert_allclose(t.attributions[:, 5], -1.5 * x5, atol=ATOL)
+    w = t.function.w
+    assert w[5] == -w[4] and w[4] == 1.5 / 0.25  # w4 = 1.5 divided by the default noise
+    np.testing.assert_allclose(t.attributions[:, 5], w[5] * x5, atol=ATOL)
     # and a fitted linear model gives it a clearly negative weight (Haufe et al. 2014)
     from sklearn.linear_model import LogisticRegression
 

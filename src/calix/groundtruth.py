@@ -330,14 +330,22 @@ def _check_common(n: Any, d: Any, task: Any, noise: float, *, min_d: int = 1) ->
     return n, d
 
 
+def _scale(task: Task, noise: float) -> float:
+    """The factor folded into a classifier's generating function so that it *is* the log-odds
+    of ``y ~ Bernoulli(sigmoid(f_0 / noise))``: ``1 / noise`` (1 for regression and for the
+    deterministic labels of ``noise=0``)."""
+    return 1.0 / noise if task == "classification" and noise > 0 else 1.0
+
+
 def _labels(f: np.ndarray, task: Task, noise: float, rng: np.random.Generator) -> np.ndarray:
-    """Regression: ``f + noise·N(0, 1)``. Classification: ``y ~ Bernoulli(sigmoid(f))``, or with
-    ``noise=0`` the deterministic ``y = [f > 0]``."""
+    """Regression: ``f + noise·N(0, 1)``. Classification: ``y ~ Bernoulli(sigmoid(f))`` (``f``
+    already divided by ``noise``, see :func:`_scale`), or with ``noise=0`` the deterministic
+    ``y = [f > 0]``."""
     if task == "regression":
         return (f + noise * rng.standard_normal(len(f))).astype(np.float32)
     if noise == 0:
         return (f > 0).astype(np.int64)
-    return (rng.random(len(f)) < 1 / (1 + np.exp(-f / noise))).astype(np.int64)
+    return (rng.random(len(f)) < 1 / (1 + np.exp(-f))).astype(np.int64)
 
 
 def _normal_features(rng: np.random.Generator, n: int, d: int, correlation: float) -> np.ndarray:
@@ -369,8 +377,9 @@ def make_linear(
     Features are standard normal with equal pairwise correlation ``correlation``; the first
     ``n_informative`` weights are drawn from ±U(0.5, 2) and the rest are 0; ``f(x) = w·x + b``.
     Regression: ``y = f(x) + noise·ε``. Classification (the synthetic setting of OpenXAI,
-    Agarwal et al., NeurIPS 2022 Datasets and Benchmarks): ``y ~ Bernoulli(sigmoid(f(x) /
-    noise))`` (``noise=0``: ``y = [f(x) > 0]``), so ``f`` is the log-odds at ``noise=1``.
+    Agarwal et al., NeurIPS 2022 Datasets and Benchmarks): ``y ~ Bernoulli(sigmoid(f(x)))``,
+    ``f`` the log-odds, with the drawn weights divided by ``noise`` (a temperature: smaller is
+    sharper); ``noise=0`` keeps them and labels deterministically, ``y = [f(x) > 0]``.
 
     True attribution: the Shapley value of the interventional game of ``f`` on the output
     (log-odds) scale, ``w_i (x_i − b_i)`` for a baseline ``b``, here the population mean 0.
@@ -389,7 +398,7 @@ def make_linear(
     rng = np.random.default_rng(seed)
     w = np.zeros(d)
     w[:k] = rng.choice([-1.0, 1.0], size=k) * rng.uniform(0.5, 2.0, size=k)
-    fn = LinearFunction(w, intercept=0.0)
+    fn = LinearFunction(w * _scale(task, noise), intercept=0.0)
     X = _normal_features(rng, n, d, correlation).astype(np.float32)  # the truth of these rows
     y = _labels(fn(X), task, noise, rng)
     kind = "logistic" if task == "classification" else "linear"
@@ -405,7 +414,7 @@ def make_linear(
 def make_logistic(n: int = 1000, d: int = 8, *, n_informative: int | None = None,
                   noise: float = 1.0, correlation: float = 0.0, seed: int = 0) -> TabularTruth:
     """:func:`make_linear` with ``task="classification"``: a logistic model whose log-odds is
-    ``w·x`` (at ``noise=1``); the true attribution is ``w ⊙ x`` on the log-odds scale."""
+    ``w·x``; the true attribution is ``w ⊙ x`` on the log-odds scale."""
     return make_linear(n, d, n_informative=n_informative, task="classification", noise=noise,
                        correlation=correlation, seed=seed)
 
@@ -427,7 +436,8 @@ def make_additive(
     Features are independent standard normal; ``shapes`` names one :data:`SHAPES` entry per
     feature (default: linear, quadratic, sine, step, abs, cosine, tanh, zero, repeated);
     coefficients ``c_i`` are drawn from ±U(0.75, 1.5) and the intercept centres ``f`` so that
-    ``E f(X) = 0``. Labels as in :func:`make_linear`.
+    ``E f(X) = 0``. Labels as in :func:`make_linear` (for classification the coefficients and
+    intercept are divided by ``noise``, so ``f`` is the log-odds).
 
     True attribution: the centred shape value ``c_i (g_i(x_i) − E g_i(Z))``, ``Z ~ N(0, 1)``
     (expectations in closed form), which is the interventional Shapley value of ``f`` over
@@ -448,7 +458,8 @@ def make_additive(
     rng = np.random.default_rng(seed)
     coef = rng.choice([-1.0, 1.0], size=d) * rng.uniform(0.75, 1.5, size=d)
     mean_f = float(sum(c * SHAPES[s][1] for c, s in zip(coef, shapes, strict=True)))
-    fn = AdditiveFunction(shapes, coef, intercept=-mean_f)
+    k = _scale(task, noise)
+    fn = AdditiveFunction(shapes, coef * k, intercept=-mean_f * k)
     X = rng.standard_normal((n, d)).astype(np.float32)
     y = _labels(fn(X), task, noise, rng)
     return TabularTruth(
@@ -481,8 +492,9 @@ def make_interaction(
       113): ``f`` holds ``w4 (x4 − x5) = w4 s``;
     - ``x6, ...``: noise features with no effect.
 
-    ``f(x) = 1.2 x2 + w4 (x4 − x5) + a x0 x1 − a x2 x3`` with ``w4 = 1.5``; labels as in
-    :func:`make_linear`.
+    ``f(x) = (1.2 x2 + w4 (x4 − x5) + a x0 x1 − a x2 x3) / noise`` with ``w4 = 1.5`` for
+    classification (the log-odds; without ``/ noise`` for regression and ``noise=0``); labels
+    as in :func:`make_linear`.
 
     True attribution: the interventional Shapley value of ``f`` over the population,
     ``φ_i = w_i x_i + a_ij/2 (x_i x_j − E x_i x_j)`` per pair term (closed form of
@@ -512,7 +524,8 @@ def make_interaction(
     second = np.eye(d)
     second[4, 4] = 1 + suppressor_noise**2
     second[5, 5] = second[4, 5] = second[5, 4] = suppressor_noise**2
-    fn = InteractionFunction(w, [(0, 1), (2, 3)], [a, -a], second_moment=second)
+    k = _scale(task, noise)
+    fn = InteractionFunction(w * k, [(0, 1), (2, 3)], [a * k, -a * k], second_moment=second)
     y = _labels(fn(X), task, noise, rng)
     relevant = np.zeros(d, dtype=bool)
     relevant[[0, 1, 2, 3, 4]] = True
