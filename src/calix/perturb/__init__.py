@@ -54,7 +54,6 @@ from calix._random import make_generator
 from calix._random import std_normal as _std_normal  # noqa: F401  (imported from here)
 from calix._random import subsets_of_size as _subsets_of_size  # noqa: F401
 from calix._validation import MAX_ELEMENTS, check_count
-from calix.models import Model, as_tensor  # noqa: F401
 from calix.perturb.designs import (  # noqa: F401  (private helpers keep their old path)
     CoalitionDesign,
     Design,
