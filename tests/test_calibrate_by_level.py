@@ -279,3 +279,18 @@ def test_level_aware_calibrators_on_cuda(make):
     # fits on the CPU in float64 either way; float32 maps on each device: within 1e-5
     np.testing.assert_allclose(cuda.predict_proba(zt.cuda(), lvt.cuda()),
                                cpu.predict_proba(zt, lvt), atol=1e-5)
+
+
+def test_by_level_venn_abers_gives_intervals_per_level():
+    from calix.calibrate import ByLevelVennAbers
+
+    z, y, lv = _leveled(n=1500, seed=14)
+    cal = ByLevelVennAbers(3).fit(z, y, lv)
+    p0, p1, p = cal.predict_interval(z[:60], lv[:60])
+    assert p0.shape == p1.shape == p.shape == (60, 3) and np.all(p0 <= p1 + 1e-12)
+    np.testing.assert_allclose(p, cal.predict_proba(z[:60], lv[:60]), atol=1e-6)
+    first = (lv[:60] < 1 / 3).numpy()
+    ref = cal.calibrators_[0].predict_interval(z[:60][first])
+    np.testing.assert_allclose(p0[first], ref[0])
+    with pytest.raises(TypeError, match="needs per-level VennAbers copies"):
+        ByLevel(VectorScaling(), 3).fit(z, y, lv).predict_interval(z, lv)

@@ -233,6 +233,17 @@ def test_venn_abers_equals_brute_force_isotonic_fits_including_ties():
     np.testing.assert_allclose(p, cal.predict_proba(zt), atol=1e-6)
 
 
+def test_venn_abers_tables_do_not_depend_on_the_chunk_size(monkeypatch):
+    import calix.calibrate as cal_mod
+
+    z, y = _data(n=400, k=3, seed=20)
+    whole = VennAbers().fit(z, y).predict_interval(z)
+    monkeypatch.setattr(cal_mod, "_VENN_ABERS_CHUNK", 50)  # a few rows of a per chunk
+    chunked = VennAbers().fit(z, y).predict_interval(z)
+    for a, b in zip(whole, chunked, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_venn_abers_matches_the_venn_abers_package():
     va = pytest.importorskip("venn_abers")
     z, y, p1, yn = _binary(n=500, seed=12)

@@ -1246,6 +1246,10 @@ class HistogramBinning(_OneVsRestNonParametric):
         return self.values_[j].to(s)[self._bins(s)]
 
 
+#: entries of one (rows of a) x (m + 1) chunk in :func:`_venn_abers_table`
+_VENN_ABERS_CHUNK = 1 << 22
+
+
 def _venn_abers_table(cum_w: Tensor, cum_y: Tensor, label: int) -> tuple[Tensor, Tensor]:
     """Isotonic-fit value at a test point added with ``label`` to grouped calibration data.
 
@@ -1254,7 +1258,7 @@ def _venn_abers_table(cum_w: Tensor, cum_y: Tensor, label: int) -> tuple[Tensor,
     regression, a test point between groups i and i + 1 gets
     ``max_{a <= i} min_{b >= i} (Y_b − Y_a + label) / (W_b − W_a + 1)``, and one tied with
     group g (1-based) gets the same with ``a <= g − 1, b >= g``. All positions at once, rows
-    of a in chunks of at most MAX_ELEMENTS entries.
+    of a in chunks of at most _VENN_ABERS_CHUNK entries (32 MiB per float64 array).
 
     Returns
     -------
@@ -1265,7 +1269,7 @@ def _venn_abers_table(cum_w: Tensor, cum_y: Tensor, label: int) -> tuple[Tensor,
     b_idx = torch.arange(m1)
     between = torch.full((m1,), -math.inf, dtype=torch.float64)
     tied = torch.full((m1,), -math.inf, dtype=torch.float64)
-    rows = max(1, MAX_ELEMENTS // (4 * m1))
+    rows = max(1, _VENN_ABERS_CHUNK // m1)
     for lo in range(0, m1, rows):
         a = torch.arange(lo, min(m1, lo + rows))
         s = (cum_y[None, :] - cum_y[a, None] + label) / (cum_w[None, :] - cum_w[a, None] + 1)
@@ -1538,6 +1542,26 @@ class ByLevel(Calibrator):
             model, X, y, perturbation, n_samples=n_samples, n_per_bin=n_per_bin,
             n_bins=self.n_bins, seed=seed, progress=progress)
         return self._fit(logits, labels, levels, stacklevel=3)
+
+    def predict_interval(self, logits: Any, levels: Any
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each query's :meth:`VennAbers.predict_interval` from its level bin's copy (for a
+        :class:`VennAbers` template): ``p0, p1, p`` of shape (n, k)."""
+        self._check_fitted()
+        if not isinstance(self.calibrators_[0], VennAbers):
+            raise TypeError(f"predict_interval needs per-level VennAbers copies, not "
+                            f"{self.calibrator_name}")
+        z = as_tensor(logits, name="logits")
+        lv = levels if isinstance(levels, Tensor) else as_tensor(levels, name="levels",
+                                                                 device=z.device)
+        lv = _query_levels(lv, z, type(self).__name__)
+        bins = level_bins(lv.cpu(), self.n_bins).numpy()
+        out = [np.zeros((len(z), z.shape[1])) for _ in range(3)]
+        for b in np.unique(bins).tolist():  # one batched call per occupied bin
+            idx = np.flatnonzero(bins == b)
+            for o, part in zip(out, self.calibrators_[b].predict_interval(z[idx]), strict=True):
+                o[idx] = part
+        return out[0], out[1], out[2]
 
     def _calibrate(self, logits: Tensor, levels: Tensor | None) -> Tensor:
         lv = _query_levels(levels, logits, type(self).__name__)
