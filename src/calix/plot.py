@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "reliability_diagram", "calibration_by_level_plot", "explanation_figure", "attribution_bars",
-    "overlay", "feature_boundaries", "distribution_figure", "summary_bar", "beeswarm", "save",
-    "subplots",
+    "reliability_diagram", "smooth_reliability_diagram", "calibration_by_level_plot",
+    "explanation_figure", "attribution_bars", "overlay", "feature_boundaries",
+    "distribution_figure", "summary_bar", "beeswarm", "save", "subplots",
 ]
 
 
@@ -49,16 +49,28 @@ def reliability_diagram(
     curves: Mapping[str, tuple[Any, Any]] | tuple[Any, Any],
     *,
     n_bins: int = 15,
+    n_boot: int = 0,
+    level: float = 0.95,
+    seed: int | None = 0,
     path: str | Path | None = None,
     title: str = "Reliability diagram",
     ax: Any = None,
 ) -> Any:
-    """Binned reliability diagram(s): accuracy vs confidence, with ECE in the legend.
+    """Binned reliability diagram(s): accuracy vs confidence, with ECE in the title.
+
+    With ``n_boot`` > 0 each bin's accuracy gets its percentile-bootstrap interval (a black
+    bar, :func:`calix.metrics.reliability_curve`) and the ECE its interval
+    (:func:`calix.metrics.calibration_interval`), both from ``n_boot`` resamples of the
+    examples.
 
     Parameters
     ----------
     curves : (probs, labels) or mapping name -> (probs, labels)
         probs of shape (n, k), labels of shape (n,).
+    n_bins : int -- equal-width bins.
+    n_boot : int -- bootstrap resamples for the intervals (0: none).
+    level : float -- the intervals' nominal level.
+    seed : int or None -- the resamples.
     path : optional PNG path.
     title : the figure's title (on a new figure only).
     ax : optional matplotlib axes, one per curve (a sequence for several), to draw into;
@@ -69,13 +81,14 @@ def reliability_diagram(
     matplotlib Figure
         The new figure, or the figure of ``ax``.
     """
-    from calix.metrics.calibration import ece, reliability_curve
+    from calix.metrics.calibration import calibration_interval, ece, reliability_curve
 
     if isinstance(curves, tuple):
         curves = {"model": curves}
     fig, axes, owned = _axes(ax, len(curves), (3.4 * len(curves), 3.6))
     for a, (name, (probs, labels)) in zip(axes, curves.items(), strict=True):
-        rc = reliability_curve(probs, labels, n_bins=n_bins)
+        rc = reliability_curve(probs, labels, n_bins=n_bins, n_boot=n_boot, level=level,
+                               seed=seed)
         centres = (rc["edges"][:-1] + rc["edges"][1:]) / 2
         width = np.diff(rc["edges"])
         ok = rc["count"] > 0
@@ -89,9 +102,91 @@ def reliability_diagram(
         a.set_xlim(0, 1)
         a.set_ylim(0, 1)
         a.set_xlabel("confidence")
-        a.set_title(f"{name}\nECE {ece(probs, labels, n_bins=n_bins):.3f}", fontsize=9)
+        if n_boot:
+            acc = rc["accuracy"][ok]
+            a.errorbar(centres[ok], acc, yerr=[acc - rc["lower"][ok], rc["upper"][ok] - acc],
+                       fmt="none", ecolor="k", elinewidth=1.2, capsize=2,
+                       label=f"{level:.0%} bootstrap interval")
+            ci = calibration_interval(ece, probs, labels, n_boot=n_boot, level=level,
+                                      seed=seed, metric_kwargs={"n_bins": n_bins})
+            a.set_title(f"{name}\nECE {ci.value:.3f} [{ci.lower:.3f}, {ci.upper:.3f}]",
+                        fontsize=9)
+        else:
+            a.set_title(f"{name}\nECE {ece(probs, labels, n_bins=n_bins):.3f}", fontsize=9)
     axes[0].set_ylabel("accuracy")
     axes[0].legend(loc="upper left", fontsize=8)
+    return _finish(fig, owned, title, path)
+
+
+def smooth_reliability_diagram(
+    curves: Mapping[str, tuple[Any, Any]] | tuple[Any, Any],
+    *,
+    bandwidth: float | None = None,
+    n_boot: int = 200,
+    level: float = 0.95,
+    seed: int | None = 0,
+    path: str | Path | None = None,
+    title: str = "Smooth reliability diagram",
+    ax: Any = None,
+) -> Any:
+    """Smooth reliability diagram(s) of the top-label confidence (Błasiok & Nakkiran, ICLR
+    2024): the kernel-smoothed accuracy t + r̂_σ(t) with its bootstrap band, the density of
+    the confidences below it, and smooth ECE with its interval in the title.
+
+    The curve, band and density come from :func:`calix.metrics.smooth_reliability_curve`
+    (σ the smooth-ECE fixed point unless ``bandwidth`` is given; the band keeps that σ), the
+    interval of smooth ECE from :func:`calix.metrics.calibration_interval`.
+
+    Parameters
+    ----------
+    curves : (probs, labels) or mapping name -> (probs, labels)
+        probs of shape (n, k), labels of shape (n,).
+    bandwidth : float or None -- a fixed kernel bandwidth σ; None for the fixed point.
+    n_boot : int -- bootstrap resamples for the band and the interval (0: none).
+    level : float -- the band's and interval's nominal level.
+    seed : int or None -- the resamples.
+    path : optional PNG path.
+    title : the figure's title (on a new figure only).
+    ax : optional matplotlib axes, one per curve (a sequence for several), to draw into;
+        by default a new figure with one panel per curve.
+
+    Returns
+    -------
+    matplotlib Figure
+        The new figure, or the figure of ``ax``.
+    """
+    from calix.metrics.calibration import (
+        calibration_interval,
+        smooth_ece,
+        smooth_reliability_curve,
+    )
+
+    if isinstance(curves, tuple):
+        curves = {"model": curves}
+    fig, axes, owned = _axes(ax, len(curves), (3.4 * len(curves), 3.6))
+    for a, (name, (probs, labels)) in zip(axes, curves.items(), strict=True):
+        sc = smooth_reliability_curve(probs, labels, bandwidth=bandwidth, n_boot=n_boot,
+                                      level=level, seed=seed)
+        t = sc["t"]
+        dens = sc["density"] / max(float(np.max(sc["density"])), 1e-300)
+        a.fill_between(t, 0, 0.2 * dens, color="tab:gray", alpha=0.35, lw=0,
+                       label="density of confidence")
+        if n_boot:
+            a.fill_between(t, sc["lower"], sc["upper"], color="tab:blue", alpha=0.25, lw=0,
+                           label=f"{level:.0%} bootstrap band")
+        a.plot(t, sc["accuracy"], color="tab:blue", lw=1.8, label="smoothed accuracy")
+        a.plot([0, 1], [0, 1], "k--", lw=1)
+        a.set_xlim(0, 1)
+        a.set_ylim(0, 1)
+        a.set_xlabel("confidence")
+        head = f"{name}\nsmECE {sc['smooth_ece']:.3f} (σ = {sc['bandwidth']:.3f})"
+        if n_boot:
+            ci = calibration_interval(smooth_ece, probs, labels, n_boot=n_boot, level=level,
+                                      seed=seed, metric_kwargs={"bandwidth": bandwidth})
+            head += f" [{ci.lower:.3f}, {ci.upper:.3f}]"
+        a.set_title(head, fontsize=9)
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(loc="upper left", fontsize=7)
     return _finish(fig, owned, title, path)
 
 
