@@ -36,8 +36,9 @@ Metrics per (game, estimator, budget), mean over inputs and seeds: normalised sq
 the intervals ``[lower, upper]`` (estimators that return them) with their mean width over the
 root mean square of φ, and queries used per input.
 
-The full run took 3.5 minutes on 2 busy CPU cores (one torch thread), ``--quick`` under one
-minute; the tree proxy of RegressionAdjustedSHAP takes a third of the time.
+The full run took 13 minutes on 2 heavily loaded CPU cores (one torch thread; 3.5 minutes
+before the two OddSHAP rows, on a quieter machine), ``--quick`` a few minutes; the tree proxies
+(OddSHAP's and RegressionAdjustedSHAP's) take most of the time.
 
 Run:
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/shapley.py [--quick] [--games a,b]
@@ -73,7 +74,7 @@ CALIX: list[tuple[str, str, dict[str, Any]]] = [
     ("LeverageSHAP", "LeverageSHAP", {}),
     ("PolySHAP", "PolySHAP", {}),
     ("OddSHAP", "OddSHAP", {}),
-    ("OddSHAP(resid,η=5)", "OddSHAP", {"proxy_target": "residual", "interaction_factor": 5}),
+    ("OddSHAP(resid;η=5)", "OddSHAP", {"proxy_target": "residual", "interaction_factor": 5}),
     ("RegAdj(linear)", "RegressionAdjustedSHAP", {"proxy": "linear"}),
     ("RegAdj(quadratic)", "RegressionAdjustedSHAP", {"proxy": "quadratic"}),
     ("RegAdj(tree)", "RegressionAdjustedSHAP", {"proxy": "tree"}),
