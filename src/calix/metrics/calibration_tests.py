@@ -47,7 +47,7 @@ def _median_bandwidth(p: np.ndarray, max_samples: int = 2000) -> float:
     t = torch.from_numpy(sub)
     d = torch.cdist(t, t, compute_mode="donot_use_mm_for_euclid_dist")
     iu = torch.triu_indices(len(sub), len(sub), offset=1)
-    med = float(d[iu[0], iu[1]].median()) if len(sub) > 1 else 0.0
+    med = float(np.median(d[iu[0], iu[1]].numpy())) if len(sub) > 1 else 0.0
     return med if med > 0 else 1.0
 
 
