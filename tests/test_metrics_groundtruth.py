@@ -360,7 +360,13 @@ def test_random_logit(net):
     out = random_logit(sal, x, similarity="spearman", seed=0)
     assert out.shape == (5,) and (out < 1).all()
     np.testing.assert_array_equal(out, random_logit(sal, x, similarity="spearman", seed=0))
-    tgt = sal.explain(x).target
+    exp = sal.explain(x)
+    tgt = exp.target
+    # given maps save the first explainer call and give the same numbers
+    np.testing.assert_array_equal(
+        random_logit(sal, x, maps=exp.values, similarity="spearman", seed=0), out)
+    with pytest.raises(ValueError, match="maps has 2 rows for 5 inputs"):
+        random_logit(sal, x, maps=exp.values[:2])
     with pytest.raises(ValueError, match="other_target must differ"):
         random_logit(sal, x, other_target=tgt)
     with pytest.raises(ValueError, match="one class per input"):

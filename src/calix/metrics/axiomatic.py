@@ -87,7 +87,7 @@ def non_sensitivity(model: Any, x: Any, maps: Any, *, eps: float = 1e-5,
     if isinstance(eps, bool) or not np.isfinite(eps) or eps < 0:
         raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
     model, xb, clean, tgt = _prepare(model, x, target, output)
-    flat = _flat_maps(maps, xb).abs() if xb.ndim == 4 else _flat_maps(maps, xb).abs()
+    flat = _flat_maps(maps, xb).abs()  # channels summed first for images
     _finite(flat)
     n, d = flat.shape
     check_count(d, "features", width=n * d)

@@ -271,9 +271,10 @@ def efficient_mprt(make_explainer: Callable[[torch.nn.Module], Any], module: tor
 
 
 @metric("lower", "randomization", names=("random_logit",))
-def random_logit(explainer: Any, x: Any, *, n_classes: int | None = None, target: Any = None,
-                 other_target: Any = None, similarity: str | Callable = "ssim",
-                 absolute: bool = False, seed: int | None = 0) -> np.ndarray:
+def random_logit(explainer: Any, x: Any, *, maps: Any = None, n_classes: int | None = None,
+                 target: Any = None, other_target: Any = None,
+                 similarity: str | Callable = "ssim", absolute: bool = False,
+                 seed: int | None = 0) -> np.ndarray:
     """Random logit test (Sixt et al. 2020, "When explanations lie: why many modified BP
     attributions fail", ICML): similarity between the explanation of the explained class and
     that of another class drawn uniformly from the rest.
@@ -282,6 +283,8 @@ def random_logit(explainer: Any, x: Any, *, n_classes: int | None = None, target
     ----------
     explainer : a calix Explainer
     x : array of shape (n, *input_shape)
+    maps : the explanations of ``target`` if already computed (saves one explainer call;
+        ``target`` then defaults to the explainer's model's predictions).
     n_classes : int -- classes to draw from (default: the explainer's model's classes).
     target : explained classes (default: the predictions).
     other_target : the other classes, one per input (default: drawn from ``seed``).
@@ -293,8 +296,23 @@ def random_logit(explainer: Any, x: Any, *, n_classes: int | None = None, target
     """
     _check_similarity(similarity)
     xt = as_tensor(x, name="x")
-    base = explainer.explain(xt, target=target)
-    tgt = np.asarray(base.target, dtype=np.int64)
+    if maps is None:
+        base = explainer.explain(xt, target=target)
+        tgt = np.asarray(base.target, dtype=np.int64)
+        a = _values(base, "explanations")
+    else:
+        a = np.asarray(maps, dtype=np.float64)
+        if len(a) != len(xt):
+            raise ValueError(f"maps has {len(a)} rows for {len(xt)} inputs")
+        flat_maps(a, "maps")
+        if target is None:
+            model = getattr(explainer, "model", None)
+            if model is None:
+                raise ValueError("give target with maps (the explainer has no .model)")
+            with torch.no_grad():
+                tgt = model.forward(xt).argmax(1).cpu().numpy()
+        else:
+            tgt = np.broadcast_to(np.asarray(target, dtype=np.int64).reshape(-1), (len(xt),))
     n = len(tgt)
     if other_target is None:
         k = n_classes if n_classes is not None else getattr(
@@ -313,7 +331,6 @@ def random_logit(explainer: Any, x: Any, *, n_classes: int | None = None, target
                              f"shape {other.shape}")
         if (other == tgt).any():
             raise ValueError("other_target must differ from the explained class of every input")
-    a = _values(base, "explanations")
     b = _values(explainer.explain(xt, target=other), "explanations")
     return _similarity(a, b, similarity, absolute)
 
