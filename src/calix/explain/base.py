@@ -341,6 +341,33 @@ class Explanation:
         return ((v - lo) / span).reshape(self.values.shape)
 
 
+@dataclass
+class _Attribution:
+    """What an explainer's ``_explain`` computes for a batch; :meth:`Explainer.explain` alone
+    turns it into the public :class:`Explanation` (adding the method, targets, the reduction
+    over channels, the query count and the names).
+
+    ``values`` (n, *input_shape), a tensor or an array, is reduced over channels by
+    ``explain``; the other fields pass on as they are (see :class:`Explanation`). ``n_queries``
+    None means: count the model's queries during the call; ``params`` adds to (and overrides)
+    the explainer's :meth:`~Explainer.params`; ``feature_names``, ``class_names`` and
+    ``data`` None mean: take them from the explained input and the model where known.
+    """
+
+    values: Any
+    feature_values: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    std: np.ndarray | None = None
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    n_queries: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    feature_names: list[str] | None = None
+    class_names: list[str] | None = None
+    data: np.ndarray | None = None
+
+
 def column_names(x: Any) -> list[str] | None:
     """The column names of a DataFrame-like ``x`` (pandas, polars), else None."""
     cols = getattr(x, "columns", None)
@@ -435,38 +462,43 @@ class Explainer(ABC):
             for every explainer: perturbation and gradient methods, Captum attributions and
             sequential designs alike.
         """
-        names = column_names(x)
-        self._column_names = names or getattr(self.model, "feature_names_in_", None)
+        cols = column_names(x) or getattr(self.model, "feature_names_in_", None)
         xb = self._batch(x)
         self._check_budget(len(xb))
         targets = self.targets(xb, target)
         before = self.model.n_queries
-        self.progress = bool(progress)
+        # the call's own state (column names, progress) lives on the explainer only while
+        # the call runs: a later call, on other data, starts from the class defaults again
+        self._column_names, self.progress = cols, bool(progress)
         try:
             with model_rows(self.model, enabled=self.progress, description=self.name):
-                exp = self._explain(xb, targets)
+                rec = self._explain(xb, targets)
         finally:
-            self.progress = False
+            vars(self).pop("_column_names", None)
+            vars(self).pop("progress", None)
         used = self.model.n_queries - before
         image = xb.ndim == 4
-        values = reduce_channels(torch.as_tensor(exp.values), self.reduce, image=image)
-        exp.values = values.detach().cpu().numpy()
-        exp.target = targets.cpu().numpy()
-        exp.method = self.name
-        if exp.n_queries is None:
-            exp.n_queries = used
-        exp.params = {"output": self.output, "reduce": self.reduce, **self.params(), **exp.params}
+        values = reduce_channels(torch.as_tensor(rec.values), self.reduce, image=image)
+        feature_names, data = rec.feature_names, rec.data
         if xb.ndim == 2:  # tables: names and the explained rows travel with the attributions
-            cols = self._column_names
-            per_column = exp.feature_values is None or exp.feature_values.shape[1] == xb.shape[1]
-            if exp.feature_names is None and cols is not None and per_column:
-                exp.feature_names = list(cols)
-            if exp.data is None and per_column:
-                exp.data = xb.detach().cpu().numpy()
+            per_column = rec.feature_values is None or rec.feature_values.shape[1] == xb.shape[1]
+            if feature_names is None and cols is not None and per_column:
+                feature_names = list(cols)
+            if data is None and per_column:
+                data = xb.detach().cpu().numpy()
+        class_names = rec.class_names
         classes = getattr(self.model, "classes_", None)
-        if exp.class_names is None and classes is not None:
-            exp.class_names = [str(c) for c in classes]
-        return exp
+        if class_names is None and classes is not None:
+            class_names = [str(c) for c in classes]
+        return Explanation(
+            values=values.detach().cpu().numpy(), method=self.name,
+            target=targets.cpu().numpy(),
+            n_queries=used if rec.n_queries is None else rec.n_queries,
+            params={"output": self.output, "reduce": self.reduce, **self.params(),
+                    **rec.params},
+            feature_values=rec.feature_values, labels=rec.labels, std=rec.std,
+            lower=rec.lower, upper=rec.upper, extra=rec.extra, feature_names=feature_names,
+            class_names=class_names, data=data)
 
     def explain_classes(self, x: Any, classes: Any = None, *, progress: bool = False
                         ) -> dict[Any, Explanation]:
@@ -507,7 +539,7 @@ class Explainer(ABC):
 
     # ---------------------------------------------------------------- helpers
     @abstractmethod
-    def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
+    def _explain(self, x: Tensor, targets: Tensor) -> _Attribution:
         """Explain a validated batch ``x`` (n, *input_shape) for ``targets`` (n,)."""
 
     def _check_budget(self, n: int) -> None:

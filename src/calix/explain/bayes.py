@@ -27,10 +27,10 @@ import torch
 from torch import Tensor
 
 from calix._random import make_generator
-from calix.explain.base import Explanation
+from calix.explain.base import _Attribution
 from calix.explain.perturbation import FeatureExplainer
 from calix.explain.surrogate import LIME, lime_kernel, real_columns
-from calix.perturb import ShapleyKernel
+from calix.perturb import Perturbation, ShapleyKernel
 
 __all__ = ["BayesianLinear", "BayesLIME", "BayesSHAP", "EAGLE", "lime_kernel",
            "expected_information_gain"]
@@ -192,7 +192,8 @@ class _BayesSurrogate(FeatureExplainer):
                              f"{self.n_samples}, n_start={getattr(self, 'n_start', None)})")
 
     def _start(self, x: Tensor, masks: Tensor, targets: Tensor, g: torch.Generator,
-               valid: Tensor | None = None) -> tuple[BayesianLinear, list[Tensor]]:
+               valid: Tensor | None = None, engine: Perturbation | None = None
+               ) -> tuple[BayesianLinear, list[Tensor]]:
         """Posterior after the first batch (with the SHAP kernel's two anchor coalitions)."""
         n, _, d = masks.shape
         if self.kernel_name == "shap":
@@ -200,18 +201,18 @@ class _BayesSurrogate(FeatureExplainer):
             if valid is not None:
                 anchors = anchors & valid[:, None, :]
             masks = torch.cat([anchors, masks], 1)
-        y = self._query_scores(x, masks, targets, g)
+        y = self._query_scores(x, masks, targets, g, engine)
         post = BayesianLinear.empty(n, d, device=y.device)
         nf = None if valid is None else valid.sum(1)
         return post.update(masks, y, self._kernel(masks, nf).to(y.device)), [y]
 
-    def _query_scores(self, x: Tensor, masks: Tensor, targets: Tensor, g: torch.Generator
-                      ) -> Tensor:
-        y, _ = self._scores(x, masks, targets, seed=g)
+    def _query_scores(self, x: Tensor, masks: Tensor, targets: Tensor, g: torch.Generator,
+                      engine: Perturbation | None = None) -> Tensor:
+        y, _ = self._scores(x, masks, targets, seed=g, engine=engine)
         return y.double()
 
-    def _finish(self, post: BayesianLinear, seg: Any, y_all: Tensor,
-                valid: Tensor | None = None, **extra: Any) -> Explanation:
+    def _finish(self, post: BayesianLinear, seg: Any, y_all: Tensor, engine: Perturbation,
+                valid: Tensor | None = None, **extra: Any) -> _Attribution:
         flat = y_all.reshape(len(y_all), -1)
         const = (flat.max(1).values - flat.min(1).values) <= 1e-12
         if const.any():
@@ -225,11 +226,9 @@ class _BayesSurrogate(FeatureExplainer):
         if valid is not None:  # padding columns: no feature, no attribution, no uncertainty
             real = valid.to(mean.device)
             mean, std, lo, hi = (t * real for t in (mean, std, lo, hi))
-        exp = self._result(mean.float(), seg, intercept=post.mean[:, 0].cpu().numpy(),
-                           s2=post.s2.cpu().numpy(), **extra)
-        exp.std = std.cpu().numpy()
-        exp.lower, exp.upper = lo.cpu().numpy(), hi.cpu().numpy()
-        return exp
+        return self._result(mean.float(), seg, engine, std=std, lower=lo, upper=hi,
+                            intercept=post.mean[:, 0].cpu().numpy(), s2=post.s2.cpu().numpy(),
+                            **extra)
 
 
 class BayesLIME(_BayesSurrogate):
@@ -276,8 +275,9 @@ class BayesLIME(_BayesSurrogate):
         pbar = weights.to(post.s2.device, torch.float64).mean(-1).expand(post.s2.shape)
         return torch.ceil(4 * post.s2 * 1.96**2 / (pbar * width**2))
 
-    def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
-        seg = self.engine(x).segment(x)
+    def _explain(self, x: Tensor, targets: Tensor) -> _Attribution:
+        engine = self.engine(x)
+        seg = engine.segment(x)
         n, d = len(x), seg.d
         valid = real_columns(seg.n_features, d)
         nf = None if valid is None else seg.n_features
@@ -286,7 +286,7 @@ class BayesLIME(_BayesSurrogate):
         self._check(d, first)
         masks = self._draw(n, first, d, g, valid)
         w = self._kernel(masks, nf)
-        post, ys = self._start(x, masks, targets, g, valid)
+        post, ys = self._start(x, masks, targets, g, valid, engine)
         used = first
         extra: dict[str, Any] = {}
         if self.target_width is not None:
@@ -295,7 +295,7 @@ class BayesLIME(_BayesSurrogate):
             more = int(min(go.max().item(), self.max_samples - first))
             if more > 0:  # one batch of G more queries for every input (the largest G)
                 m2 = self._draw(n, more, d, g, valid)
-                y2 = self._query_scores(x, m2, targets, g)
+                y2 = self._query_scores(x, m2, targets, g, engine)
                 post = post.update(m2, y2, self._kernel(m2, nf).to(y2.device))
                 ys.append(y2)
                 used += more
@@ -308,12 +308,12 @@ class BayesLIME(_BayesSurrogate):
                 pick = torch.multinomial(probs.float().cpu(), size, replacement=False,
                                          generator=g)
                 chosen = cand.gather(1, pick[..., None].expand(-1, -1, d))
-                y2 = self._query_scores(x, chosen, targets, g)
+                y2 = self._query_scores(x, chosen, targets, g, engine)
                 post = post.update(chosen, y2, self._kernel(chosen, nf).to(y2.device))
                 ys.append(y2)
                 used += size
         extra["queries_per_input"] = used
-        return self._finish(post, seg, torch.cat(ys, 1), valid, **extra)
+        return self._finish(post, seg, torch.cat(ys, 1), engine, valid, **extra)
 
 
 class BayesSHAP(BayesLIME):
@@ -386,8 +386,9 @@ class EAGLE(_BayesSurrogate):
             v = v - wj[:, None, None] * vx[:, :, None] * vx[:, None, :] / denom[:, None, None]
         return torch.stack(picks, 1).to(cand.device)
 
-    def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
-        seg = self.engine(x).segment(x)
+    def _explain(self, x: Tensor, targets: Tensor) -> _Attribution:
+        engine = self.engine(x)
+        seg = engine.segment(x)
         n, d = len(x), seg.d
         valid = real_columns(seg.n_features, d)
         nf = None if valid is None else seg.n_features
@@ -396,7 +397,7 @@ class EAGLE(_BayesSurrogate):
         batch = self.batch or max(1, self.n_samples // 10)
         masks = self._draw(n, d + 1, d, g, valid)
         w = self._kernel(masks, nf)
-        post, ys = self._start(x, masks, targets, g, valid)
+        post, ys = self._start(x, masks, targets, g, valid, engine)
         used, rounds_flat, best = d + 1, 0, torch.inf
         c_max = (w * (1 + masks.double().sum(-1))).max().item()
         while used < self.n_samples:
@@ -407,7 +408,7 @@ class EAGLE(_BayesSurrogate):
             chosen = cand.gather(1, idx[..., None].expand(-1, -1, d))
             wch = wc.expand(n, -1).gather(1, idx)
             c_max = max(c_max, (wch * (1 + chosen.double().sum(-1))).max().item())
-            y2 = self._query_scores(x, chosen, targets, g)
+            y2 = self._query_scores(x, chosen, targets, g, engine)
             post = post.update(chosen, y2, wch.to(y2.device))
             ys.append(y2)
             used += size
@@ -425,5 +426,6 @@ class EAGLE(_BayesSurrogate):
             t += 2
             c_max = max(c_max, float(shap_kernel(_anchors(1, d)).max()) * (1 + d))
         bound = 0.5 * p * math.log1p(t * c_max / p)
-        return self._finish(post, seg, torch.cat(ys, 1), valid, info_gain=gain.cpu().numpy(),
+        return self._finish(post, seg, torch.cat(ys, 1), engine, valid,
+                            info_gain=gain.cpu().numpy(),
                             info_bound=bound, queries_per_input=used)

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from calix._validation import check_count
 from calix.calibrate import check_differentiable
-from calix.explain.base import Explainer, Explanation, score
+from calix.explain.base import Explainer, _Attribution, score
 from calix.models import Model, TorchModel
 
 __all__ = [
@@ -98,10 +98,10 @@ class _GradientExplainer(Explainer):
     def params(self) -> dict[str, Any]:
         return {"multiply_by_input": self.multiply_by_input}
 
-    def _finish(self, attr: Tensor, x: Tensor, **extra: Any) -> Explanation:
+    def _finish(self, attr: Tensor, x: Tensor, **extra: Any) -> _Attribution:
         if self.multiply_by_input:
             attr = attr * x
-        return Explanation(values=attr.detach(), method=self.name, target=None, extra=extra)
+        return _Attribution(values=attr.detach(), extra=extra)
 
 
 class Saliency(_GradientExplainer):
@@ -113,7 +113,7 @@ class Saliency(_GradientExplainer):
     name = "saliency"
     single_pass = True  # one forward/backward row per input
 
-    def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
+    def _explain(self, x: Tensor, targets: Tensor) -> _Attribution:
         from captum.attr import Saliency as CaptumSaliency
 
         attr = CaptumSaliency(self._forward).attribute(
@@ -192,7 +192,7 @@ class IntegratedGradients(_GradientExplainer):
         return {**super().params(), "baselines": b, "n_steps": self.n_steps,
                 "integration": self.method}
 
-    def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
+    def _explain(self, x: Tensor, targets: Tensor) -> _Attribution:
         from captum.attr import IntegratedGradients as CaptumIG
 
         ig = CaptumIG(self._forward, multiply_by_inputs=self.multiply_by_input)
@@ -208,8 +208,8 @@ class IntegratedGradients(_GradientExplainer):
             total += attr
             delta += d
         attr = total / len(bases)
-        return Explanation(values=attr.detach(), method=self.name, target=None,
-                           extra={"delta": (delta / len(bases)).detach().cpu().numpy()})
+        return _Attribution(values=attr.detach(),
+                            extra={"delta": (delta / len(bases)).detach().cpu().numpy()})
 
 
 class SmoothGrad(_GradientExplainer):
@@ -244,7 +244,7 @@ class SmoothGrad(_GradientExplainer):
         return {**super().params(), "n_samples": self.n_samples, "noise": self.noise,
                 "squared": self.squared, "seed": self.seed}
 
-    def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
+    def _explain(self, x: Tensor, targets: Tensor) -> _Attribution:
         from calix._random import make_generator, std_normal
 
         n, s = len(x), self.n_samples
@@ -283,7 +283,7 @@ class GuidedBackprop(_GradientExplainer):
         if inner is None or not any(isinstance(m, nn.ReLU) for m in inner.modules()):
             raise TypeError("Guided Backprop needs a torch nn.Module with nn.ReLU modules")
 
-    def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
+    def _explain(self, x: Tensor, targets: Tensor) -> _Attribution:
         from captum.attr import GuidedBackprop as CaptumGBP
 
         with warnings.catch_warnings():  # Captum announces its (temporary) ReLU hooks
@@ -377,9 +377,9 @@ class CaptumExplainer(Explainer):
         return {k: v for k, v in self.attribute_kwargs.items()
                 if isinstance(v, int | float | str | bool)}
 
-    def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
+    def _explain(self, x: Tensor, targets: Tensor) -> _Attribution:
         attr = self.attribution.attribute(_leaf(x), target=targets.to(x.device).tolist(),
                                           **self.attribute_kwargs)
         if isinstance(attr, tuple):
             attr = attr[0]
-        return Explanation(values=attr.detach(), method=self.name, target=None)
+        return _Attribution(values=attr.detach())

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from calix._random import make_generator
 from calix._validation import check_choice
-from calix.explain.base import Explainer, Explanation, Output, Reduce, column_names
+from calix.explain.base import Explainer, Output, Reduce, _Attribution, column_names
 from calix.explain.surrogate import weighted_ridge
 from calix.models import as_tensor
 
@@ -301,7 +301,7 @@ class LimeTabular(Explainer):
             raise ValueError("x has no inputs")
         return self.model.check_input(t)
 
-    def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
+    def _explain(self, x: Tensor, targets: Tensor) -> _Attribution:
         d = self.n_features_in_
         names = self._names(d)
         n, m = len(x), self.n_samples
@@ -331,9 +331,8 @@ class LimeTabular(Explainer):
             local.append(pred[:, 0])
         fv = torch.cat(coef).cpu().numpy()
         r2_ = torch.cat(r2).cpu().numpy()
-        return Explanation(
-            values=fv.copy(), method=self.name, target=targets.cpu().numpy(),
-            feature_values=fv, feature_names=names,
+        return _Attribution(
+            values=fv.copy(), feature_values=fv, feature_names=names,
             extra={"intercept": torch.cat(icpt).cpu().numpy(), "score": r2_, "r2": r2_.copy(),
                    "local_pred": torch.cat(local).cpu().numpy(),
                    "prediction": y[:, 0].cpu().numpy()})

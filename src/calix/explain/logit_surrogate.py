@@ -34,7 +34,7 @@ from calix.explain.shapley import (
 )
 from calix.explain.solvers import efficiency_constrained_wls, real_columns, spd_solve
 from calix.explain.surrogate import size_stratified_weights
-from calix.perturb import CoalitionDesign, Design, SurrogateDesign, all_coalitions
+from calix.perturb import CoalitionDesign, Design, Perturbation, SurrogateDesign, all_coalitions
 
 __all__ = ["LogitSurrogateSHAP", "quadratic_shapley", "sigmoid_quadratic_shapley",
            "sigmoid_quadratic_shapley_exact", "residual_shapley"]
@@ -357,8 +357,9 @@ class LogitSurrogateSHAP(ShapleyEstimator):
             info["adjusted"] = self.adjusts(d)
         return phi
 
-    def _game(self, x: Tensor, targets: Tensor, d: int, g: torch.Generator) -> dict[str, Any]:
-        out = super()._game(x, targets, d, g)
+    def _game(self, x: Tensor, targets: Tensor, d: int, g: torch.Generator,
+              engine: Perturbation) -> dict[str, Any]:
+        out = super()._game(x, targets, d, g, engine)
         if out["exact"]:
             out.update(r2=torch.full((len(x),), float("nan"), dtype=torch.float64),
                        link=self.resolved_link, adjusted=False)

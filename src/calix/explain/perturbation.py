@@ -7,6 +7,7 @@ level (so a ReCalX-calibrated model calibrates every query at its own level).
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from typing import Any
@@ -18,7 +19,7 @@ from calix._random import make_generator
 from calix._validation import check_count
 from calix.calibrate import check_differentiable
 from calix.exceptions import DefaultFillWarning
-from calix.explain.base import Explainer, Explanation
+from calix.explain.base import Explainer, _Attribution
 from calix.perturb import (
     Blur,
     Columns,
@@ -78,31 +79,46 @@ class FeatureExplainer(Explainer):
         self.perturbation = perturbation
 
     def engine(self, x: Tensor) -> Perturbation:
-        """The perturbation engine for inputs like ``x`` (defaults resolved on first use)."""
-        if self.perturbation is None:
+        """The perturbation engine for inputs like ``x``, resolved for this call: the given
+        ``perturbation``, or the given features and fill with the defaults for ``x`` (see the
+        class docstring). The explainer itself is not changed, so that one explainer explains
+        tables and images, or data with other column names, as fresh explainers would."""
+        if self.perturbation is not None:
+            engine = self.perturbation
+        else:
             if x.ndim == 2:
                 feats: Features = self._features or Columns()
-                if self._fill is None:
-                    warnings.warn(
-                        "no fill or background given: removed columns are set to 0, which is "
-                        "the mean only of standardised data; pass background=X_train (mean "
-                        "fill), fill=Mean(...)/Marginal(...), or fill=Constant(0.0) to say 0 is "
-                        "meant", DefaultFillWarning, stacklevel=4)
             elif x.ndim == 4:
                 feats = self._features or PatchGrid(max(1, x.shape[-1] // 8))
             else:
                 raise ValueError(
                     f"inputs must be tabular (n, d) or images (n, C, H, W), got {tuple(x.shape)}")
-            self.perturbation = Perturbation(feats, self._fill or Constant(0.0))
-        if isinstance(self.perturbation.features, Columns):
-            self.perturbation.features.data_names = self._column_names
-        return self.perturbation
+            engine = Perturbation(feats, self._fill or self._default_fill(x))
+        if isinstance(engine.features, Columns):  # this call's column names, on a copy
+            engine = copy.copy(engine)
+            engine.features = copy.copy(engine.features)
+            engine.features.data_names = self._column_names
+        return engine
+
+    def _default_fill(self, x: Tensor) -> Fill:
+        """The fill when none is given: ``Constant(0.0)`` (with a warning for tables)."""
+        if x.ndim == 2:
+            warnings.warn(
+                "no fill or background given: removed columns are set to 0, which is "
+                "the mean only of standardised data; pass background=X_train (mean "
+                "fill), fill=Mean(...)/Marginal(...), or fill=Constant(0.0) to say 0 is "
+                "meant", DefaultFillWarning, stacklevel=5)
+        return Constant(0.0)
 
     def params(self) -> dict[str, Any]:
-        eng = self.perturbation
-        if eng is None:
-            return {}
-        return {"features": type(eng.features).__name__, "fill": type(eng.fill).__name__}
+        """The features and fill given (those resolved per call are recorded in every
+        Explanation's ``params``)."""
+        if self.perturbation is not None:
+            feats, fill = self.perturbation.features, self.perturbation.fill
+        else:
+            feats, fill = self._features, self._fill
+        return {k: type(v).__name__ for k, v in (("features", feats), ("fill", fill))
+                if v is not None}
 
     @property
     def average(self) -> str:
@@ -112,16 +128,19 @@ class FeatureExplainer(Explainer):
             else "probability"
 
     def _query(self, x: Tensor, masks: Any, *, seed: int | torch.Generator | None = None,
-               progress: bool = False) -> QueryResult:
+               progress: bool = False, engine: Perturbation | None = None) -> QueryResult:
         """Model outputs on all perturbations of ``x`` (averaged over a Marginal fill's
-        background), one model batch at a time."""
-        return self.engine(x).query(self.model, x, masks, seed=seed, average=self.average,
-                                    progress=progress)
+        background), one model batch at a time, through ``engine`` (default: resolved for
+        ``x`` by :meth:`engine`)."""
+        engine = self.engine(x) if engine is None else engine
+        return engine.query(self.model, x, masks, seed=seed, average=self.average,
+                            progress=progress)
 
     def _scores(self, x: Tensor, masks: Any, targets: Tensor, *,
-                seed: int | torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+                seed: int | torch.Generator | None = None,
+                engine: Perturbation | None = None) -> tuple[Tensor, Tensor]:
         """Target scores (n, m) and levels (n, m) of all perturbations, one batched path."""
-        res = self._query(x, masks, seed=seed)
+        res = self._query(x, masks, seed=seed, engine=engine)
         return self._score(res.outputs, targets), res.levels
 
     @staticmethod
@@ -131,17 +150,25 @@ class FeatureExplainer(Explainer):
         flat = lab.reshape(len(lab), -1)
         return feature_values.gather(1, flat).reshape(lab.shape)
 
-    def _result(self, fv: Tensor, seg: Segmentation, **extra: Any) -> Explanation:
+    def _result(self, fv: Tensor, seg: Segmentation, engine: Perturbation, *,
+                std: Tensor | None = None, lower: Tensor | None = None,
+                upper: Tensor | None = None, **extra: Any) -> _Attribution:
+        """The attribution record of per-feature values ``fv`` (n, d) (and their ``std``,
+        ``lower``, ``upper``) on the segmentation ``seg`` made by ``engine``."""
         fv = fv.detach()
         if seg.n_features.numel() and bool((seg.n_features < seg.d).any()):
             # padding columns of inputs with fewer features than the widest: no attribution
             pad = torch.arange(seg.d, device=fv.device) >= seg.n_features.to(fv.device)[:, None]
             fv = fv.masked_fill(pad, 0.0)
-        feats = self.perturbation.features if self.perturbation is not None else None
+        feats = engine.features
         names = getattr(feats, "feature_names_", None) if isinstance(feats, Columns) else None
-        return Explanation(
-            values=self.to_map(fv, seg), method=self.name, target=None,
-            feature_values=fv.cpu().numpy(), labels=seg.labels.cpu().numpy(), extra=extra,
+        return _Attribution(
+            values=self.to_map(fv, seg), feature_values=fv.cpu().numpy(),
+            labels=seg.labels.cpu().numpy(), extra=extra,
+            std=None if std is None else std.cpu().numpy(),
+            lower=None if lower is None else lower.cpu().numpy(),
+            upper=None if upper is None else upper.cpu().numpy(),
+            params={"features": type(feats).__name__, "fill": type(engine.fill).__name__},
             feature_names=None if names is None else list(names))
 
 
@@ -155,12 +182,13 @@ class Occlusion(FeatureExplainer):
 
     name = "occlusion"
 
-    def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
-        seg = self.engine(x).segment(x)
+    def _explain(self, x: Tensor, targets: Tensor) -> _Attribution:
+        engine = self.engine(x)
+        seg = engine.segment(x)
         d = seg.d
         masks = torch.cat([torch.ones(1, d, dtype=torch.bool), ~torch.eye(d, dtype=torch.bool)])
-        s, _ = self._scores(x, masks, targets)
-        return self._result(s[:, :1] - s[:, 1:], seg)
+        s, _ = self._scores(x, masks, targets, engine=engine)
+        return self._result(s[:, :1] - s[:, 1:], seg, engine)
 
 
 class RISE(FeatureExplainer):
@@ -238,19 +266,19 @@ class RISE(FeatureExplainer):
 
         return MaskBlocks(self.n_masks, h * w, make, block_size=bs)
 
-    def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
+    def _explain(self, x: Tensor, targets: Tensor) -> _Attribution:
         if x.ndim != 4:
             raise ValueError(f"RISE explains images (n, C, H, W), got {tuple(x.shape)}")
         g = make_generator(self.seed)
         h, w = x.shape[-2:]
         blocks = self.mask_blocks(h, w, g)
-        s, _ = self._scores(x, blocks, targets, seed=g)  # (n, N)
+        engine = self.engine(x)
+        s, _ = self._scores(x, blocks, targets, seed=g, engine=engine)  # (n, N)
         sal = s.new_zeros(len(x), h * w)
         for cols, m in blocks.blocks(device=s.device):  # Σ_i s_i M_i, one block at a time
             sal += s[:, cols] @ m.to(s)
         sal /= self.n_masks * self.p
-        seg = self.engine(x).segment(x)
-        return self._result(sal, seg)
+        return self._result(sal, engine.segment(x), engine)
 
 
 class MeaningfulPerturbation(FeatureExplainer):
@@ -283,13 +311,10 @@ class MeaningfulPerturbation(FeatureExplainer):
         return {**super().params(), "steps": self.steps, "lr": self.lr, "l1": self.l1,
                 "tv": self.tv, "tv_power": self.tv_power}
 
-    def engine(self, x: Tensor) -> Perturbation:
-        if self._fill is None and self.perturbation is None:
-            side = x.shape[-1]
-            self._fill = Blur(11, 5.0) if side >= 12 else Blur(5, 2.0)
-        return super().engine(x)
+    def _default_fill(self, x: Tensor) -> Fill:
+        return Blur(11, 5.0) if x.shape[-1] >= 12 else Blur(5, 2.0)
 
-    def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
+    def _explain(self, x: Tensor, targets: Tensor) -> _Attribution:
         if x.ndim != 4:
             raise ValueError(f"Meaningful Perturbation explains images, got {tuple(x.shape)}")
         n, h, w = len(x), x.shape[-2], x.shape[-1]
@@ -311,5 +336,5 @@ class MeaningfulPerturbation(FeatureExplainer):
         with torch.no_grad():
             final = self._score(engine.query(self.model, x, mask).outputs, targets)[:, 0]
         seg = engine.segment(x)
-        return self._result(1 - mask.detach()[:, 0], seg,
+        return self._result(1 - mask.detach()[:, 0], seg, engine,
                             deleted_score=final.cpu().numpy())

@@ -36,7 +36,7 @@ import torch
 from scipy import stats
 from torch import Tensor
 
-from calix.explain.base import Explanation
+from calix.explain.base import _Attribution
 from calix.explain.perturbation import FeatureExplainer
 from calix.explain.solvers import efficiency_constrained_wls, weighted_ridge
 from calix.perturb import (
@@ -272,29 +272,26 @@ class ShapleyEstimator(FeatureExplainer):
         """Refuses d features before any query is made (e.g. too many surrogate terms)."""
 
     # ------------------------------------------------------------------ the frame
-    def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
-        seg = self.engine(x).segment(x)
+    def _explain(self, x: Tensor, targets: Tensor) -> _Attribution:
+        engine = self.engine(x)
+        seg = engine.segment(x)
         d, n = seg.d, len(x)
         g = make_generator(self.seed)
         nf = seg.n_features.cpu()
         if bool((nf == d).all()):
-            out = self._game(x, targets, d, g)
+            out = self._game(x, targets, d, g, engine)
         else:  # each width its own game; padding columns get 0
             out = {}
-            engine = self.perturbation
             for k in torch.unique(nf).tolist():
                 idx = (nf == k).nonzero()[:, 0]
                 # the group's own rows of the batch's segmentation (features may depend on the
                 # position in the batch), on an engine that shares the fill and batch size
                 sub = Segmentation(seg.labels[idx.to(seg.labels.device)], seg.n_features[idx],
                                    seg.shared)
-                self.perturbation = Perturbation(_Segmented(sub, engine.features), engine.fill,
-                                                 chunk_size=engine.chunk_size)
-                try:
-                    part = self._game(x[idx.to(x.device)], targets[idx.to(targets.device)],
-                                      int(k), g)
-                finally:
-                    self.perturbation = engine
+                part_engine = Perturbation(_Segmented(sub, engine.features), engine.fill,
+                                           chunk_size=engine.chunk_size)
+                part = self._game(x[idx.to(x.device)], targets[idx.to(targets.device)],
+                                  int(k), g, part_engine)
                 for key, val in part.items():
                     if isinstance(val, Tensor) and val.ndim == 2:
                         val = torch.nn.functional.pad(val, (0, d - int(k)))
@@ -318,18 +315,19 @@ class ShapleyEstimator(FeatureExplainer):
         extra = {key: (val.cpu().numpy() if isinstance(val, Tensor) else val)
                  for key, val in out.items()}
         gap = (phi.sum(1) - (full - empty)).cpu().numpy()
-        res = self._result(phi.float(), seg, base_value=empty.cpu().numpy(),
-                           full_value=full.cpu().numpy(), efficiency_gap=gap, **extra)
-        res.std, res.lower, res.upper = (t.float().cpu().numpy()
-                                         for t in (std, phi - half, phi + half))
-        return res
+        return self._result(phi.float(), seg, engine, std=std.float(),
+                            lower=(phi - half).float(), upper=(phi + half).float(),
+                            base_value=empty.cpu().numpy(), full_value=full.cpu().numpy(),
+                            efficiency_gap=gap, **extra)
 
-    def _game(self, x: Tensor, targets: Tensor, d: int, g: torch.Generator) -> dict[str, Any]:
-        """Explain inputs that all have d features."""
+    def _game(self, x: Tensor, targets: Tensor, d: int, g: torch.Generator,
+              engine: Perturbation) -> dict[str, Any]:
+        """Explain inputs that all have d features, perturbed by ``engine``."""
         n = len(x)
         ones, zeros = torch.ones(d, dtype=torch.bool), torch.zeros(d, dtype=torch.bool)
         if d < 2:  # one player: φ = v(full) − v(∅)
-            res = self._query(x, torch.stack([ones, zeros])[None].expand(n, -1, -1), seed=g)
+            res = self._query(x, torch.stack([ones, zeros])[None].expand(n, -1, -1), seed=g,
+                              engine=engine)
             s, _ = self._link(res.outputs, targets)
             phi = (s[:, :1] - s[:, 1:]).reshape(n, d)
             return {"phi": phi, "std": torch.zeros_like(phi), "half": torch.zeros_like(phi),
@@ -337,7 +335,7 @@ class ShapleyEstimator(FeatureExplainer):
                     "empty": s[:, 1], "exact": True, "n_used": 2}
         if d <= 20 and 2**d <= self.n_samples:
             coal = all_coalitions(d)
-            res = self._query(x, coal[None].expand(n, -1, -1), seed=g)
+            res = self._query(x, coal[None].expand(n, -1, -1), seed=g, engine=engine)
             s, _ = self._link(res.outputs, targets)
             phi = exact_shapley(s, coal.to(s.device))
             return {"phi": phi, "std": torch.zeros_like(phi), "half": torch.zeros_like(phi),
@@ -353,7 +351,7 @@ class ShapleyEstimator(FeatureExplainer):
             budget = min(self.n_samples, max(low, 10 * d))
         design = self.design(d).draw(n, budget - 2, d, g)
         ends = torch.stack([ones, zeros])[None].expand(n, -1, -1)
-        res = self._query(x, torch.cat([ends, design.masks], 1), seed=g)
+        res = self._query(x, torch.cat([ends, design.masks], 1), seed=g, engine=engine)
         s, y = self._link(res.outputs, targets)
         self._prepare(d, g)
         groups = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=g)))
@@ -376,7 +374,7 @@ class ShapleyEstimator(FeatureExplainer):
                 break
             more = min(used, self.n_samples - used)
             design = design.extend(more, g)
-            new = self._query(x, design.masks[:, -more:], seed=g)
+            new = self._query(x, design.masks[:, -more:], seed=g, engine=engine)
             s2, y2 = self._link(new.outputs, targets)
             s, y = torch.cat([s, s2], 1), torch.cat([y, y2], 1)
         return {"phi": phi, "std": std, "half": t * std, "full": full, "empty": empty,
@@ -667,14 +665,17 @@ class Shapley(ShapleyEstimator):
         super().__init__(model, n_samples=n_samples, **own)
         self.chosen(2)  # the chosen estimator's own arguments are checked now
 
-    def chosen(self, d: int) -> ShapleyEstimator:
-        """The estimator that explains inputs with d features."""
+    def chosen(self, d: int, *, engine: Perturbation | None = None) -> ShapleyEstimator:
+        """The estimator that explains inputs with d features (on ``engine`` when given:
+        the engine of a call, which then replaces the features, fill and background)."""
         from calix.explain.logit_surrogate import LogitSurrogateSHAP
 
         kw = {**self._kwargs, "n_samples": self.n_samples}
-        if self.perturbation is not None:
+        if engine is not None or self.perturbation is not None:
             for key in ("features", "fill", "background"):
                 kw.pop(key, None)
+        if engine is not None:
+            kw["perturbation"] = engine
         probability = self.output == "probability" and self.model.task != "regression"
         est: ShapleyEstimator
         if probability:
@@ -686,7 +687,7 @@ class Shapley(ShapleyEstimator):
                                          "interaction_factor": _ODD_FACTOR, **kw})
         else:
             est = LeverageSHAP(self.model, **kw)
-        if self.perturbation is not None:
+        if engine is None and self.perturbation is not None:
             est.perturbation = self.perturbation
         # what explain() set on this explainer for the current call (column names, progress)
         est._column_names = getattr(self, "_column_names", None)
@@ -696,8 +697,9 @@ class Shapley(ShapleyEstimator):
     def minimum(self, d: int) -> int:
         return self.chosen(d).minimum(d)
 
-    def _game(self, x: Tensor, targets: Tensor, d: int, g: torch.Generator) -> dict[str, Any]:
-        est = self.chosen(d)
-        out = est._game(x, targets, d, g)
+    def _game(self, x: Tensor, targets: Tensor, d: int, g: torch.Generator,
+              engine: Perturbation) -> dict[str, Any]:
+        est = self.chosen(d, engine=engine)
+        out = est._game(x, targets, d, g, engine)
         out["estimator"] = est.name
         return out

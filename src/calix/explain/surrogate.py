@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from calix._random import make_generator
-from calix.explain.base import Explanation
+from calix.explain.base import _Attribution
 from calix.explain.perturbation import FeatureExplainer
 from calix.explain.shapley import KernelSHAP
 from calix.explain.solvers import efficiency_constrained_wls, real_columns, weighted_ridge
@@ -117,8 +117,9 @@ class LIME(FeatureExplainer):
         (:class:`~calix.perturb.LimeDesign`)."""
         return LimeDesign().draw(n, self.n_samples, d, generator).masks
 
-    def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
-        seg = self.engine(x).segment(x)
+    def _explain(self, x: Tensor, targets: Tensor) -> _Attribution:
+        engine = self.engine(x)
+        seg = engine.segment(x)
         d = seg.d
         if self.n_samples < d + 1:
             raise ValueError(f"LIME needs n_samples >= d + 1 = {d + 1} for {d} features, "
@@ -128,7 +129,7 @@ class LIME(FeatureExplainer):
         masks = self.sample(len(x), d, g)
         if valid is not None:  # padding columns stay out of the kernel and the fit
             masks = masks & valid[:, None, :]
-        y, _ = self._scores(x, masks, targets, seed=g)
+        y, _ = self._scores(x, masks, targets, seed=g, engine=engine)
         zf = masks.double().to(y.device)
         w = lime_kernel(zf, self.kernel_width, None if valid is None else seg.n_features)
         coef, icpt = weighted_ridge(zf, y, w, self.alpha, valid=valid)
@@ -136,7 +137,7 @@ class LIME(FeatureExplainer):
         yd = y.double()
         ym = (w * yd).sum(1, keepdim=True) / w.sum(1, keepdim=True)
         r2 = 1 - (w * (yd - pred) ** 2).sum(1) / (w * (yd - ym) ** 2).sum(1).clamp_min(1e-300)
-        return self._result(coef.float(), seg, intercept=icpt.cpu().numpy(),
+        return self._result(coef.float(), seg, engine, intercept=icpt.cpu().numpy(),
                             r2=r2.cpu().numpy())
 
 
@@ -169,8 +170,9 @@ class GLIME(FeatureExplainer):
         (:class:`~calix.perturb.GlimeDesign`)."""
         return self._design.draw(n, self.n_samples, d, g).masks
 
-    def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
-        seg = self.engine(x).segment(x)
+    def _explain(self, x: Tensor, targets: Tensor) -> _Attribution:
+        engine = self.engine(x)
+        seg = engine.segment(x)
         d = seg.d
         if self.n_samples < d + 1:
             raise ValueError(f"GLIME needs n_samples >= d + 1 = {d + 1}, got {self.n_samples}")
@@ -180,11 +182,11 @@ class GLIME(FeatureExplainer):
         if valid is not None:
             masks = masks * valid[:, None, :] if masks.is_floating_point() else \
                 masks & valid[:, None, :]
-        y, _ = self._scores(x, masks, targets, seed=g)
+        y, _ = self._scores(x, masks, targets, seed=g, engine=engine)
         coef, icpt = weighted_ridge(masks.double().to(y.device), y,
                                     torch.ones(masks.shape[1], dtype=torch.float64,
                                                device=y.device), self.alpha, valid=valid)
-        return self._result(coef.float(), seg, intercept=icpt.cpu().numpy())
+        return self._result(coef.float(), seg, engine, intercept=icpt.cpu().numpy())
 
 
 class USLIME(FeatureExplainer):
@@ -211,8 +213,9 @@ class USLIME(FeatureExplainer):
         return {**super().params(), "n_samples": self.n_samples, "seed": self.seed,
                 "distance_weight": self.distance_weight}
 
-    def _explain(self, x: Tensor, targets: Tensor) -> Explanation:
-        seg = self.engine(x).segment(x)
+    def _explain(self, x: Tensor, targets: Tensor) -> _Attribution:
+        engine = self.engine(x)
+        seg = engine.segment(x)
         n, d = len(x), seg.d
         if self.n_samples < d + 1:
             raise ValueError(f"US-LIME needs n_samples >= d + 1 = {d + 1}, got {self.n_samples}")
@@ -224,7 +227,7 @@ class USLIME(FeatureExplainer):
         start = min(self.n_samples, self.n_start or max(d + 1, self.n_samples // 4))
         batch = self.batch or max(1, (self.n_samples - start) // 5)
         masks = keep(LIME(self.model, n_samples=start).sample(n, d, g))
-        y, _ = self._scores(x, masks, targets, seed=g)
+        y, _ = self._scores(x, masks, targets, seed=g, engine=engine)
         zs, ys = [masks], [y]
         used = start
         while used < self.n_samples:
@@ -243,11 +246,11 @@ class USLIME(FeatureExplainer):
             score_ = (pred - 0.5).abs() + self.distance_weight * removed
             pick = score_.topk(size, dim=1, largest=False).indices.cpu()
             chosen = cand.gather(1, pick[..., None].expand(-1, -1, d))
-            y2, _ = self._scores(x, chosen, targets, seed=g)
+            y2, _ = self._scores(x, chosen, targets, seed=g, engine=engine)
             zs.append(chosen)
             ys.append(y2)
             used += size
         z_all, y_all = torch.cat(zs, 1).double().to(y.device), torch.cat(ys, 1)
         w = lime_kernel(z_all, None, nf)
         coef, icpt = weighted_ridge(z_all, y_all, w, self.alpha, valid=valid)
-        return self._result(coef.float(), seg, intercept=icpt.cpu().numpy())
+        return self._result(coef.float(), seg, engine, intercept=icpt.cpu().numpy())
