@@ -338,6 +338,13 @@ def test_mprt_family(net):
     s = smooth_mprt(_saliency, module, x, n_samples=8, seed=0)
     np.testing.assert_array_equal(
         s.similarity, smooth_mprt(_saliency, module, x, n_samples=8, seed=0).similarity)
+
+    def small_batches(m):  # 16 rows a batch: copies of 2 inputs per explainer call
+        return Saliency(wrap(m, input_shape=(1, 6, 6), batch_size=16))
+
+    np.testing.assert_allclose(
+        smooth_mprt(small_batches, module, x, n_samples=8, seed=0).similarity, s.similarity,
+        atol=1e-12)
     e = efficient_mprt(_saliency, module, x)
     h0 = histogram_entropy(_saliency(module).explain(x).values)
     np.testing.assert_allclose(e.extra["complexity"][0], h0)

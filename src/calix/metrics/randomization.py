@@ -123,18 +123,29 @@ def _values(exp: Any, name: str) -> np.ndarray:
 def _smoothed(explainer: Any, x: torch.Tensor, target: np.ndarray, n_samples: int,
               noise: float, seed: int | None) -> np.ndarray:
     """Mean explanation over ``n_samples`` copies of x, n_samples − 1 of them with Gaussian
-    noise of std ``noise * (max − min)`` of each input, the last one clean; one explainer
-    call on all copies."""
+    noise of std ``noise * (max − min)`` of each input, the last one clean. The copies are
+    explained in calls of at most about one model batch of rows (the explainer's model's
+    ``batch_size``), so memory stays bounded; the noise stream does not depend on that split
+    (:func:`calix._random.std_normal`)."""
     if n_samples == 1:
         return _values(explainer.explain(x, target=target), "explanations")
     n = len(x)
     flat = x.reshape(n, -1)
     std = noise * (flat.max(1).values - flat.min(1).values)  # (n,)
-    eps = std_normal(torch.Size((n, n_samples - 1, flat.shape[1])), make_generator(seed))
-    noisy = flat[:, None] + eps.to(x.device) * std[:, None, None]
-    copies = torch.cat([noisy, flat[:, None]], 1).reshape(n * n_samples, *x.shape[1:])
-    e = _values(explainer.explain(copies, target=np.repeat(target, n_samples)), "explanations")
-    return e.reshape(n, n_samples, *e.shape[1:]).mean(1)
+    g = make_generator(seed)
+    batch = int(getattr(getattr(explainer, "model", None), "batch_size", 1024) or 1024)
+    rows = max(1, batch // n_samples)
+    out = []
+    for i0 in range(0, n, rows):
+        i1 = min(i0 + rows, n)
+        eps = std_normal(torch.Size((i1 - i0, n_samples - 1, flat.shape[1])), g)
+        noisy = flat[i0:i1, None] + eps.to(x.device) * std[i0:i1, None, None]
+        copies = torch.cat([noisy, flat[i0:i1, None]], 1).reshape(
+            (i1 - i0) * n_samples, *x.shape[1:])
+        e = _values(explainer.explain(copies, target=np.repeat(target[i0:i1], n_samples)),
+                    "explanations")
+        out.append(e.reshape(i1 - i0, n_samples, *e.shape[1:]).mean(1))
+    return np.concatenate(out)
 
 
 def _cascade(make_explainer: Callable[[torch.nn.Module], Any], module: torch.nn.Module, x: Any,
@@ -209,8 +220,8 @@ def smooth_mprt(make_explainer: Callable[[torch.nn.Module], Any], module: torch.
     each input (noise std ``noise`` times the input's value range; the last copy is the clean
     input, so ``n_samples=1`` is :func:`mprt`), which removes the shattering noise of gradients.
 
-    All copies of all inputs are explained in one explainer call per model. The noise is drawn
-    from ``seed`` (the same copies for the original and every randomized model).
+    The copies are explained in calls of about one model batch of rows per model. The noise is
+    drawn from ``seed`` (the same copies for the original and every randomized model).
     Returns a :class:`Randomization` as :func:`mprt`; lower is better.
     """
     _check_similarity(similarity)
