@@ -11,10 +11,12 @@ import torch
 from torch import Tensor
 
 from calix._progress import model_rows
+from calix._random import make_generator
 from calix._validation import check_choice, check_count, check_index_range, one_per_input
 from calix.models import Model, as_tensor, wrap
 
-__all__ = ["Explanation", "Explainer", "Output", "Reduce", "reduce_channels", "score"]
+__all__ = ["Explanation", "Explainer", "Stochastic", "Output", "Reduce", "reduce_channels",
+           "score"]
 
 Output = Literal["probability", "logit", "log_probability"]
 Reduce = Literal["none", "sum", "abs_sum", "square_sum"]
@@ -437,12 +439,82 @@ class Explainer(ABC):
     #: Column names of the tabular input being explained (set by :meth:`explain`).
     _column_names: list[str] | None = None
 
-    def __init__(self, model: Any, *, output: Output = "probability", reduce: Reduce = "none"):
+    #: the method's own budget knob (an attribute named in ``_BUDGET_ATTRS``) that
+    #: ``budget=`` sets through :meth:`_set_budget`; None where the method's cost is fixed
+    #: (gradients: one query per input; occlusion: d + 1) and ``budget`` is only a cap
+    _budget_knob: str | None = None
+    #: the ``budget`` given to ``__init__`` (model queries per input), None if not given
+    _budget: int | None = None
+    #: queries per input of a method without a knob, where they do not depend on the input
+    _fixed_cost: int | None = None
+
+    def __init__(self, model: Any, *, output: Output = "probability", reduce: Reduce = "none",
+                 budget: int | None = None):
         check_choice(output, _OUTPUTS, "output")
         check_choice(reduce, _REDUCE, "reduce")
         self.model: Model = wrap(model)
         self.output = output
         self.reduce = reduce
+        if budget is not None:
+            budget = check_count(budget, "budget")
+            if budget > MAX_BUDGET:
+                raise ValueError(f"budget={budget} model queries per input is too large: calix "
+                                 f"runs at most {MAX_BUDGET:.3g} per input")
+            self._budget = budget
+
+    # ---------------------------------------------------------------- budget
+    @property
+    def budget(self) -> int | None:
+        """Model queries per input this explainer spends at most (recorded in ``params``):
+        the ``budget`` given, else what the method's knob spends.
+
+        Every registered explainer takes ``budget=`` (queries per input) in place of its own
+        knob (``n_samples``, ``n_steps``, ``n_masks``, ``steps``): sampling methods spend it
+        exactly; methods whose cost is fixed (gradients, occlusion) take it as a cap and refuse
+        inputs that would need more. None: no budget was given and the cost depends on the
+        input (occlusion: d + 1 queries for d features). A fill that averages over background
+        rows (``Marginal``) evaluates the model once per background row for every query.
+        """
+        if self._budget is not None:
+            return self._budget
+        if self._budget_knob is None:
+            return self._fixed_cost
+        return self._queries(int(getattr(self, self._budget_knob)))
+
+    def _queries(self, knob: int) -> int:
+        """Model queries per input spent with the knob set to ``knob`` (the inverse of
+        :meth:`_set_budget`)."""
+        return knob
+
+    def _set_budget(self, budget: int) -> None:
+        """Set the method's own knob so that it spends ``budget`` queries per input (at most);
+        raise a ValueError naming ``budget`` when it cannot be honoured."""
+        if self._budget_knob is not None:
+            setattr(self, self._budget_knob, budget)
+
+    def _apply_budget(self, given: Any, default: int) -> None:
+        """Set the knob ``_budget_knob``: to ``given``, or from ``budget=`` (never both), or
+        to ``default``."""
+        knob = self._budget_knob
+        if self._budget is None:
+            setattr(self, knob, default if given is None else given)
+        elif given is not None:
+            raise ValueError(f"give either budget={self._budget} (model queries per input) or "
+                             f"{knob}={given!r}, not both")
+        else:
+            self._set_budget(self._budget)
+
+    def _knob_given(self) -> str:
+        """The knob's value for messages, with the ``budget`` it came from."""
+        value = getattr(self, self._budget_knob)
+        return str(value) if self._budget is None else f"{value} (from budget={self._budget})"
+
+    def _check_cost(self, cost: int, what: str) -> None:
+        """Refuse a fixed cost per input above the ``budget`` given."""
+        if self._budget is not None and cost > self._budget:
+            raise ValueError(f"{type(self).__name__} needs {cost} model queries per input "
+                             f"({what}), more than budget={self._budget}; raise budget or use "
+                             "fewer features")
 
     # ---------------------------------------------------------------- public
     def explain(self, x: Any, target: Any = None, *, progress: bool = False) -> Explanation:
@@ -534,8 +606,8 @@ class Explainer(ABC):
                                 progress=progress) for c in classes}
 
     def params(self) -> dict[str, Any]:
-        """The method's parameters (recorded in every Explanation)."""
-        return {}
+        """The method's parameters (recorded in every Explanation), ``budget`` first."""
+        return {"budget": self.budget}
 
     # ---------------------------------------------------------------- helpers
     @abstractmethod
@@ -612,3 +684,30 @@ class Explainer(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
         return f"{type(self).__name__}({args})"
+
+
+class Stochastic(Explainer):
+    """Base of the explainers that draw at random (noise, masks, coalitions, samples).
+
+    Parameters
+    ----------
+    seed : int, torch ``Generator``, numpy ``Generator`` or None
+        Every draw of one explain call comes from one stream made from it: an int gives the
+        same explanation on every call; a generator continues its stream from call to call (a
+        numpy Generator gives the stream's seed); None draws a fresh seed per call.
+    """
+
+    def __init__(self, model: Any, *, seed: Any = 0, **kwargs: Any):
+        super().__init__(model, **kwargs)
+        if isinstance(seed, bool) or not (
+                seed is None or isinstance(seed, int | np.integer | np.random.Generator
+                                           | torch.Generator)):
+            raise TypeError(f"seed must be an int, a numpy Generator, a torch Generator or "
+                            f"None, got {type(seed).__name__}")
+        self.seed = seed
+
+    def _generator(self) -> torch.Generator:
+        """The call's random stream (a CPU torch Generator) from ``seed``."""
+        if isinstance(self.seed, np.random.Generator):
+            return make_generator(int(self.seed.integers(2**63 - 1)))
+        return make_generator(self.seed)

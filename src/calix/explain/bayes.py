@@ -26,8 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from calix._random import make_generator
-from calix.explain.base import _Attribution
+from calix.explain.base import Stochastic, _Attribution
 from calix.explain.perturbation import FeatureExplainer
 from calix.explain.surrogate import LIME, lime_kernel, real_columns
 from calix.perturb import Perturbation, ShapleyKernel
@@ -156,15 +155,37 @@ def expected_information_gain(post: BayesianLinear, z: Tensor, weights: Tensor) 
     return 0.5 * torch.log1p(weights.double().to(quad.device) * quad)
 
 
-class _BayesSurrogate(FeatureExplainer):
-    """Shared machinery: sample, query, update, report mean / std / intervals."""
+class _BayesSurrogate(FeatureExplainer, Stochastic):
+    """Shared machinery: sample, query, update, report mean / std / intervals.
+
+    ``n_samples`` (default 1000) counts the drawn coalitions; the Shapley kernel queries the
+    empty and the full coalition in addition, so ``budget=`` sets ``n_samples = budget − 2``
+    there (``budget`` with the LIME kernel).
+    """
 
     kernel_name = "lime"
+    _budget_knob = "n_samples"
 
-    def __init__(self, model: Any, *, n_samples: int = 1000, seed: int | None = 0,
-                 level: float = 0.95, **kwargs: Any):
+    def __init__(self, model: Any, *, n_samples: int | None = None, level: float = 0.95,
+                 **kwargs: Any):
         super().__init__(model, **kwargs)
-        self.n_samples, self.seed, self.level = int(n_samples), seed, float(level)
+        self._apply_budget(n_samples, 1000)
+        self.n_samples, self.level = int(self.n_samples), float(level)
+
+    @property
+    def _anchors(self) -> int:
+        """Queries per input beyond the drawn coalitions: the SHAP kernel's two anchors."""
+        return 2 if self.kernel_name == "shap" else 0
+
+    def _queries(self, knob: int) -> int:
+        return knob + self._anchors
+
+    def _set_budget(self, budget: int) -> None:
+        if budget - self._anchors < 1:
+            raise ValueError(f"budget={budget} is too small for {type(self).__name__}: the "
+                             f"{self.kernel_name} kernel takes {self._anchors} anchor queries "
+                             f"per input and at least one drawn coalition")
+        self.n_samples = budget - self._anchors
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "n_samples": self.n_samples, "seed": self.seed,
@@ -189,7 +210,7 @@ class _BayesSurrogate(FeatureExplainer):
         if budget < d + 1:
             raise ValueError(f"{type(self).__name__} needs a budget of at least d + 1 = {d + 1} "
                              f"queries for {d} features, got {budget} (n_samples="
-                             f"{self.n_samples}, n_start={getattr(self, 'n_start', None)})")
+                             f"{self._knob_given()}, n_start={getattr(self, 'n_start', None)})")
 
     def _start(self, x: Tensor, masks: Tensor, targets: Tensor, g: torch.Generator,
                valid: Tensor | None = None, engine: Perturbation | None = None
@@ -255,16 +276,31 @@ class BayesLIME(_BayesSurrogate):
     def __init__(self, model: Any, *, kernel: str = "lime", focused: bool = False,
                  n_start: int | None = None, n_candidates: int = 10_000, batch: int = 2500,
                  temperature: float | None = None, target_width: float | None = None,
-                 max_samples: int = 20_000, **kwargs: Any):
-        super().__init__(model, **kwargs)
+                 max_samples: int | None = None, **kwargs: Any):
         if kernel not in ("lime", "shap"):
             raise ValueError(f"kernel must be 'lime' or 'shap', got {kernel!r}")
-        self.kernel_name = kernel
+        self.kernel_name = kernel  # before the budget is spent: the SHAP kernel's anchors
+        super().__init__(model, **kwargs)
         self.name = "bayes_lime" if kernel == "lime" else "bayes_shap"
         self.focused, self.n_candidates, self.batch = bool(focused), int(n_candidates), int(batch)
         self.temperature = temperature or (5e-4 if kernel == "lime" else 1e-2)
-        self.target_width, self.max_samples = target_width, int(max_samples)
+        self.target_width = target_width
         self.n_start = n_start or (200 if target_width is not None else 100)
+        if self._budget is not None and target_width is not None:
+            if max_samples is not None:  # perturbations-to-go: the budget caps max_samples
+                raise ValueError(f"give either budget={self._budget} (model queries per "
+                                 f"input) or max_samples={max_samples!r}, not both")
+            max_samples = self.n_samples
+        self.max_samples = int(20_000 if max_samples is None else max_samples)
+        if self._budget is not None and (focused or target_width is not None) \
+                and self.n_start > self._budget - self._anchors:
+            raise ValueError(f"budget={self._budget} leaves fewer queries than n_start="
+                             f"{self.n_start}; raise budget or lower n_start")
+
+    def _queries(self, knob: int) -> int:
+        if self.target_width is not None:  # n_start, then at most max_samples in all
+            return self.max_samples + self._anchors
+        return (max(knob, self.n_start) if self.focused else knob) + self._anchors
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "kernel": self.kernel_name, "focused": self.focused,
@@ -281,7 +317,7 @@ class BayesLIME(_BayesSurrogate):
         n, d = len(x), seg.d
         valid = real_columns(seg.n_features, d)
         nf = None if valid is None else seg.n_features
-        g = make_generator(self.seed)
+        g = self._generator()
         first = self.n_start if (self.focused or self.target_width) else self.n_samples
         self._check(d, first)
         masks = self._draw(n, first, d, g, valid)
@@ -344,13 +380,13 @@ class EAGLE(_BayesSurrogate):
 
     name = "eagle"
 
-    def __init__(self, model: Any, *, n_samples: int = 1000, batch: int | None = None,
+    def __init__(self, model: Any, *, n_samples: int | None = None, batch: int | None = None,
                  pool_factor: int = 4, tol: float = 0.0, patience: int = 3,
                  kernel: str = "lime", **kwargs: Any):
-        super().__init__(model, n_samples=n_samples, **kwargs)
         if kernel not in ("lime", "shap"):
             raise ValueError(f"kernel must be 'lime' or 'shap', got {kernel!r}")
-        self.kernel_name = kernel
+        self.kernel_name = kernel  # before the budget is spent: the SHAP kernel's anchors
+        super().__init__(model, n_samples=n_samples, **kwargs)
         self.batch = batch
         self.pool_factor, self.tol, self.patience = int(pool_factor), float(tol), int(patience)
         if self.pool_factor < 3:
@@ -393,7 +429,7 @@ class EAGLE(_BayesSurrogate):
         valid = real_columns(seg.n_features, d)
         nf = None if valid is None else seg.n_features
         self._check(d, self.n_samples)
-        g = make_generator(self.seed)
+        g = self._generator()
         batch = self.batch or max(1, self.n_samples // 10)
         masks = self._draw(n, d + 1, d, g, valid)
         w = self._kernel(masks, nf)

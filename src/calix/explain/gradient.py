@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from calix._validation import check_count
 from calix.calibrate import check_differentiable
-from calix.explain.base import Explainer, _Attribution, score
+from calix.explain.base import Explainer, Stochastic, _Attribution, score
 from calix.models import Model, TorchModel
 
 __all__ = [
@@ -96,7 +96,7 @@ class _GradientExplainer(Explainer):
         self._forward = as_forward(self.model, self.output)
 
     def params(self) -> dict[str, Any]:
-        return {"multiply_by_input": self.multiply_by_input}
+        return {**super().params(), "multiply_by_input": self.multiply_by_input}
 
     def _finish(self, attr: Tensor, x: Tensor, **extra: Any) -> _Attribution:
         if self.multiply_by_input:
@@ -112,6 +112,7 @@ class Saliency(_GradientExplainer):
 
     name = "saliency"
     single_pass = True  # one forward/backward row per input
+    _fixed_cost = 1
 
     def _explain(self, x: Tensor, targets: Tensor) -> _Attribution:
         from captum.attr import Saliency as CaptumSaliency
@@ -163,8 +164,12 @@ class IntegratedGradients(_GradientExplainer):
     baselines : str, number, array, or list of them
         ``"zero"``, ``"black"`` / ``"white"`` (each input's minimum / maximum), a constant, an
         array of the input's shape; a list averages IG over several baselines.
-    n_steps : int
-        Riemann / Gauss–Legendre steps (Captum's ``method``).
+    n_steps : int or None
+        Riemann / Gauss–Legendre steps (Captum's ``method``); default 50.
+    budget : int or None
+        Model queries per input instead of ``n_steps``: each baseline costs ``n_steps + 2``
+        (the path and the two ends of the completeness check), so ``n_steps = budget //
+        n_baselines − 2``.
     multiply_by_input : bool
         True (default): attributions are (x − baseline) × the path-averaged gradient, which
         satisfy completeness; False returns the path-averaged gradient alone.
@@ -178,14 +183,33 @@ class IntegratedGradients(_GradientExplainer):
     """
 
     name = "integrated_gradients"
+    _budget_knob = "n_steps"
 
-    def __init__(self, model: Any, *, baselines: Any = "zero", n_steps: int = 50,
+    def __init__(self, model: Any, *, baselines: Any = "zero", n_steps: int | None = None,
                  method: str = "gausslegendre", internal_batch_size: int | None = None,
                  multiply_by_input: bool = True, **kwargs: Any):
         super().__init__(model, multiply_by_input=multiply_by_input, **kwargs)
-        n_steps = check_count(n_steps, "n_steps")
-        self.baselines, self.n_steps, self.method = baselines, int(n_steps), method
+        self.baselines, self.method = baselines, method
+        self._apply_budget(n_steps, 50)
+        self.n_steps = int(check_count(self.n_steps, "n_steps"))
         self.internal_batch_size = internal_batch_size
+
+    @property
+    def n_baselines(self) -> int:
+        """How many baselines IG is averaged over."""
+        return len(self.baselines) if isinstance(self.baselines, list | tuple) else 1
+
+    def _queries(self, knob: int) -> int:
+        return self.n_baselines * (knob + 2)
+
+    def _set_budget(self, budget: int) -> None:
+        nb = self.n_baselines
+        if budget // nb - 2 < 1:
+            raise ValueError(
+                f"budget={budget} is too small for Integrated Gradients with {nb} baseline(s): "
+                f"each baseline costs n_steps + 2 queries per input (the path and the two ends "
+                f"of the completeness check); give budget >= {3 * nb}")
+        self.n_steps = budget // nb - 2
 
     def params(self) -> dict[str, Any]:
         b = self.baselines if isinstance(self.baselines, str | int | float) else "custom"
@@ -212,7 +236,7 @@ class IntegratedGradients(_GradientExplainer):
                             extra={"delta": (delta / len(bases)).detach().cpu().numpy()})
 
 
-class SmoothGrad(_GradientExplainer):
+class SmoothGrad(_GradientExplainer, Stochastic):
     """SmoothGrad (Smilkov et al. 2017) and SmoothGrad² (``squared=True``).
 
     Averages the gradient (or its square) over ``n_samples`` noisy copies of each input,
@@ -221,22 +245,24 @@ class SmoothGrad(_GradientExplainer):
 
     Parameters
     ----------
-    n_samples : int (FPA protocol: 50)
+    n_samples : int or None -- noisy copies per input, one query each (default and FPA
+        protocol: 50); ``budget=`` sets it instead.
     noise : float (FPA protocol: 0.15)
     squared : bool -- SmoothGrad²: mean of squared gradients.
-    seed : int or None
+    seed : see :class:`~calix.explain.base.Stochastic`
     """
 
     name = "smoothgrad"
+    _budget_knob = "n_samples"
 
-    def __init__(self, model: Any, *, n_samples: int = 50, noise: float = 0.15,
-                 squared: bool = False, seed: int | None = 0, **kwargs: Any):
+    def __init__(self, model: Any, *, n_samples: int | None = None, noise: float = 0.15,
+                 squared: bool = False, **kwargs: Any):
         super().__init__(model, **kwargs)
-        n_samples = check_count(n_samples, "n_samples")
+        self._apply_budget(n_samples, 50)
+        n_samples = check_count(self.n_samples, "n_samples")
         if noise < 0:
             raise ValueError(f"noise must be >= 0, got {noise}")
-        self.n_samples, self.noise, self.squared, self.seed = (
-            int(n_samples), float(noise), bool(squared), seed)
+        self.n_samples, self.noise, self.squared = int(n_samples), float(noise), bool(squared)
         if squared:
             self.name = "smoothgrad_squared"
 
@@ -245,12 +271,12 @@ class SmoothGrad(_GradientExplainer):
                 "squared": self.squared, "seed": self.seed}
 
     def _explain(self, x: Tensor, targets: Tensor) -> _Attribution:
-        from calix._random import make_generator, std_normal
+        from calix._random import std_normal
 
         n, s = len(x), self.n_samples
         flat = x.reshape(n, -1)
         sigma = self.noise * (flat.max(1).values - flat.min(1).values)
-        eps = std_normal(torch.Size((n, s, *x.shape[1:])), make_generator(self.seed))
+        eps = std_normal(torch.Size((n, s, *x.shape[1:])), self._generator())
         eps = eps.to(x.device) * sigma.view(n, 1, *([1] * (x.ndim - 1)))
         noisy = (x[:, None] + eps).reshape(n * s, *x.shape[1:]).requires_grad_(True)
         tgt = targets.to(x.device).repeat_interleave(s)
@@ -276,6 +302,7 @@ class GuidedBackprop(_GradientExplainer):
 
     name = "guided_backprop"
     single_pass = True
+    _fixed_cost = 1
 
     def __init__(self, model: Any, **kwargs: Any):
         super().__init__(model, **kwargs)

@@ -18,9 +18,8 @@ import torch
 from scipy.special import ndtr
 from torch import Tensor
 
-from calix._random import make_generator
 from calix._validation import check_choice
-from calix.explain.base import Explainer, Output, Reduce, _Attribution, column_names
+from calix.explain.base import Output, Reduce, Stochastic, _Attribution, column_names
 from calix.explain.surrogate import weighted_ridge
 from calix.models import as_tensor
 
@@ -34,7 +33,7 @@ _STD_EPS = 1e-11
 _BLOCK_ELEMENTS = 1 << 22
 
 
-class LimeTabular(Explainer):
+class LimeTabular(Stochastic):
     """LIME for tables with the semantics of lime's ``LimeTabularExplainer``.
 
     LIME (Ribeiro, Singh & Guestrin 2016, "Why should I trust you?", KDD) as implemented for
@@ -84,14 +83,17 @@ class LimeTabular(Explainer):
         Without discretization, centre the normal draws on the input instead of the mean.
     kernel_width : float or None
         Width w of the exponential kernel; None means 0.75·sqrt(d).
-    n_samples : int
-        Samples per input, the input itself included (lime's ``num_samples``, default 5000).
+    n_samples : int or None
+        Samples per input, the input itself included (lime's ``num_samples``, default 5000);
+        one model query each.
     alpha : float
         Ridge penalty of the surrogate.
     seed : int, numpy ``Generator``, torch ``Generator`` or None
         An int gives the same explanation on every call; a generator is advanced by each call;
         None draws fresh randomness.
     output, reduce : see :class:`~calix.explain.base.Explainer`
+    budget : int or None
+        Model queries per input, instead of ``n_samples`` (the same count).
 
     Attributes
     ----------
@@ -114,16 +116,20 @@ class LimeTabular(Explainer):
     """
 
     name = "lime_tabular"
+    _budget_knob = "n_samples"
 
     def __init__(self, model: Any, training_data: Any, *,
                  categorical_features: Sequence[int | str] | None = None,
                  feature_names: Sequence[str] | None = None,
                  discretize_continuous: bool = True, discretizer: str = "quartile",
                  sample_around_instance: bool = False, kernel_width: float | None = None,
-                 n_samples: int = 5000, alpha: float = 1.0, seed: Any = 0,
-                 output: Output = "probability", reduce: Reduce = "none"):
-        super().__init__(model, output=output, reduce=reduce)
+                 n_samples: int | None = None, alpha: float = 1.0, seed: Any = 0,
+                 output: Output = "probability", reduce: Reduce = "none",
+                 budget: int | None = None):
+        super().__init__(model, output=output, reduce=reduce, seed=seed, budget=budget)
         check_choice(discretizer, _PERCENTILES, "discretizer", listed=tuple(_PERCENTILES))
+        self._apply_budget(n_samples, 5000)
+        n_samples = self.n_samples
         if isinstance(n_samples, bool) or not isinstance(n_samples, int | np.integer) \
                 or n_samples < 2:
             raise ValueError(f"n_samples must be an integer >= 2 (the input and at least one "
@@ -133,15 +139,11 @@ class LimeTabular(Explainer):
                              f"got {kernel_width!r}")
         if not (math.isfinite(alpha) and alpha >= 0):
             raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
-        if not (seed is None or isinstance(seed, int | np.integer | np.random.Generator
-                                           | torch.Generator)) or isinstance(seed, bool):
-            raise TypeError(f"seed must be an int, a numpy Generator, a torch Generator or "
-                            f"None, got {type(seed).__name__}")
         self.discretize_continuous = bool(discretize_continuous)
         self.discretizer = discretizer
         self.sample_around_instance = bool(sample_around_instance)
         self.kernel_width = None if kernel_width is None else float(kernel_width)
-        self.n_samples, self.alpha, self.seed = int(n_samples), float(alpha), seed
+        self.n_samples, self.alpha = int(n_samples), float(alpha)
         self._fit(training_data, categorical_features, feature_names)
         shape = self.model.input_shape
         if shape is not None and shape != (self.n_features_in_,):
@@ -152,7 +154,8 @@ class LimeTabular(Explainer):
     def params(self) -> dict[str, Any]:
         seed = self.seed if self.seed is None or isinstance(self.seed, int | np.integer) \
             else type(self.seed).__name__
-        return {"n_samples": self.n_samples, "discretize_continuous": self.discretize_continuous,
+        return {**super().params(), "n_samples": self.n_samples,
+                "discretize_continuous": self.discretize_continuous,
                 "discretizer": self.discretizer,
                 "sample_around_instance": self.sample_around_instance,
                 "categorical_features": list(self.categorical_features_),
@@ -305,7 +308,7 @@ class LimeTabular(Explainer):
         d = self.n_features_in_
         names = self._names(d)
         n, m = len(x), self.n_samples
-        g = _generator(self.seed)
+        g = self._generator()
         x64 = x.detach().cpu().double()
         step = max(1, _BLOCK_ELEMENTS // (m * d))
         inverse, inter = [], []
@@ -423,9 +426,3 @@ def _weighted_r2(y: Tensor, pred: Tensor, w: Tensor) -> Tensor:
     den = (w * (y - ym) ** 2).sum(1)
     r2 = 1 - num / den.clamp_min(1e-300)
     return torch.where(den > 0, r2, (num == 0).double())
-
-
-def _generator(seed: Any) -> torch.Generator:
-    if isinstance(seed, np.random.Generator):
-        return make_generator(int(seed.integers(2**63 - 1)))
-    return make_generator(seed)

@@ -255,10 +255,11 @@ class LogitSurrogateSHAP(ShapleyEstimator):
 
     name = "logit_surrogate_shap"
     title = "LogitSurrogateSHAP"
+    default_n_samples = 1000
 
-    def __init__(self, model: Any, *, n_samples: int = 1000, order: int = 2, link: str = "auto",
-                 alpha: float = 0.3, adjust: bool | None = None, n_permutations: int = 4096,
-                 **kwargs: Any):
+    def __init__(self, model: Any, *, n_samples: int | None = None, order: int = 2,
+                 link: str = "auto", alpha: float = 0.3, adjust: bool | None = None,
+                 n_permutations: int = 4096, **kwargs: Any):
         super().__init__(model, n_samples=n_samples, **kwargs)
         if order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, got {order}")

@@ -129,7 +129,7 @@ class OddSHAP(ShapleyEstimator):
     name = "odd_shap"
     title = "OddSHAP"
 
-    def __init__(self, model: Any, *, n_samples: int = 2048, interaction_factor: int = 10,
+    def __init__(self, model: Any, *, n_samples: int | None = None, interaction_factor: int = 10,
                  design: str = "kernel", proxy_target: str = "game",
                  tree_params: dict[str, Any] | None = None, **kwargs: Any):
         super().__init__(model, n_samples=n_samples, **kwargs)

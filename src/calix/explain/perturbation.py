@@ -15,11 +15,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from calix._random import make_generator
 from calix._validation import check_count
 from calix.calibrate import check_differentiable
 from calix.exceptions import DefaultFillWarning
-from calix.explain.base import Explainer, _Attribution
+from calix.explain.base import Explainer, Stochastic, _Attribution
 from calix.perturb import (
     Blur,
     Columns,
@@ -117,8 +116,8 @@ class FeatureExplainer(Explainer):
             feats, fill = self.perturbation.features, self.perturbation.fill
         else:
             feats, fill = self._features, self._fill
-        return {k: type(v).__name__ for k, v in (("features", feats), ("fill", fill))
-                if v is not None}
+        return {**super().params(), **{k: type(v).__name__ for k, v in
+                                       (("features", feats), ("fill", fill)) if v is not None}}
 
     @property
     def average(self) -> str:
@@ -177,7 +176,7 @@ class Occlusion(FeatureExplainer):
 
     With a :class:`~calix.perturb.PatchGrid` this is occlusion with non-overlapping patches
     (Captum's ``FeatureAblation`` with the same feature mask and baseline). d + 1 queries per
-    input.
+    input: ``budget=`` is a cap, and inputs with more than ``budget − 1`` features are refused.
     """
 
     name = "occlusion"
@@ -186,12 +185,13 @@ class Occlusion(FeatureExplainer):
         engine = self.engine(x)
         seg = engine.segment(x)
         d = seg.d
+        self._check_cost(d + 1, f"d + 1 for {d} features")
         masks = torch.cat([torch.ones(1, d, dtype=torch.bool), ~torch.eye(d, dtype=torch.bool)])
         s, _ = self._scores(x, masks, targets, engine=engine)
         return self._result(s[:, :1] - s[:, 1:], seg, engine)
 
 
-class RISE(FeatureExplainer):
+class RISE(FeatureExplainer, Stochastic):
     """RISE (Petsiuk et al. 2018): saliency = Σ_i s(x ⊙ M_i) M_i / (N p).
 
     Masks: ``grid``×``grid`` Bernoulli(``p``) cells, upsampled (bilinear or bicubic) to
@@ -200,23 +200,26 @@ class RISE(FeatureExplainer):
 
     Parameters
     ----------
-    n_masks : int (Calibrate-to-Interpret: 4000)
+    n_masks : int or None -- masks per input, one query each (default and
+        Calibrate-to-Interpret: 4000); ``budget=`` sets it instead.
     grid : int (8)
     p : float -- keep probability of a cell (0.6)
     interpolation : {"bilinear", "bicubic"}
-    seed : int or None
+    seed : see :class:`~calix.explain.base.Stochastic`
     block_size : int
         Masks drawn at once (each block from its own seed): the memory of the masks is
         ``block_size × H × W`` floats however large ``n_masks`` is.
     """
 
     name = "rise"
+    _budget_knob = "n_masks"
 
-    def __init__(self, model: Any, *, n_masks: int = 4000, grid: int = 8, p: float = 0.6,
-                 interpolation: str = "bilinear", fill: Fill | None = None,
-                 seed: int | None = 0, block_size: int = 256, **kwargs: Any):
+    def __init__(self, model: Any, *, n_masks: int | None = None, grid: int = 8,
+                 p: float = 0.6, interpolation: str = "bilinear", fill: Fill | None = None,
+                 block_size: int = 256, **kwargs: Any):
         super().__init__(model, features=Pixels(), fill=fill, **kwargs)
-        n_masks = check_count(n_masks, "n_masks")
+        self._apply_budget(n_masks, 4000)
+        n_masks = check_count(self.n_masks, "n_masks")
         if grid < 1:
             raise ValueError(f"grid must be >= 1, got {grid}")
         if not 0.0 < p <= 1.0:
@@ -227,7 +230,7 @@ class RISE(FeatureExplainer):
         self.n_masks, self.grid, self.p = int(n_masks), int(grid), float(p)
         if block_size < 1:
             raise ValueError(f"block_size must be >= 1, got {block_size}")
-        self.interpolation, self.seed = interpolation, seed
+        self.interpolation = interpolation
         self.block_size = int(block_size)
 
     def params(self) -> dict[str, Any]:
@@ -269,7 +272,7 @@ class RISE(FeatureExplainer):
     def _explain(self, x: Tensor, targets: Tensor) -> _Attribution:
         if x.ndim != 4:
             raise ValueError(f"RISE explains images (n, C, H, W), got {tuple(x.shape)}")
-        g = make_generator(self.seed)
+        g = self._generator()
         h, w = x.shape[-2:]
         blocks = self.mask_blocks(h, w, g)
         engine = self.engine(x)
@@ -292,24 +295,36 @@ class MeaningfulPerturbation(FeatureExplainer):
     Parameters
     ----------
     fill : Fill -- default a Gaussian blur (11×11 on images of side ≥ 12, else 5×5).
-    steps, lr : Adam settings (Calibrate-to-Interpret: 600, 0.1)
+    steps, lr : Adam settings (Calibrate-to-Interpret: 600, 0.1); ``steps + 1`` queries per
+        input (one per step and the final score), ``budget=`` sets ``steps = budget − 1``.
     l1, tv : penalty weights (0.1, 0.4); tv_power : β (3, as in Fong & Vedaldi)
     """
 
     name = "meaningful_perturbation"
+    _budget_knob = "steps"
 
-    def __init__(self, model: Any, *, fill: Fill | None = None, steps: int = 600,
+    def __init__(self, model: Any, *, fill: Fill | None = None, steps: int | None = None,
                  lr: float = 0.1, l1: float = 0.1, tv: float = 0.4, tv_power: float = 3.0,
                  **kwargs: Any):
         super().__init__(model, features=Pixels(), fill=fill, **kwargs)
         check_differentiable(self.model, "MeaningfulPerturbation")  # optimises by gradients
-        steps = check_count(steps, "steps")
+        self._apply_budget(steps, 600)
+        steps = check_count(self.steps, "steps")
         self.steps, self.lr, self.l1, self.tv, self.tv_power = (
             int(steps), float(lr), float(l1), float(tv), float(tv_power))
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "steps": self.steps, "lr": self.lr, "l1": self.l1,
                 "tv": self.tv, "tv_power": self.tv_power}
+
+    def _queries(self, knob: int) -> int:
+        return knob + 1
+
+    def _set_budget(self, budget: int) -> None:
+        if budget < 2:
+            raise ValueError(f"budget={budget} is too small for Meaningful Perturbation: it "
+                             "spends steps + 1 queries per input; give budget >= 2")
+        self.steps = budget - 1
 
     def _default_fill(self, x: Tensor) -> Fill:
         return Blur(11, 5.0) if x.shape[-1] >= 12 else Blur(5, 2.0)

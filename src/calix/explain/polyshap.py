@@ -57,7 +57,7 @@ class PolySHAP(ShapleyEstimator):
     name = "poly_shap"
     title = "PolySHAP"
 
-    def __init__(self, model: Any, *, n_samples: int = 2048, order: int = 2,
+    def __init__(self, model: Any, *, n_samples: int | None = None, order: int = 2,
                  design: str = "leverage", **kwargs: Any):
         old = sorted(set(kwargs) & set(_OLD))
         if old:

@@ -36,7 +36,7 @@ import torch
 from scipy import stats
 from torch import Tensor
 
-from calix.explain.base import _Attribution
+from calix.explain.base import Stochastic, _Attribution
 from calix.explain.perturbation import FeatureExplainer
 from calix.explain.solvers import efficiency_constrained_wls, weighted_ridge
 from calix.perturb import (
@@ -48,7 +48,6 @@ from calix.perturb import (
     Perturbation,
     Segmentation,
     all_coalitions,
-    make_generator,
 )
 
 __all__ = ["ShapleyEstimator", "KernelSHAP", "LeverageSHAP", "RegressionAdjustedSHAP",
@@ -196,17 +195,17 @@ class _Segmented(Features):
         return self.seg
 
 
-class ShapleyEstimator(FeatureExplainer):
+class ShapleyEstimator(FeatureExplainer, Stochastic):
     """The frame every Shapley estimator shares (see the module docstring): budget checks,
     the exact path, the query of the design, efficiency, jackknife intervals, the adaptive
     mode and inputs of different widths. A subclass gives :meth:`design` and :meth:`fit`.
 
     Parameters
     ----------
-    n_samples : int -- model queries per input, the empty and the full coalition included;
-        the cap of the adaptive mode.
+    n_samples : int or None -- model queries per input, the empty and the full coalition
+        included; the cap of the adaptive mode (default 2048; ``budget=`` is the same count).
     seed : int, Generator or None -- the coalitions, the jackknife groups and any randomness
-        of the estimator.
+        of the estimator (see :class:`~calix.explain.base.Stochastic`).
     level : float -- coverage of the interval ``lower``/``upper``.
     n_groups : int -- jackknife groups (>= 2).
     target_width : float or None -- adaptive mode: stop when every interval of an input is at
@@ -219,11 +218,15 @@ class ShapleyEstimator(FeatureExplainer):
     name = "shapley_estimator"
     #: the estimator's name in messages
     title = "this estimator"
+    _budget_knob = "n_samples"
+    #: ``n_samples`` when neither it nor ``budget`` is given
+    default_n_samples = 2048
 
-    def __init__(self, model: Any, *, n_samples: int = 2048,
-                 seed: int | torch.Generator | None = 0, level: float = 0.95,
+    def __init__(self, model: Any, *, n_samples: int | None = None, level: float = 0.95,
                  n_groups: int = 10, target_width: float | None = None, **kwargs: Any):
         super().__init__(model, **kwargs)
+        self._apply_budget(n_samples, self.default_n_samples)
+        n_samples = self.n_samples
         if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) \
                 or n_samples < 2:
             raise ValueError(f"n_samples must be an integer >= 2 (model queries per input), "
@@ -234,7 +237,7 @@ class ShapleyEstimator(FeatureExplainer):
             raise ValueError(f"n_groups must be >= 2 (jackknife groups), got {n_groups}")
         if target_width is not None and not target_width > 0:
             raise ValueError(f"target_width must be > 0 or None, got {target_width}")
-        self.n_samples, self.seed, self.level = int(n_samples), seed, float(level)
+        self.n_samples, self.level = int(n_samples), float(level)
         self.n_groups = int(n_groups)
         self.target_width = None if target_width is None else float(target_width)
 
@@ -242,6 +245,12 @@ class ShapleyEstimator(FeatureExplainer):
         return {**super().params(), "n_samples": self.n_samples, "seed": self.seed,
                 "level": self.level, "n_groups": self.n_groups,
                 "target_width": self.target_width}
+
+    def _set_budget(self, budget: int) -> None:
+        if budget < 2:
+            raise ValueError(f"budget={budget} is too small for {self.title}: the empty and "
+                             "the full coalition alone take 2 queries per input")
+        self.n_samples = budget
 
     # ------------------------------------------------------------------ to override
     def design(self, d: int) -> Design:
@@ -276,7 +285,7 @@ class ShapleyEstimator(FeatureExplainer):
         engine = self.engine(x)
         seg = engine.segment(x)
         d, n = seg.d, len(x)
-        g = make_generator(self.seed)
+        g = self._generator()
         nf = seg.n_features.cpu()
         if bool((nf == d).all()):
             out = self._game(x, targets, d, g, engine)
@@ -345,7 +354,7 @@ class ShapleyEstimator(FeatureExplainer):
         low = self.minimum(d)
         if self.n_samples < low:
             raise ValueError(f"{self.title} needs n_samples >= {low} model queries per input "
-                             f"for {d} features, got {self.n_samples}")
+                             f"for {d} features, got {self._knob_given()}")
         budget = self.n_samples
         if self.target_width is not None:
             budget = min(self.n_samples, max(low, 10 * d))
@@ -429,7 +438,7 @@ class KernelSHAP(ShapleyEstimator):
     name = "kernel_shap"
     title = "KernelSHAP"
 
-    def __init__(self, model: Any, *, n_samples: int = 2048, paired: bool = True,
+    def __init__(self, model: Any, *, n_samples: int | None = None, paired: bool = True,
                  **kwargs: Any):
         super().__init__(model, n_samples=n_samples, **kwargs)
         self.paired = bool(paired)
@@ -468,7 +477,7 @@ class LeverageSHAP(KernelSHAP):
     name = "leverage_shap"
     title = "Leverage SHAP"
 
-    def __init__(self, model: Any, *, n_samples: int = 2048, **kwargs: Any):
+    def __init__(self, model: Any, *, n_samples: int | None = None, **kwargs: Any):
         if not kwargs.pop("paired", True):
             raise ValueError("Leverage SHAP always pairs each coalition with its complement "
                              "(paired=False is KernelSHAP(paired=False))")
@@ -515,7 +524,7 @@ class RegressionAdjustedSHAP(ShapleyEstimator):
     name = "regression_adjusted_shap"
     title = "Regression-adjusted Shapley estimation"
 
-    def __init__(self, model: Any, *, n_samples: int = 2048, proxy: str = "quadratic",
+    def __init__(self, model: Any, *, n_samples: int | None = None, proxy: str = "quadratic",
                  alpha: float = 1e-3, tree_params: dict[str, Any] | None = None,
                  **kwargs: Any):
         super().__init__(model, n_samples=n_samples, **kwargs)
@@ -653,11 +662,11 @@ class Shapley(ShapleyEstimator):
     name = "shapley"
     title = "Shapley"
 
-    def __init__(self, model: Any, *, n_samples: int = 2048, **kwargs: Any):
+    def __init__(self, model: Any, *, n_samples: int | None = None, **kwargs: Any):
         import inspect
 
         self._kwargs = dict(kwargs)
-        frame = {"seed", "level", "n_groups", "target_width"}
+        frame = {"seed", "level", "n_groups", "target_width", "budget"}
         for cls in FeatureExplainer.__mro__:  # the arguments every explainer takes
             if "__init__" in vars(cls):
                 frame |= set(inspect.signature(cls.__init__).parameters) - {"self", "model"}
@@ -671,6 +680,7 @@ class Shapley(ShapleyEstimator):
         from calix.explain.logit_surrogate import LogitSurrogateSHAP
 
         kw = {**self._kwargs, "n_samples": self.n_samples}
+        kw.pop("budget", None)  # spent as n_samples
         if engine is not None or self.perturbation is not None:
             for key in ("features", "fill", "background"):
                 kw.pop(key, None)

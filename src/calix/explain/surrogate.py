@@ -22,8 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from calix._random import make_generator
-from calix.explain.base import _Attribution
+from calix.explain.base import Stochastic, _Attribution
 from calix.explain.perturbation import FeatureExplainer
 from calix.explain.shapley import KernelSHAP
 from calix.explain.solvers import efficiency_constrained_wls, real_columns, weighted_ridge
@@ -87,7 +86,7 @@ def shapley_kernel_weights(masks: Tensor) -> Tensor:
     return (d - 1) / (torch.exp(log_comb) * s * (d - s))
 
 
-class LIME(FeatureExplainer):
+class LIME(FeatureExplainer, Stochastic):
     """LIME (Ribeiro et al. 2016): a kernel-weighted ridge surrogate on binary coalitions.
 
     Coalitions remove a uniformly drawn number 1..d−1 of features (LIME's image sampler); the
@@ -99,14 +98,16 @@ class LIME(FeatureExplainer):
     """
 
     name = "lime"
+    _budget_knob = "n_samples"
 
-    def __init__(self, model: Any, *, n_samples: int = 1000, kernel_width: float | None = None,
-                 alpha: float = 1.0, seed: int | None = 0, **kwargs: Any):
+    def __init__(self, model: Any, *, n_samples: int | None = None,
+                 kernel_width: float | None = None, alpha: float = 1.0, **kwargs: Any):
         super().__init__(model, **kwargs)
         if alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")
-        self.n_samples, self.kernel_width, self.alpha, self.seed = (
-            int(n_samples), kernel_width, float(alpha), seed)
+        self._apply_budget(n_samples, 1000)
+        self.n_samples, self.kernel_width, self.alpha = (
+            int(self.n_samples), kernel_width, float(alpha))
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "n_samples": self.n_samples,
@@ -123,8 +124,8 @@ class LIME(FeatureExplainer):
         d = seg.d
         if self.n_samples < d + 1:
             raise ValueError(f"LIME needs n_samples >= d + 1 = {d + 1} for {d} features, "
-                             f"got {self.n_samples}")
-        g = make_generator(self.seed)
+                             f"got {self._knob_given()}")
+        g = self._generator()
         valid = real_columns(seg.n_features, d)
         masks = self.sample(len(x), d, g)
         if valid is not None:  # padding columns stay out of the kernel and the fit
@@ -141,7 +142,7 @@ class LIME(FeatureExplainer):
                             r2=r2.cpu().numpy())
 
 
-class GLIME(FeatureExplainer):
+class GLIME(FeatureExplainer, Stochastic):
     """GLIME baselines (Tan et al. 2023): samples drawn from the local distribution itself,
     unit weights, ridge surrogate.
 
@@ -151,14 +152,15 @@ class GLIME(FeatureExplainer):
     """
 
     name = "glime"
+    _budget_knob = "n_samples"
 
     def __init__(self, model: Any, *, variant: str = "binomial", sigma: float = 1.0,
-                 n_samples: int = 1000, alpha: float = 1.0, seed: int | None = 0,
-                 **kwargs: Any):
+                 n_samples: int | None = None, alpha: float = 1.0, **kwargs: Any):
         super().__init__(model, **kwargs)
         self._design = GlimeDesign(variant, sigma)  # checks variant and sigma
-        self.variant, self.sigma, self.n_samples = variant, float(sigma), int(n_samples)
-        self.alpha, self.seed = float(alpha), seed
+        self._apply_budget(n_samples, 1000)
+        self.variant, self.sigma, self.n_samples = variant, float(sigma), int(self.n_samples)
+        self.alpha = float(alpha)
         self.name = f"glime_{variant}"
 
     def params(self) -> dict[str, Any]:
@@ -175,8 +177,9 @@ class GLIME(FeatureExplainer):
         seg = engine.segment(x)
         d = seg.d
         if self.n_samples < d + 1:
-            raise ValueError(f"GLIME needs n_samples >= d + 1 = {d + 1}, got {self.n_samples}")
-        g = make_generator(self.seed)
+            raise ValueError(f"GLIME needs n_samples >= d + 1 = {d + 1}, "
+                             f"got {self._knob_given()}")
+        g = self._generator()
         valid = real_columns(seg.n_features, d)
         masks = self.sample(len(x), d, g)
         if valid is not None:
@@ -189,7 +192,7 @@ class GLIME(FeatureExplainer):
         return self._result(coef.float(), seg, engine, intercept=icpt.cpu().numpy())
 
 
-class USLIME(FeatureExplainer):
+class USLIME(FeatureExplainer, Stochastic):
     """US-LIME (Saadatfar et al. 2024) [I]: uncertainty sampling near the decision boundary
     and near x, then LIME's kernel-weighted ridge surrogate.
 
@@ -200,14 +203,16 @@ class USLIME(FeatureExplainer):
     """
 
     name = "us_lime"
+    _budget_knob = "n_samples"
 
-    def __init__(self, model: Any, *, n_samples: int = 1000, n_start: int | None = None,
+    def __init__(self, model: Any, *, n_samples: int | None = None, n_start: int | None = None,
                  batch: int | None = None, pool_factor: int = 5, distance_weight: float = 0.5,
-                 alpha: float = 1.0, seed: int | None = 0, **kwargs: Any):
+                 alpha: float = 1.0, **kwargs: Any):
         super().__init__(model, **kwargs)
-        self.n_samples, self.n_start, self.batch = int(n_samples), n_start, batch
+        self._apply_budget(n_samples, 1000)
+        self.n_samples, self.n_start, self.batch = int(self.n_samples), n_start, batch
         self.pool_factor, self.distance_weight = int(pool_factor), float(distance_weight)
-        self.alpha, self.seed = float(alpha), seed
+        self.alpha = float(alpha)
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "n_samples": self.n_samples, "seed": self.seed,
@@ -218,8 +223,9 @@ class USLIME(FeatureExplainer):
         seg = engine.segment(x)
         n, d = len(x), seg.d
         if self.n_samples < d + 1:
-            raise ValueError(f"US-LIME needs n_samples >= d + 1 = {d + 1}, got {self.n_samples}")
-        g = make_generator(self.seed)
+            raise ValueError(f"US-LIME needs n_samples >= d + 1 = {d + 1}, "
+                             f"got {self._knob_given()}")
+        g = self._generator()
         valid = real_columns(seg.n_features, d)
         nf = None if valid is None else seg.n_features
         keep = (lambda z: z) if valid is None else (lambda z: z & valid[:, None, :])
