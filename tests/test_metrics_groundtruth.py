@@ -66,9 +66,9 @@ def test_localization_by_hand():
     # concept influence: times d / |mask| = 6 / 2
     np.testing.assert_allclose(top_k_intersection(maps, masks, k=3, concept_influence=True),
                                [2.0, 0.0])
-    # AUC: pairs (inside, outside) ranked correctly. Row 0: 0.9 beats all 4 outside, 0.3
-    # beats 0.1, 0.0, 0.2 -> 7 / 8. Row 1: 0.0 beats none, 0.1 beats 0.0? no (0.0 is
-    # inside); outside = {0.9, 0.8, 0.2, 0.3}: 0 + 0 -> 0 / 8
+    # AUC: the share of (inside, outside) pairs ranked correctly. Row 0: inside 0.9 beats
+    # all 4 outside values, inside 0.3 beats 0.1, 0.0 and 0.2 -> 7 / 8. Row 1: inside 0.0
+    # and 0.1 are below every outside value (0.9, 0.8, 0.2, 0.3) -> 0 / 8
     np.testing.assert_allclose(attribution_auc(maps, masks), [7 / 8, 0.0])
 
 
