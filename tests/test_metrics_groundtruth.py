@@ -411,6 +411,23 @@ def test_road_curves():
     assert c.scores.shape == c.extra["correct"].shape == (3, 3) and c.n_queries == 9
     np.testing.assert_array_equal(c.scores, road(model, x, maps, fractions=[0.25, 0.5, 0.75],
                                                  seed=0).scores)
+    # a model that reads the top-left quadrant, an image whose only content is a blob there,
+    # the blob as the map: MoRF imputes the blob away from its dark neighbours (the score
+    # falls to chance), LeRF keeps it to the end
+    class Quadrant(torch.nn.Module):
+        def forward(self, z):
+            m = 10 * z[:, 0, :4, :4].mean((1, 2))
+            return torch.stack([m, -m], 1)
+
+    quad = wrap(Quadrant(), input_shape=(1, 8, 8))
+    blob = torch.zeros(2, 1, 8, 8)
+    blob[:, :, 1:3, 1:3] = 1.0
+    blob_map = blob.numpy() + np.linspace(0, 1e-3, 64).reshape(1, 1, 8, 8)  # no ties
+    fr = [0.1, 0.25, 0.5, 0.75]
+    morf = road(quad, blob, blob_map, fractions=fr, order="morf", noise=0.0)
+    lerf = road(quad, blob, blob_map, fractions=fr, order="lerf", noise=0.0)
+    np.testing.assert_allclose(morf.scores, 0.5, atol=1e-6)
+    assert (lerf.scores > 0.8).all() and lerf.extra["order"] == "lerf"
     small = wrap(module, input_shape=(1, 4, 4), batch_size=2)
     np.testing.assert_allclose(road(small, x, maps, fractions=[0.25, 0.5, 0.75]).scores,
                                c.scores, rtol=1e-6)
