@@ -13,7 +13,7 @@ which is what users of the lime package compare against.
 """
 
 from calix._registry import Registry
-from calix.explain.base import Explainer, Explanation, reduce_channels, score
+from calix.explain.base import Explainer, Explanation, Stochastic, reduce_channels, score
 from calix.explain.gradient import (
     CaptumExplainer,
     GuidedBackprop,
@@ -65,7 +65,8 @@ for _name, _cls in (
     METHODS.register(_name, _cls)
 
 __all__ = [
-    "Explainer", "Explanation", "reduce_channels", "score", "as_forward", "CaptumExplainer",
+    "Explainer", "Explanation", "Stochastic", "reduce_channels", "score", "as_forward",
+    "CaptumExplainer",
     "GuidedBackprop", "IntegratedGradients", "Saliency", "SmoothGrad", "FeatureExplainer",
     "MeaningfulPerturbation", "Occlusion", "RISE", "LIME", "KernelSHAP", "PolySHAP", "METHODS",
     "LeverageSHAP", "OddSHAP", "RegressionAdjustedSHAP", "LogitSurrogateSHAP", "Shapley",

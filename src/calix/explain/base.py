@@ -428,6 +428,14 @@ class Explainer(ABC):
         The explained scalar for classifiers (regressors explain their raw output).
     reduce : {"none", "sum", "abs_sum", "square_sum"}
         Reduction over channels (signed sum, or unsigned absolute / squared sums).
+    budget : int or None
+        Model queries per input, in place of the method's own knob (``n_samples``,
+        ``n_steps``, ``n_masks``, ``steps``; giving both is an error): see :attr:`budget`.
+
+    A subclass implements ``_explain(x, targets)``, which returns the private record
+    ``_Attribution``; :meth:`explain` alone builds the public :class:`Explanation` from it.
+    Defaults that depend on the input (features, fill) are resolved per call and never
+    stored on the explainer, so one explainer explains any inputs as a fresh one would.
     """
 
     name: str = "explainer"
