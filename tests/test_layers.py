@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                                     "calix.uncertainty.*")),
     ("metrics", ("calix.metrics.*",)),
     ("procedures", ("calix.procedures", "calix.recipes", "calix.plot", "calix.parallel",
-                    "calix.conformal")),
+                    "calix.conformal", "calix.quantus_compat")),
     ("applications", ("calix.studies.*", "calix.report", "calix.demo", "calix.cli",
                       "calix._apidoc")),
 ]
