@@ -386,3 +386,27 @@ def test_cpu_and_cuda_give_the_same_probabilities(name):
     # fits run on the CPU in float64 on both; the maps are applied in float32 on each
     # device: probabilities within 1e-5
     np.testing.assert_allclose(cuda.predict_proba(zt.cuda()), cpu.predict_proba(zt), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", [n for n in CALIBRATORS if n not in ("temperature", "dirichlet",
+                                                                      "recalx")])
+def test_calibrators_create_every_tensor_on_the_inputs_device(name, monkeypatch):
+    # As in test_calibration_guards.py: with the default device set to "meta", a tensor
+    # created without an explicit device lands on meta and fails as soon as it meets the CPU
+    # data -- a CPU-only check for tensors that would stay behind beside CUDA inputs.
+    import calix.calibrate as cal_mod
+
+    monkeypatch.setattr(cal_mod, "level_bins",
+                        lambda lv, nb: (lv * nb).floor().long().clamp(max=nb - 1))
+    z, y = _data(n=400, k=3, seed=21)
+    lv = torch.rand(400, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    cls = CALIBRATORS[name]
+    level_aware = CALIBRATORS.meta(name)["fit_on"] == "perturbed"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cal = cls(2, reg_lambda=1e-2, reg_mu=1e-2) if name == "by_level_matrix" or \
+            name == "by_level_dirichlet" else (cls(2) if level_aware else _make(name))
+        with torch.device("meta"):
+            cal.fit(z, y, lv) if level_aware else cal.fit(z, y)
+            out = cal(z.float(), lv.float()) if level_aware else cal(z.float())
+    assert out.device.type == "cpu" and all(b.device.type == "cpu" for b in cal.buffers())

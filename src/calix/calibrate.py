@@ -827,8 +827,8 @@ class VectorScaling(Calibrator):
     def fit(self, logits: Any, labels: Any, **kwargs: Any) -> VectorScaling:
         z, y = check_logits_labels(logits, labels)
         k = z.shape[1]
-        w = torch.ones(k, dtype=torch.float64, requires_grad=True)
-        b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
+        w = torch.ones(k, dtype=torch.float64, device=z.device, requires_grad=True)
+        b = torch.zeros(k, dtype=torch.float64, device=z.device, requires_grad=True)
         _lbfgs([w, b], lambda: nn.functional.cross_entropy(z * w + b, y))
         self._store("weight_", w.detach().float())
         self._store("bias_", b.detach().float())
@@ -907,16 +907,18 @@ class StructuredMatrixScaling(Calibrator):
     def fit(self, logits: Any, labels: Any, **kwargs: Any) -> StructuredMatrixScaling:
         z, y = check_logits_labels(logits, labels)
         n, k = z.shape
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a degenerate first stage keeps T = 1
-            t = TemperatureScaling().fit(z, y).log_temperature_.double().exp()
+        one = torch.zeros(len(y), dtype=torch.long, device=z.device)
+        t = _fit_temperatures(z, y, one, 1)[0][0]
+        if bool(_all_correct(z, y, one, 1)[0]):
+            t = torch.ones_like(t)  # no temperature to fit: T = 1, as TemperatureScaling
+        t = t.log().float().double().exp()  # the temperature the float32 buffer will hold
         x = torch.log_softmax(z / t, dim=1)
         rb = self.lambda_intercept * k**self.rho / n**self.tau
         rd = self.lambda_diagonal * k**self.rho / n**self.tau
         ro = self.lambda_off_diagonal * (k * (k - 1)) ** self.rho / n**self.tau
-        delta = torch.zeros(k, k, dtype=torch.float64, requires_grad=True)
-        b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
-        eye = torch.eye(k, dtype=torch.float64)
+        delta = torch.zeros(k, k, dtype=torch.float64, device=z.device, requires_grad=True)
+        b = torch.zeros(k, dtype=torch.float64, device=z.device, requires_grad=True)
+        eye = torch.eye(k, dtype=torch.float64, device=z.device)
 
         def loss() -> Tensor:
             diag = delta.diagonal()
@@ -979,14 +981,14 @@ class PlattScaling(Calibrator):
         _refuse_multiclass(self, k)
         cols = _columns(k)
         s = self._scores(z)[:, cols]
-        pos = (y[:, None] == torch.tensor(cols)).double()
+        pos = (y[:, None] == torch.tensor(cols, device=z.device)).double()
         t = pos
         if self.smooth_targets:
             n_pos = pos.sum(0)
             n_neg = len(y) - n_pos
             t = torch.where(pos > 0, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
-        a = torch.ones(len(cols), dtype=torch.float64, requires_grad=True)
-        b = torch.zeros(len(cols), dtype=torch.float64, requires_grad=True)
+        a = torch.ones(len(cols), dtype=torch.float64, device=z.device, requires_grad=True)
+        b = torch.zeros(len(cols), dtype=torch.float64, device=z.device, requires_grad=True)
         _lbfgs([a, b], lambda: nn.functional.binary_cross_entropy_with_logits(a * s + b, t))
         self._store("slope_", a.detach().float())
         self._store("intercept_", b.detach().float())
@@ -1033,17 +1035,20 @@ class BetaCalibration(Calibrator):
         """(a, b, c) for features f = (ln s, −ln(1 − s)) of shape (n, 2) and 0/1 targets."""
 
         def fit(mask: Tensor) -> tuple[Tensor, Tensor]:
-            w = torch.zeros(2, dtype=torch.float64, requires_grad=True)
-            c = torch.zeros((), dtype=torch.float64, requires_grad=True)
+            w = torch.zeros(2, dtype=torch.float64, device=f.device, requires_grad=True)
+            c = torch.zeros((), dtype=torch.float64, device=f.device, requires_grad=True)
             _lbfgs([w, c], lambda: nn.functional.binary_cross_entropy_with_logits(
                 f @ (w * mask) + c, t))
             return (w * mask).detach(), c.detach()
 
-        w, c = fit(torch.ones(2, dtype=torch.float64))
+        def mask(*m: float) -> Tensor:
+            return torch.tensor(m, dtype=torch.float64, device=f.device)
+
+        w, c = fit(mask(1.0, 1.0))
         if w[0] < 0:  # the paper's rule: drop ln s and refit
-            w, c = fit(torch.tensor([0.0, 1.0], dtype=torch.float64))
+            w, c = fit(mask(0.0, 1.0))
         elif w[1] < 0:  # drop −ln(1 − s) and refit
-            w, c = fit(torch.tensor([1.0, 0.0], dtype=torch.float64))
+            w, c = fit(mask(1.0, 0.0))
         # a coefficient still negative (scores anti-correlated with the labels) is set to 0
         return torch.cat([w.clamp_min(0), c.reshape(1)])
 
@@ -1142,8 +1147,9 @@ def _pav(y: np.ndarray, w: np.ndarray) -> np.ndarray:
 def _unique_groups(s: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Distinct scores (sorted), the number of samples and of positives at each."""
     xs, inv = torch.unique(s, sorted=True, return_inverse=True)
-    cnt = torch.zeros(len(xs), dtype=torch.float64).index_add_(0, inv, torch.ones_like(t))
-    pos = torch.zeros(len(xs), dtype=torch.float64).index_add_(0, inv, t)
+    cnt = torch.zeros(len(xs), dtype=torch.float64, device=s.device).index_add_(
+        0, inv, torch.ones_like(t))
+    pos = torch.zeros(len(xs), dtype=torch.float64, device=s.device).index_add_(0, inv, t)
     return xs, cnt, pos
 
 
@@ -1177,8 +1183,8 @@ class IsotonicCalibration(_OneVsRestNonParametric):
             x, cnt, pos = _unique_groups(s, t)
             f = _pav((pos / cnt).numpy(), cnt.numpy())
             xs.append(x)
-            fs.append(torch.from_numpy(f))
-        size = torch.tensor([len(x) for x in xs])
+            fs.append(torch.as_tensor(f, device=x.device))
+        size = torch.tensor([len(x) for x in xs], device=xs[0].device)
         m = int(size.max())
         pad = [(torch.cat([x, x[-1:].expand(m - len(x))]), torch.cat([f, f[-1:].expand(
             m - len(f))])) for x, f in zip(xs, fs, strict=True)]
@@ -1231,12 +1237,13 @@ class HistogramBinning(_OneVsRestNonParametric):
 
     def _fit_columns(self, columns: list[tuple[Tensor, Tensor]]) -> None:
         nb = self.n_bins
-        mid = (torch.arange(nb, dtype=torch.float64) + 0.5) / nb
+        dev = columns[0][0].device
+        mid = (torch.arange(nb, dtype=torch.float64, device=dev) + 0.5) / nb
         vals, cnts = [], []
         for s, t in columns:
             b = self._bins(s)
             cnt = torch.bincount(b, minlength=nb)
-            pos = torch.zeros(nb, dtype=torch.float64).index_add_(0, b, t)
+            pos = torch.zeros(nb, dtype=torch.float64, device=dev).index_add_(0, b, t)
             vals.append(torch.where(cnt > 0, pos / cnt.clamp_min(1), mid))
             cnts.append(cnt)
         self._store("values_", torch.stack(vals))
@@ -1266,12 +1273,13 @@ def _venn_abers_table(cum_w: Tensor, cum_y: Tensor, label: int) -> tuple[Tensor,
     tied : Tensor of shape (m,) -- position g − 1 = tied with group g.
     """
     m1 = len(cum_w)
-    b_idx = torch.arange(m1)
-    between = torch.full((m1,), -math.inf, dtype=torch.float64)
-    tied = torch.full((m1,), -math.inf, dtype=torch.float64)
+    dev = cum_w.device
+    b_idx = torch.arange(m1, device=dev)
+    between = torch.full((m1,), -math.inf, dtype=torch.float64, device=dev)
+    tied = torch.full((m1,), -math.inf, dtype=torch.float64, device=dev)
     rows = max(1, _VENN_ABERS_CHUNK // m1)
     for lo in range(0, m1, rows):
-        a = torch.arange(lo, min(m1, lo + rows))
+        a = torch.arange(lo, min(m1, lo + rows), device=dev)
         s = (cum_y[None, :] - cum_y[a, None] + label) / (cum_w[None, :] - cum_w[a, None] + 1)
         s = torch.where(b_idx[None, :] >= a[:, None], s, math.inf)
         # r[a, c] = min over b >= c of s[a, b]
@@ -1320,16 +1328,17 @@ class VennAbers(_OneVsRestNonParametric):
         fitted = []
         for s, t in columns:
             x, cnt, pos = _unique_groups(s, t)
-            zero = torch.zeros(1, dtype=torch.float64)
+            zero = torch.zeros(1, dtype=torch.float64, device=s.device)
             cw, cy = torch.cat([zero, cnt.cumsum(0)]), torch.cat([zero, pos.cumsum(0)])
             b0, t0 = _venn_abers_table(cw, cy, 0)
             b1, t1 = _venn_abers_table(cw, cy, 1)
             fitted.append((x, b0, b1, t0, t1))
-        size = torch.tensor([len(f[0]) for f in fitted])
+        size = torch.tensor([len(f[0]) for f in fitted], device=fitted[0][0].device)
         m = int(size.max())
 
         def pad(v: Tensor, n: int, fill: float) -> Tensor:
-            return torch.cat([v, torch.full((n - len(v),), fill, dtype=torch.float64)])
+            return torch.cat([v, torch.full((n - len(v),), fill, dtype=torch.float64,
+                                            device=v.device)])
 
         self._store("scores_", torch.stack([pad(f[0], m, math.inf) for f in fitted]))
         for i, nm in enumerate(("p0_between_", "p1_between_", "p0_tied_", "p1_tied_")):
@@ -1528,7 +1537,7 @@ class ByLevel(Calibrator):
                 "and sources_; more validation data gives each bin its own",
                 UserWarning, stacklevel=stacklevel)
         self.counts_.copy_(counts)
-        self.sources_.copy_(torch.tensor(sources, dtype=torch.long))
+        self.sources_.copy_(torch.tensor(sources, dtype=torch.long, device=self.sources_.device))
         self.to(self.counts_.device)
         self._set_fitted()
         return self
@@ -1710,10 +1719,10 @@ class SmoothLevelTemperature(Calibrator):
             raise ValueError("every validation prediction is correct: the NLL keeps falling "
                              "as T -> 0, so no temperature curve can be fitted; use more (or "
                              "harder) validation data")
-        one = torch.zeros(len(y), dtype=torch.long)
+        one = torch.zeros(len(y), dtype=torch.long, device=z.device)
         t0, _ = _fit_temperatures(z, y, one, 1)
         design = self._design(lv)
-        coef = torch.zeros(design.shape[1], dtype=torch.float64)
+        coef = torch.zeros(design.shape[1], dtype=torch.float64, device=z.device)
         coef[0] = math.log(float(t0[0]))
         coef.requires_grad_(True)
         lo, hi = math.log(T_MIN), math.log(T_MAX)
