@@ -144,6 +144,10 @@ def test_by_level_of_a_non_differentiable_calibrator_refuses_gradient_explainers
     z, y, lv = _leveled(n=1500, seed=7)
     cal = ByLevelIsotonicCalibration(3).fit(z, y, lv)
     assert not cal.differentiable and not ByLevel(IsotonicCalibration()).differentiable
+    # the registered classes say so too (the explainers' message lists the usable ones)
+    assert [n for n, c in CALIBRATORS.items() if not c.differentiable] == [
+        "isotonic", "histogram", "venn_abers", "by_level_histogram", "by_level_isotonic",
+        "by_level_venn_abers"]
     model = calibrated(wrap(torch.nn.Linear(3, 3), input_shape=(3,)), cal)
     with pytest.raises(NonDifferentiableCalibratorError,
                        match=r"ByLevelIsotonicCalibration \(by_level_isotonic, per-level "

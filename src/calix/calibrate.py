@@ -1601,7 +1601,8 @@ def _by_level(name: str, inner: type[Calibrator]) -> type[ByLevel]:
            f":class:`{inner.__name__}` template (``{name}``), keyword arguments passed on to "
            f"it. Differentiable: {inner.differentiable}.")
     cls = type(cls_name, (ByLevel,), {"__init__": __init__, "__doc__": doc,
-                                      "__module__": __name__, "__qualname__": cls_name})
+                                      "__module__": __name__, "__qualname__": cls_name,
+                                      "differentiable": inner.differentiable})
     CALIBRATORS.register(f"by_level_{name}", cls, fit_on="perturbed",
                          seeded=CALIBRATORS.meta(name)["seeded"])
     return cls
