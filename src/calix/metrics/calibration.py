@@ -831,8 +831,9 @@ def smooth_reliability_curve(
 
 
 # ---------------------------------------------------------------------- bootstrap intervals
-#: Elements of one (resamples, n) index block: the bootstrap holds a few arrays of this size.
-_BOOT_ELEMENTS = 1 << 21
+#: Elements of one (resamples, n) index block. The binned metrics hold about a dozen arrays of
+#: this size at once (4 MiB each in float64), so a bootstrap peaks near 50 MiB whatever n is.
+_BOOT_ELEMENTS = 1 << 19
 
 
 def _check_level(level: Any) -> float:
@@ -991,8 +992,8 @@ def calibration_interval(
     once by one vectorised path, equal to calling the metric on each resample; any other
     metric (e.g. :func:`kde_ece`, :func:`ce_kl`, the ones of
     :mod:`calix.metrics.calibration_tests`) is called on each resample. Memory is bounded by
-    the chunk: about ``chunk × n`` elements per array. The resamples depend on ``seed``
-    only, not on ``chunk``.
+    the chunk: about ``chunk × n`` elements per array, a dozen such arrays. The resamples
+    depend on ``seed`` only, not on ``chunk``.
 
     A percentile interval covers the population value at about its nominal rate when the
     estimator is nearly unbiased (e.g. a clearly miscalibrated model and bins with many
@@ -1007,7 +1008,8 @@ def calibration_interval(
     n_boot : int -- resamples (>= 1).
     level : float in (0, 1)
     seed : int or None
-    chunk : int or None -- resamples per batch (default: 2^21 / n, at least 1).
+    chunk : int or None -- resamples per batch (default: 2^19 / n, at least 1; for
+        :func:`smooth_ece` 2^19 / max(n, 8 n_grid)).
     metric_kwargs : dict or None -- keyword arguments of the metric (e.g. ``n_bins``).
 
     Returns
