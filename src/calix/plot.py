@@ -118,6 +118,11 @@ def reliability_diagram(
     return _finish(fig, owned, title, path)
 
 
+#: :func:`smooth_reliability_diagram` draws its curve where the confidences' density is at least
+#: this share of its peak.
+MIN_RELATIVE_DENSITY = 0.01
+
+
 def smooth_reliability_diagram(
     curves: Mapping[str, tuple[Any, Any]] | tuple[Any, Any],
     *,
@@ -135,7 +140,11 @@ def smooth_reliability_diagram(
 
     The curve, band and density come from :func:`calix.metrics.smooth_reliability_curve`
     (σ the smooth-ECE fixed point unless ``bandwidth`` is given; the band keeps that σ), the
-    interval of smooth ECE from :func:`calix.metrics.calibration_interval`.
+    interval of smooth ECE from :func:`calix.metrics.calibration_interval`. Curve and band
+    are drawn where the density is at least ``MIN_RELATIVE_DENSITY`` (1%) of its peak:
+    elsewhere too few confidences lie within a bandwidth for the ratio to mean anything. Near
+    perfect calibration the bootstrap interval can sit above the sample value (the
+    estimator's upward bias, see :func:`calix.metrics.calibration_interval`).
 
     Parameters
     ----------
@@ -169,12 +178,15 @@ def smooth_reliability_diagram(
                                       level=level, seed=seed)
         t = sc["t"]
         dens = sc["density"] / max(float(np.max(sc["density"])), 1e-300)
+        hide = dens < MIN_RELATIVE_DENSITY  # too few confidences within a bandwidth
         a.fill_between(t, 0, 0.2 * dens, color="tab:gray", alpha=0.35, lw=0,
                        label="density of confidence")
         if n_boot:
-            a.fill_between(t, sc["lower"], sc["upper"], color="tab:blue", alpha=0.25, lw=0,
-                           label=f"{level:.0%} bootstrap band")
-        a.plot(t, sc["accuracy"], color="tab:blue", lw=1.8, label="smoothed accuracy")
+            a.fill_between(t, np.where(hide, np.nan, sc["lower"]),
+                           np.where(hide, np.nan, sc["upper"]), color="tab:blue", alpha=0.25,
+                           lw=0, label=f"{level:.0%} bootstrap band")
+        a.plot(t, np.where(hide, np.nan, sc["accuracy"]), color="tab:blue", lw=1.8,
+               label="smoothed accuracy")
         a.plot([0, 1], [0, 1], "k--", lw=1)
         a.set_xlim(0, 1)
         a.set_ylim(0, 1)
