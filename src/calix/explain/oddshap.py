@@ -180,25 +180,34 @@ class OddSHAP(ShapleyEstimator):
 
     def fit(self, design: CoalitionDesign, s: Tensor, y: Tensor, full: Tensor,
             empty: Tensor, info: dict[str, Any] | None = None) -> Tensor:
-        z = design.masks
+        return self.fit_odd(design.masks, s, design.weights, full - empty, info)
+
+    def fit_odd(self, z: Tensor, s: Tensor, w: Tensor, total: Tensor,
+                info: dict[str, Any] | None = None) -> Tensor:
+        """Shapley values (n, d) of the game with values ``s`` (n, m) on paired coalitions
+        ``z`` (n, m, d), regression weights ``w`` (m,) or (n, m) and v(full) − v(∅) =
+        ``total`` (n,). A call with ``info`` (the main fit) chooses each input's support; calls
+        without (jackknife refits) keep it."""
         n, m, d = z.shape
         k = self.n_interactions(d, m + 2)
         if info is not None or self._support is None:  # the jackknife keeps the support
-            self._support = [self._select(z[i], s[i], design.weights, i, k, full[i] - empty[i])
-                             for i in range(n)]
+            self._support = [self._select(z[i], s[i], w, i, k, total[i]) for i in range(n)]
         if info is not None:
             info["n_interactions"] = np.array([len(t) for t in self._support])
-        w = design.weights.to(s.device)
+        w = w.to(s.device)
         chi = 2 * z.to(s.device, torch.float64) - 1  # (n, m, d) singleton parities
         if not any(self._support):
-            return self._solve(chi, s, w, full - empty, list(range(n)), d)
+            return self._solve(chi, s, w, total, list(range(n)), d)
         phis = []
         for i in range(n):  # each input its own support
             terms = self._support[i]
-            cols = torch.stack([chi[i][:, list(t)].prod(-1) for t in terms], -1)
-            f = torch.cat([chi[i], cols], -1)[None]
+            if terms:
+                cols = torch.stack([chi[i][:, list(t)].prod(-1) for t in terms], -1)
+                f = torch.cat([chi[i], cols], -1)[None]
+            else:
+                f = chi[i][None]
             wi = w if w.ndim == 1 else w[i:i + 1]
-            coef = self._constrained(f, s[i:i + 1], wi, (full - empty)[i:i + 1])
+            coef = self._constrained(f, s[i:i + 1], wi, total[i:i + 1])
             phi = 2 * coef[:, :d] + odd_parity_shapley(coef[:, d:], terms, d)
             phis.append(phi)
         return torch.cat(phis)
