@@ -95,10 +95,16 @@ from calix.metrics.removal import (
     selectivity,
     sensitivity_n,
 )
-from calix.metrics.robustness import local_lipschitz, parameter_randomisation, sensitivity
+from calix.metrics.robustness import (
+    local_lipschitz,
+    parameter_randomisation,
+    parameter_randomization,
+    sensitivity,
+)
 from calix.metrics.similarity import minmax, otsu_tv, ssim
 from calix.metrics.stability import (
     interval_coverage,
+    neighborhood_stability,
     neighbourhood_stability,
     queries_to_stability,
     reproducibility,
@@ -119,7 +125,8 @@ __all__ = [  # noqa: F822 (three of them found by __getattr__)
     "METRICS", "MetricInfo", "LevelCalibration", "accuracy", "brier", "calibration_by_level",
     "ce_kl", "ce_kl_binned", "ece", "kde_ece", "nll", "reliability_curve", "Curve", "Fidelity",
     "better_than_random", "deletion_curve", "insertion_curve", "mif_lif", "roar_images",
-    "roar_tabular", "local_lipschitz", "parameter_randomisation", "sensitivity", "minmax",
+    "roar_tabular", "local_lipschitz", "parameter_randomisation", "parameter_randomization",
+    "neighborhood_stability", "sensitivity", "minmax",
     "otsu_tv", "ssim", "interval_coverage", "neighbourhood_stability", "queries_to_stability",
     "reproducibility", "surrogate_r2",
     "BootstrapInterval", "bootstrap_interval", "pointing_game", "relevance_mass_accuracy",

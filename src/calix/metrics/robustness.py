@@ -18,7 +18,8 @@ from calix._stats import spearman
 from calix.metrics._base import metric, metrics_of, neighbours
 from calix.models import as_tensor
 
-__all__ = ["sensitivity", "local_lipschitz", "parameter_randomisation", "neighbours", "METRICS"]
+__all__ = ["sensitivity", "local_lipschitz", "parameter_randomization", "parameter_randomisation",
+           "neighbors", "neighbours", "METRICS"]
 
 
 
@@ -79,7 +80,7 @@ def local_lipschitz(explainer: Any, x: Any, *, n_neighbours: int = 40, radius: f
 
 
 @metric("lower", "randomisation", names=("randomisation_similarity",))
-def parameter_randomisation(make_explainer: Any, module: torch.nn.Module, x: Any, *,
+def parameter_randomization(make_explainer: Any, module: torch.nn.Module, x: Any, *,
                             target: Any = None, similarity: str = "spearman",
                             seed: int = 0) -> dict[str, Any]:
     """Cascading model-parameter randomisation (Adebayo et al. 2018).
@@ -127,4 +128,8 @@ def parameter_randomisation(make_explainer: Any, module: torch.nn.Module, x: Any
 
 
 #: name -> :class:`MetricInfo` of every number of the metrics above (read from the functions)
-METRICS = metrics_of(sensitivity, local_lipschitz, parameter_randomisation)
+#: the former (British) spellings, kept as aliases
+parameter_randomisation = parameter_randomization
+neighbors = neighbours
+
+METRICS = metrics_of(sensitivity, local_lipschitz, parameter_randomization)

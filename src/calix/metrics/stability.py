@@ -19,8 +19,8 @@ from calix._validation import check_count
 from calix.metrics._base import metric, metrics_of, neighbours
 from calix.models import as_tensor
 
-__all__ = ["reproducibility", "neighbourhood_stability", "surrogate_r2", "interval_coverage",
-           "queries_to_stability", "topk_jaccard", "spearman", "METRICS"]
+__all__ = ["reproducibility", "neighborhood_stability", "neighbourhood_stability", "surrogate_r2",
+           "interval_coverage", "queries_to_stability", "topk_jaccard", "spearman", "METRICS"]
 
 
 
@@ -61,7 +61,7 @@ def reproducibility(make: Callable[[int], Any], x: Any, *, seeds: Sequence[int] 
 
 
 @metric("higher", "stability", names=("neighbourhood_spearman",))
-def neighbourhood_stability(explainer: Any, x: Any, *, radius: float = 0.05,
+def neighborhood_stability(explainer: Any, x: Any, *, radius: float = 0.05,
                             n_neighbours: int = 5, seed: int = 0) -> np.ndarray:
     """Mean Spearman correlation between |E(x)| and |E(x')| for x' = x + N(0, radius²) noise
     (the explained class is the one predicted at x). Returns (n,); higher is steadier."""
@@ -147,5 +147,8 @@ def queries_to_stability(make: Callable[[int, int], Any], x: Any, *,
 
 
 #: name -> :class:`MetricInfo` of every number of the metrics above (read from the functions)
-METRICS = metrics_of(reproducibility, neighbourhood_stability, surrogate_r2, interval_coverage,
+#: the former (British) spelling, kept as an alias
+neighbourhood_stability = neighborhood_stability
+
+METRICS = metrics_of(reproducibility, neighborhood_stability, surrogate_r2, interval_coverage,
                      queries_to_stability)
