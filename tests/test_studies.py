@@ -1,5 +1,6 @@
-"""The five studies in quick mode through ``calix reproduce``, the report over all of them in a
-real browser, and ``calix demo`` killed midway and resumed without redoing finished work.
+"""The six studies (five reproduced, calix's ground truth) in quick mode through ``calix
+reproduce``, the report over all of them in a real browser, and ``calix demo`` killed midway and
+resumed without redoing finished work.
 
 The quick runs are computed once per test session (a few minutes each on 2 cores) and shared.
 """

@@ -38,6 +38,7 @@ UNTRAINED_SAMPLERS = ("mc_dropout", "mc_dropconnect")
 ARCHITECTURES = ("resnet18", "resnet50", "vit_tiny", "cnn", "mlp")
 ZOO_MODELS = ("cnn", "mlp")
 LEVEL_METRICS = ("ce_kl", "ce_kl_binned", "ece")
-STUDIES = ("recalx", "explanation-uncertainty", "eagle", "calibrate-to-interpret", "fpa")
+STUDIES = ("recalx", "explanation-uncertainty", "eagle", "calibrate-to-interpret", "fpa",
+           "ground-truth")
 GROUND_TRUTH_DATASETS = ("gt-linear", "gt-logistic", "gt-additive", "gt-interaction", "gt-shapes",
                          "gt-textures", "gt-digits", "gt-xor", "gt-suppressor")

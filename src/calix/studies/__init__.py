@@ -1,4 +1,5 @@
-"""The five studies calix reproduces, one module per paper, built only from calix's public parts.
+"""The five studies calix reproduces, one module per paper, and calix's own ground-truth study,
+built only from calix's public parts.
 
 =========================  ==================================================================
 ``recalx``                 ReCalX: per-level temperatures vs temperature scaling (CE_KL by
@@ -8,6 +9,8 @@
 ``eagle``                  EAGLE vs LIME, GLIME, US-LIME, BayesLIME at several query budgets
 ``calibrate-to-interpret``  none / temperature / Dirichlet x Sensitivity, IG, RISE, MP
 ``fpa``                    Feature Perturbation Augmentation: MIF/LIF fidelity of gradient maps
+``ground-truth``           calix's own: explainers, calibration and FPA against known right
+                           explanations on generated tables and images (:mod:`calix.groundtruth`)
 =========================  ==================================================================
 
 Each study writes ``DIR/results.json`` (``study``, ``config``, ``seed``, ``tables``, ``claims``,
@@ -42,6 +45,7 @@ STUDIES: dict[str, str] = {
     "eagle": "eagle",
     "calibrate-to-interpret": "calibrate_to_interpret",
     "fpa": "fpa",
+    "ground-truth": "ground_truth",
 }
 
 
