@@ -557,8 +557,45 @@ class Dirichlet(Calibrator):
         return lq @ self.weight_.to(lq).T + self.bias_.to(lq)
 
 
+class _FitsPerturbed:
+    """``fit_perturbed`` of the calibrators fitted per perturbation level (ReCalX, ByLevel,
+    SmoothLevelTemperature): each has ``n_bins`` and ``_fit(logits, labels, levels, *,
+    stacklevel)``."""
+
+    n_bins: int
+
+    def fit_perturbed(
+        self,
+        model: Model,
+        X: Any,
+        y: Any,
+        perturbation: Perturbation,
+        *,
+        n_samples: int = 200,
+        n_per_bin: int = 10,
+        seed: int = 0,
+        progress: bool = False,
+    ) -> Any:
+        """Fit on perturbed validation samples built by the perturbation engine; returns
+        the calibrator.
+
+        Parameters
+        ----------
+        model : Model -- the uncalibrated model.
+        X : array-like of shape (n, *input_shape); y : labels of shape (n,)
+        perturbation : Perturbation -- features and fill (e.g. zero, blur, mean).
+        n_samples : int -- validation inputs used (the first ``n_samples``; paper: 200).
+        n_per_bin : int -- perturbations per input and bin (paper: 10).
+        """
+        logits, labels, levels = perturbed_logits(
+            model, X, y, perturbation, n_samples=n_samples, n_per_bin=n_per_bin,
+            n_bins=self.n_bins, seed=seed, progress=progress)
+        return self._fit(logits, labels, levels, stacklevel=3)
+
+
+
 @CALIBRATORS.register("recalx", fit_on="perturbed", seeded=False)
-class ReCalX(Calibrator):
+class ReCalX(_FitsPerturbed, Calibrator):
     """Perturbation-aware temperature scaling: one temperature per level bin.
 
     ``p = softmax(z / T_b)`` with ``b = bin(λ)`` for ``n_bins`` equal-width bins of [0, 1]. Fit
@@ -695,33 +732,6 @@ class ReCalX(Calibrator):
             if lo == 0 and hi == nb - 1:
                 break
         return 1.0, torch.tensor([-1, -1], device=z.device)
-
-    def fit_perturbed(
-        self,
-        model: Model,
-        X: Any,
-        y: Any,
-        perturbation: Perturbation,
-        *,
-        n_samples: int = 200,
-        n_per_bin: int = 10,
-        seed: int = 0,
-        progress: bool = False,
-    ) -> ReCalX:
-        """Fit on perturbed validation samples built by the perturbation engine.
-
-        Parameters
-        ----------
-        model : Model -- the uncalibrated model.
-        X : array-like of shape (n, *input_shape); y : labels of shape (n,)
-        perturbation : Perturbation -- features and fill (e.g. zero, blur, mean).
-        n_samples : int -- validation inputs used (the first ``n_samples``; paper: 200).
-        n_per_bin : int -- perturbations per input and bin (paper: 10).
-        """
-        logits, labels, levels = perturbed_logits(
-            model, X, y, perturbation, n_samples=n_samples, n_per_bin=n_per_bin,
-            n_bins=self.n_bins, seed=seed, progress=progress)
-        return self._fit(logits, labels, levels, stacklevel=3)
 
     def _calibrate(self, logits: Tensor, levels: Tensor | None) -> Tensor:
         if levels is None:
@@ -1411,7 +1421,7 @@ def _query_levels(levels: Tensor | None, logits: Tensor, who: str) -> Tensor:
     return lv
 
 
-class ByLevel(Calibrator):
+class ByLevel(_FitsPerturbed, Calibrator):
     """Any calibrator, fitted once per perturbation-level bin: ReCalX's scheme for every
     calibrator (a calix extension of Decker et al.'s ReCalX, which does this for temperature
     scaling).
@@ -1542,16 +1552,6 @@ class ByLevel(Calibrator):
         self._set_fitted()
         return self
 
-    def fit_perturbed(self, model: Model, X: Any, y: Any, perturbation: Perturbation, *,
-                      n_samples: int = 200, n_per_bin: int = 10, seed: int = 0,
-                      progress: bool = False) -> ByLevel:
-        """Fit on perturbed validation samples built by the perturbation engine; parameters
-        as :meth:`ReCalX.fit_perturbed`."""
-        logits, labels, levels = perturbed_logits(
-            model, X, y, perturbation, n_samples=n_samples, n_per_bin=n_per_bin,
-            n_bins=self.n_bins, seed=seed, progress=progress)
-        return self._fit(logits, labels, levels, stacklevel=3)
-
     def predict_interval(self, logits: Any, levels: Any
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each query's :meth:`VennAbers.predict_interval` from its level bin's copy (for a
@@ -1636,7 +1636,7 @@ def _natural_spline_basis(x: Tensor, knots: Tensor) -> Tensor:
 
 
 @CALIBRATORS.register("smooth_level_temperature", fit_on="perturbed", seeded=False)
-class SmoothLevelTemperature(Calibrator):
+class SmoothLevelTemperature(_FitsPerturbed, Calibrator):
     """A temperature that varies smoothly with the perturbation level: ``z / T(λ)`` with
     ``ln T(λ) = Σ_j θ_j B_j(λ)`` (a calix method; ReCalX's per-bin temperatures, Decker et al.,
     replaced by one curve).
@@ -1742,16 +1742,6 @@ class SmoothLevelTemperature(Calibrator):
         self.coef_.copy_(coef.detach())
         self._set_fitted()
         return self
-
-    def fit_perturbed(self, model: Model, X: Any, y: Any, perturbation: Perturbation, *,
-                      n_samples: int = 200, n_per_bin: int = 10, seed: int = 0,
-                      progress: bool = False) -> SmoothLevelTemperature:
-        """Fit on perturbed validation samples built by the perturbation engine; parameters
-        as :meth:`ReCalX.fit_perturbed`."""
-        logits, labels, levels = perturbed_logits(
-            model, X, y, perturbation, n_samples=n_samples, n_per_bin=n_per_bin,
-            n_bins=self.n_bins, seed=seed, progress=progress)
-        return self._fit(logits, labels, levels, stacklevel=3)
 
     def _calibrate(self, logits: Tensor, levels: Tensor | None) -> Tensor:
         lv = _query_levels(levels, logits, type(self).__name__)

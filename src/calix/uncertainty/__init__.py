@@ -4,19 +4,11 @@ A sampler stands for T stochastic versions of one model. Running any calix expla
 every version gives T maps per input; :func:`explanation_distribution` returns their mean E_μ,
 standard deviation E_σ and coefficient of variation E_σ / E_μ.
 
-- :class:`MCDropout` -- dropout kept on at inference. Masks are drawn per row from one seeded
-  generator per dropout layer (a forward hook; the module's train/eval mode is untouched, so
-  batch-norm layers stay in eval mode). Because ``torch.rand`` gives the same stream however
-  a draw is split, T·n rows in one pass get exactly the masks of T sequential passes of n
-  rows, so for explainers that send one row per input (``single_pass``: Saliency, Guided
-  Backprop) the whole distribution is ONE explainer call on the inputs repeated T times.
-  Explainers that send many rows per input (IG steps, SmoothGrad copies, LIME perturbations)
-  get T sampled sub-networks instead (:meth:`MCDropout.models`: one unit mask per layer and
-  sample, shared by all rows), so one sample is one network.
-- :class:`MCDropConnect` -- Bernoulli masks on the weights of chosen layers (rescaled by
-  1/(1 − p)); each sample is a different weight set, applied in place and restored.
-- :class:`DeepEnsemble` -- M separately trained models (:func:`train_ensemble` trains zoo
-  models with different seeds).
+- :class:`MCDropout` -- dropout kept on at inference, masks drawn per row from seeded
+  generators, so one pass over T·n rows equals T passes (see :mod:`calix.uncertainty.samplers`
+  for when one explainer call suffices);
+- :class:`MCDropConnect` -- Bernoulli masks on the weights of chosen layers;
+- :class:`DeepEnsemble` -- M separately trained models (:func:`train_ensemble`);
 - :class:`Flipout` -- Bayesian layers (:class:`FlipoutLinear`, :class:`FlipoutConv2d`) trained
   by ELBO with the Flipout estimator (:func:`train_flipout`); like MC-Dropout every row draws
   its own weights, so sampling is batched.
