@@ -143,3 +143,28 @@ def test_verdict_changes_lists_flips(tmp_path):
     page = verdict_changes(tmp_path / "a", tmp_path / "b")
     assert "| s | finding | 2 | 1 | 2 | 1 |" in page and "| s | check | 1 | 1 | 1 | 0 |" in page
     assert "| s | 2 | finding | c1 | does not hold | holds |" in page
+
+
+def test_compare_runs_finds_a_changed_number(tmp_path):
+    # tests/compare_runs.py: the same run twice is the same; one changed number is found
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "compare_runs", Path(__file__).parent / "compare_runs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    name = "recalx"
+    for side in ("a", "b"):
+        (tmp_path / side / name).mkdir(parents=True)
+        shutil.copy(DOCS / "runs" / name / "results.json", tmp_path / side / name)
+    assert mod.compare(tmp_path / "a", tmp_path / "b") == {name: []}
+    doc = json.loads((tmp_path / "b" / name / "results.json").read_text())
+    table = next(iter(doc["tables"]))
+    row = doc["tables"][table][0]
+    key = next(k for k, v in row.items() if isinstance(v, float))
+    row[key] = row[key] * 1.01 + 1e-3
+    doc["wall_time_s"] += 5  # ignored
+    (tmp_path / "b" / name / "results.json").write_text(json.dumps(doc))
+    diffs = mod.compare(tmp_path / "a", tmp_path / "b")[name]
+    assert len(diffs) == 1 and f"/tables/{table}[0]/{key}" in diffs[0]
+    assert mod.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 1
