@@ -7,8 +7,9 @@ Usage::
 
 Each folder holds ``<study>/results.json`` (``calix demo --out DIR`` writes one). For every
 study in both, the claims' verdicts and every number of every table and every claim's evidence
-are compared (relative tolerance ``rtol``, absolute ``atol``); wall times, the environment and
-file lists are ignored. Prints each difference and exits 1 if there is any.
+are compared (relative tolerance ``rtol``, absolute ``atol``); wall-clock times (keys ending in
+``_s`` or ``seconds``), the environment and file lists are ignored. Prints each difference
+and exits 1 if there is any.
 """
 
 from __future__ import annotations
@@ -23,12 +24,18 @@ from typing import Any
 IGNORED = {"wall_time_s", "environment", "figures", "arrays"}
 
 
+def _timing(key: str) -> bool:
+    """Keys holding wall-clock times (``explain_seconds``, ``time_s``, ``timings_s``, ...),
+    which differ from run to run whatever the code."""
+    return key.endswith("_s") or key.endswith("seconds")
+
+
 def differences(a: Any, b: Any, path: str, rtol: float, atol: float) -> list[str]:
     """Where two JSON values differ, as ``path: a != b`` lines."""
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for key in sorted(set(a) | set(b)):
-            if key in IGNORED:
+            if key in IGNORED or _timing(key):
                 continue
             if key not in a or key not in b:
                 out.append(f"{path}/{key}: only in {'B' if key not in a else 'A'}")
