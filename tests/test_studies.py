@@ -69,7 +69,8 @@ def test_quick_study_results(quick_runs, name):
         assert c["kind"] in KINDS, c
         assert c.get("quote") if c["kind"] == "finding" else c.get("paper"), c
         assert all(isinstance(v, bool) for v in c.get("sensitivity", {}).values()), c
-    assert any(c["kind"] == "finding" for c in doc["claims"])
+    if name != "ground-truth":  # calix's own study has extensions and checks only
+        assert any(c["kind"] == "finding" for c in doc["claims"])
     assert doc["figures"]
     for fig in doc["figures"]:
         assert (out / fig["file"]).read_bytes()[:8] == PNG
@@ -104,8 +105,10 @@ def test_report_of_all_studies_in_chromium(quick_runs):
         assert name in page["text"]
         doc = json.loads((root / name / "results.json").read_text())
         findings = [c for c in doc["claims"] if c["kind"] == "finding"]
-        assert f"{sum(c['holds'] for c in findings)} of {len(findings)} findings hold" \
-            in page["text"]
+        assert claim_counts_text(doc) in page["text"]
+        if findings:
+            assert f"{sum(c['holds'] for c in findings)} of {len(findings)} findings hold" \
+                in page["text"]
 
 
 def test_degenerate_maps_are_counted_not_averaged(quick_runs):
