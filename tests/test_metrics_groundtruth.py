@@ -597,3 +597,19 @@ def test_relative_stability_by_hand():
         relative_representation_stability(sal, x, layer="nope")
     with pytest.raises(ValueError, match="eps_min must be"):
         relative_input_stability(sal, x, eps_min=0)
+
+
+def test_absolute_maps_sum_channel_magnitudes():
+    # with absolute=True, opposite signs in two channels add up (Σ_c |a_c|) instead of
+    # cancelling: 1 + 1 of 2.5 of mass on the masked pixel
+    from calix.metrics.agreement import rank_correlation
+    from calix.metrics.localization import relevance_mass_accuracy
+
+    maps = np.zeros((1, 2, 2, 2))
+    maps[0, 0, 0, 0], maps[0, 1, 0, 0], maps[0, 0, 1, 1] = 1.0, -1.0, 0.5
+    mask = np.zeros((1, 2, 2), dtype=bool)
+    mask[0, 0, 0] = True
+    np.testing.assert_allclose(relevance_mass_accuracy(maps, mask, absolute=True), [0.8])
+    truth = np.array([[[3.0, 0.0], [0.0, 1.0]]])
+    np.testing.assert_allclose(rank_correlation(maps, truth, absolute=True),
+                               rank_correlation(np.abs(maps).sum(1), truth, absolute=True))

@@ -964,7 +964,8 @@ class PlattScaling(Calibrator):
     Fitted by cross-entropy with L-BFGS in float64. ``smooth_targets=True`` (default) uses
     Platt's targets ``(N₊ + 1)/(N₊ + 2)`` and ``1/(N₋ + 2)`` instead of 1 and 0, which keeps a
     separable validation set from driving A to infinity. Differentiable; monotone in each
-    score, so a binary argmax may move only through the threshold shift B.
+    score (increasing when the fitted slope A > 0, decreasing when scores and labels are
+    anti-correlated and A < 0).
 
     Attributes
     ----------

@@ -16,7 +16,7 @@ trees fitted to the queried coalitions, whose Fourier coefficients are exact and
 leaf on a path requiring features R present and F absent is ∏_{i∈R} (1 + χ_i)/2
 ∏_{j∈F} (1 − χ_j)/2); the odd interactions of three or more features with the largest
 coefficients are kept, ``n_samples // interaction_factor − d`` of them (none below
-``interaction_factor · d`` queries, where the estimate is the odd linear regression). The
+``interaction_factor · (d + 1)`` queries, where the estimate is the odd linear regression). The
 paper's proxy is LightGBM with depth-10 trees; calix uses scikit-learn's gradient boosting
 (``tree_params``), which is installed with calix.
 

@@ -32,15 +32,19 @@ def flat_maps(maps: Any, name: str = "maps") -> np.ndarray:
     return a.reshape(len(a), -1)
 
 
-def flat_pair(maps: Any, other: Any, other_name: str, *, boolean: bool = False
-              ) -> tuple[np.ndarray, np.ndarray]:
+def flat_pair(maps: Any, other: Any, other_name: str, *, boolean: bool = False,
+              absolute: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``maps`` and a second array per input (a mask, a true attribution) as (n, d) rows.
 
     Both have the same shape, or ``maps`` is an image batch ``(n, C, H, W)`` and ``other`` has
-    one channel (``(n, 1, H, W)`` or ``(n, H, W)``): then ``maps`` is summed over channels.
-    ``boolean`` turns ``other`` into a bool mask (it must hold 0/1 or booleans).
+    one channel (``(n, 1, H, W)`` or ``(n, H, W)``): then ``maps`` is summed over channels --
+    of their absolute values with ``absolute=True`` (Σ_c |a_c|, so that opposite signs in two
+    channels do not cancel). ``boolean`` turns ``other`` into a bool mask (it must hold 0/1
+    or booleans).
     """
     a = _finite_rows(real_array(maps, "maps"), "maps")
+    if absolute:
+        a = np.abs(a)
     o = _finite_rows(real_array(other, other_name), other_name)
     if len(o) != len(a):
         raise ValueError(f"{other_name} has {len(o)} rows for {len(a)} maps: one per input")

@@ -128,9 +128,9 @@ def rank_correlation(maps: Any, truth: Any, *, absolute: bool = True) -> np.ndar
     >>> rank_correlation([[3.0, -2.0, 0.1]], [[1.0, 0.9, 0.5]]).tolist()
     [1.0]
     """
-    a, t = flat_pair(maps, truth, "truth")
+    a, t = flat_pair(maps, truth, "truth", absolute=absolute)
     if absolute:
-        a, t = np.abs(a), np.abs(t)
+        t = np.abs(t)
     return spearman(a, t, constant=0.0)
 
 

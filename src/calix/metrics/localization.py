@@ -26,9 +26,7 @@ __all__ = ["pointing_game", "relevance_mass_accuracy", "relevance_rank_accuracy"
 
 
 def _prepare(maps: Any, masks: Any, absolute: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    a, s = flat_pair(maps, masks, "masks", boolean=True)
-    if absolute:
-        a = np.abs(a)
+    a, s = flat_pair(maps, masks, "masks", boolean=True, absolute=absolute)
     return a, s, s.sum(1)
 
 
