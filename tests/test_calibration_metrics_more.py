@@ -29,18 +29,7 @@ from calix.metrics import (
 )
 from calix.metrics import calibration as mcal
 from calix.metrics import calibration_tests as mtests
-
-
-def _sample(n, k, scale, seed, temperature=1.0):
-    """Probabilities softmax(z / T) with labels drawn from softmax(z): calibrated at T = 1."""
-    rng = np.random.default_rng(seed)
-    z = scale * rng.normal(size=(n, k))
-    p = np.exp(z - z.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)
-    y = (p.cumsum(1) > rng.random((n, 1))).argmax(1)
-    q = np.exp(z / temperature - (z / temperature).max(1, keepdims=True))
-    return q / q.sum(1, keepdims=True), y
-
+from tests._calibration_samples import _sample
 
 GAP = 0.15
 
