@@ -183,6 +183,10 @@ def test_model_sent_to_each_worker_once(tmp_path, client):
     # twelve tasks, yet the model was unpickled at most once in each of the two workers
     assert 1 <= len(pids) <= 2 and len(set(pids)) == len(pids)
     assert str(os.getpid()) not in pids
+    # the run's end takes the job (and the model in it) out of the workers again
+    held = client.run(lambda dask_worker: [n for n in dask_worker.plugins
+                                           if n.startswith("calix-job")])
+    assert held and all(v == [] for v in held.values())
     local = explain_dataset(X, model, "occlusion", out=tmp_path / "local", chunk_size=2,
                             background=np.zeros((1, 3), np.float32))
     _same(res, local)

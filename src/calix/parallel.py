@@ -10,8 +10,8 @@ Two kinds of run share the chunking, the run folder and the executors:
   ``data`` arrays, a tensor, a pandas DataFrame, a calix ``Dataset`` (its test split), or files
   read lazily: a CSV file (:class:`CsvFile`; the row offsets are computed once, each chunk
   reads only its rows) or an image folder (:class:`ImageFolder`; the sorted file list, each
-  chunk reads only its images). The model is sent to every Dask worker once
-  (``client.scatter(..., broadcast=True)``) and built there once per worker thread, on the
+  chunk reads only its images). The model is sent to every Dask worker once (in a worker
+  plugin, removed when the run ends) and built there once per worker thread, on the
   worker's GPU when it has one (``device="auto"``). Arrays travel chunk by chunk, as task
   arguments; files travel as paths and byte ranges, so workers must see the same files.
 
@@ -68,9 +68,10 @@ import os
 import pickle
 import socket
 import threading
+import uuid
 import warnings
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1194,15 +1195,36 @@ def _run_dask_rows(job: _Job, source: Any, todo: list[tuple[int, int]], schedule
     from distributed import as_completed
 
     with _dask_client(scheduler, n_workers) as client:
-        # the model (and background) travel to every worker once; each task names them
-        shared = client.scatter(job, broadcast=True, hash=False)
-        futures = {client.submit(explain_rows, shared, source.rows(s, e), s, e, pure=False):
-                   (s, e) for s, e in todo}
+        # The model (and background) travel to every worker once, as a worker plugin: the
+        # scheduler keeps the pickled bytes and hands them to each worker when it registers,
+        # workers joining later included. Scattered data would not do: Dask's active memory
+        # manager drops replicas that no task waits on yet, and a worker that later needs the
+        # job fetches and unpickles it again.
+        from calix._dask_plugin import JobPlugin
+
+        name = f"calix-job-{uuid.uuid4().hex}"
+        client.register_plugin(JobPlugin(job), name=name)
+        futures = {}
         try:
+            futures = {client.submit(_explain_rows_on_worker, name, source.rows(s, e), s, e,
+                                     pure=False): (s, e) for s, e in todo}
             for fut in as_completed(futures):
                 yield futures[fut], fut.result()
         finally:
-            client.cancel([*futures, shared])
+            client.cancel(list(futures))
+            with suppress(Exception):  # a cluster already gone needs no clean-up
+                client.unregister_worker_plugin(name)
+
+
+def _explain_rows_on_worker(name: str, rows: Any, start: int, stop: int
+                            ) -> dict[str, np.ndarray]:
+    from distributed import get_worker
+
+    plugin = get_worker().plugins.get(name)
+    if plugin is None or plugin.job is None:
+        raise RuntimeError(f"this Dask worker has no job {name!r}: the run that sent it has "
+                           f"ended; rerun explain_dataset to resume")
+    return explain_rows(plugin.job, rows, start, stop)
 
 
 def load_chunks(out: str | Path) -> DatasetExplanation:
