@@ -83,9 +83,7 @@ def reliability_diagram(
     """
     from calix.metrics.calibration import calibration_interval, ece, reliability_curve
 
-    if isinstance(curves, tuple):
-        curves = {"model": curves}
-    fig, axes, owned = _axes(ax, len(curves), (3.4 * len(curves), 3.6))
+    curves, fig, axes, owned = _curve_panels(curves, ax)
     for a, (name, (probs, labels)) in zip(axes, curves.items(), strict=True):
         rc = reliability_curve(probs, labels, n_bins=n_bins, n_boot=n_boot, level=level,
                                seed=seed)
@@ -98,10 +96,7 @@ def reliability_diagram(
         gap = np.abs(rc["confidence"][ok] - rc["accuracy"][ok])
         a.bar(centres[ok], gap, bottom=lo, width=width[ok], color="tab:red", alpha=0.3,
               hatch="//", label="|confidence − accuracy|")
-        a.plot([0, 1], [0, 1], "k--", lw=1)
-        a.set_xlim(0, 1)
-        a.set_ylim(0, 1)
-        a.set_xlabel("confidence")
+        _unit_square(a)
         if n_boot:
             acc = rc["accuracy"][ok]
             a.errorbar(centres[ok], acc, yerr=[acc - rc["lower"][ok], rc["upper"][ok] - acc],
@@ -113,9 +108,7 @@ def reliability_diagram(
                         fontsize=9)
         else:
             a.set_title(f"{name}\nECE {ece(probs, labels, n_bins=n_bins):.3f}", fontsize=9)
-    axes[0].set_ylabel("accuracy")
-    axes[0].legend(loc="upper left", fontsize=8)
-    return _finish(fig, owned, title, path)
+    return _finish_curves(fig, axes, owned, title, path, legend_size=8)
 
 
 #: :func:`smooth_reliability_diagram` draws its curve where the confidences' density is at least
@@ -148,16 +141,11 @@ def smooth_reliability_diagram(
 
     Parameters
     ----------
-    curves : (probs, labels) or mapping name -> (probs, labels)
-        probs of shape (n, k), labels of shape (n,).
+    curves, seed, path, title, ax
+        As in :func:`reliability_diagram`.
     bandwidth : float or None -- a fixed kernel bandwidth σ; None for the fixed point.
     n_boot : int -- bootstrap resamples for the band and the interval (0: none).
     level : float -- the band's and interval's nominal level.
-    seed : int or None -- the resamples.
-    path : optional PNG path.
-    title : the figure's title (on a new figure only).
-    ax : optional matplotlib axes, one per curve (a sequence for several), to draw into;
-        by default a new figure with one panel per curve.
 
     Returns
     -------
@@ -170,9 +158,7 @@ def smooth_reliability_diagram(
         smooth_reliability_curve,
     )
 
-    if isinstance(curves, tuple):
-        curves = {"model": curves}
-    fig, axes, owned = _axes(ax, len(curves), (3.4 * len(curves), 3.6))
+    curves, fig, axes, owned = _curve_panels(curves, ax)
     for a, (name, (probs, labels)) in zip(axes, curves.items(), strict=True):
         sc = smooth_reliability_curve(probs, labels, bandwidth=bandwidth, n_boot=n_boot,
                                       level=level, seed=seed)
@@ -187,19 +173,14 @@ def smooth_reliability_diagram(
                            lw=0, label=f"{level:.0%} bootstrap band")
         a.plot(t, np.where(hide, np.nan, sc["accuracy"]), color="tab:blue", lw=1.8,
                label="smoothed accuracy")
-        a.plot([0, 1], [0, 1], "k--", lw=1)
-        a.set_xlim(0, 1)
-        a.set_ylim(0, 1)
-        a.set_xlabel("confidence")
+        _unit_square(a)
         head = f"{name}\nsmECE {sc['smooth_ece']:.3f} (σ = {sc['bandwidth']:.3f})"
         if n_boot:
             ci = calibration_interval(smooth_ece, probs, labels, n_boot=n_boot, level=level,
                                       seed=seed, metric_kwargs={"bandwidth": bandwidth})
             head += f" [{ci.lower:.3f}, {ci.upper:.3f}]"
         a.set_title(head, fontsize=9)
-    axes[0].set_ylabel("accuracy")
-    axes[0].legend(loc="upper left", fontsize=7)
-    return _finish(fig, owned, title, path)
+    return _finish_curves(fig, axes, owned, title, path, legend_size=7)
 
 
 def calibration_by_level_plot(
@@ -263,6 +244,30 @@ def _finish(fig: Any, owned: bool, title: str | None, path: str | Path | None) -
         fig.tight_layout()
     save(fig, path)
     return fig
+
+
+def _curve_panels(curves: Mapping[str, tuple[Any, Any]] | tuple[Any, Any], ax: Any
+                  ) -> tuple[Mapping[str, tuple[Any, Any]], Any, list[Any], bool]:
+    """``curves`` as a mapping name -> (probs, labels), and (figure, axes, owned) with one
+    panel per curve (:func:`_axes`)."""
+    if isinstance(curves, tuple):
+        curves = {"model": curves}
+    return (curves, *_axes(ax, len(curves), (3.4 * len(curves), 3.6)))
+
+
+def _unit_square(a: Any) -> None:
+    """A reliability panel's frame: the diagonal of perfect calibration on [0, 1]²."""
+    a.plot([0, 1], [0, 1], "k--", lw=1)
+    a.set_xlim(0, 1)
+    a.set_ylim(0, 1)
+    a.set_xlabel("confidence")
+
+
+def _finish_curves(fig: Any, axes: list[Any], owned: bool, title: str | None,
+                   path: str | Path | None, *, legend_size: float) -> Any:
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(loc="upper left", fontsize=legend_size)
+    return _finish(fig, owned, title, path)
 
 
 def _explanation(obj: Any) -> Any:
