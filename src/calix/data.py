@@ -333,32 +333,25 @@ def _sklearn_tabular(loader_name: str, name: str, task: Task, description: str):
     return load_fn
 
 
+#: the shipped scikit-learn tables: name -> (loader, task, source, size)
+_SKLEARN_TABLES: dict[str, tuple[str, Task, str, str]] = {
+    "breast_cancer": ("load_breast_cancer", "classification", "Wisconsin breast cancer",
+                      "569 samples, 30 features, 2 classes"),
+    "wine": ("load_wine", "classification", "UCI wine", "178 samples, 13 features, 3 classes"),
+    "iris": ("load_iris", "classification", "Fisher's iris",
+             "150 samples, 4 features, 3 classes"),
+    "diabetes": ("load_diabetes", "regression", "diabetes progression",
+                 "442 samples, 10 features, regression target"),
+}
+
 DATASETS: dict[str, tuple[Callable[[int], Dataset], str]] = {
     "digits": (_digits, "1797 8x8 handwritten digits, 10 classes (images)"),
     "digits-noisy": (
         _digits_noisy,
         "digits at 16x16, shifted, noised, 10% label noise (images; harder, overconfident CNN)",
     ),
-    "breast_cancer": (
-        _sklearn_tabular("load_breast_cancer", "breast_cancer", "classification",
-                         "Wisconsin breast cancer: 569 samples, 30 features, 2 classes"),
-        "569 samples, 30 features, 2 classes (tabular)",
-    ),
-    "wine": (
-        _sklearn_tabular("load_wine", "wine", "classification",
-                         "UCI wine: 178 samples, 13 features, 3 classes"),
-        "178 samples, 13 features, 3 classes (tabular)",
-    ),
-    "iris": (
-        _sklearn_tabular("load_iris", "iris", "classification",
-                         "Fisher's iris: 150 samples, 4 features, 3 classes"),
-        "150 samples, 4 features, 3 classes (tabular)",
-    ),
-    "diabetes": (
-        _sklearn_tabular("load_diabetes", "diabetes", "regression",
-                         "diabetes progression: 442 samples, 10 features, regression"),
-        "442 samples, 10 features, regression target (tabular)",
-    ),
+    **{name: (_sklearn_tabular(loader, name, task, f"{source}: {size}"), f"{size} (tabular)")
+       for name, (loader, task, source, size) in _SKLEARN_TABLES.items()},
 }
 
 
@@ -500,17 +493,10 @@ def _sniff_delimiter(text: str) -> str:
         return ","
 
 
-def _is_number(v: str) -> bool:
+def _parses_as(v: str, kind: Callable[[str], Any]) -> bool:
+    """True when ``kind(v)`` (``float`` or ``int``) reads the text ``v`` without a ValueError."""
     try:
-        float(v)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_int(v: str) -> bool:
-    try:
-        int(v)
+        kind(v)
     except ValueError:
         return False
     return True
@@ -598,7 +584,8 @@ def load_csv(
             f"{p} has a single column {header[0]!r} when split at {sep!r}: a dataset needs at "
             "least one feature column besides the label; if the file uses another delimiter, "
             "pass delimiter= (on the command line: --delimiter)")
-    if all(_is_number(h) for h in header) and any(not _is_int(h) for h in header):
+    numeric = all(_parses_as(h, float) for h in header)
+    if numeric and any(not _parses_as(h, int) for h in header):
         raise DataFileError(
             f"{p}: the first row {','.join(header)!r} looks like data, not a header row (all "
             "its fields are numbers); add a header row naming the columns")

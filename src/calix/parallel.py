@@ -428,7 +428,9 @@ class _CsvRows:
             try:
                 out[i] = [float(row[j]) for j in self.cols]
             except ValueError:
-                j = next(j for j in self.cols if not _is_float(row[j]))
+                from calix.data import _parses_as
+
+                j = next(j for j in self.cols if not _parses_as(row[j], float))
                 what = "an empty field" if not row[j].strip() else repr(row[j])
                 raise DataFileError(f"{p}: feature columns must be numeric, but column "
                                     f"{self.header[j]!r} holds {what} on line {line}") from None
@@ -439,14 +441,6 @@ class _CsvRows:
                                 f"{self.lines[i]} is not a finite number (NaN, infinite or "
                                 "beyond float32)")
         return out
-
-
-def _is_float(v: str) -> bool:
-    try:
-        float(v)
-    except ValueError:
-        return False
-    return True
 
 
 class ImageFolder:
