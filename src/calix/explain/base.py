@@ -29,8 +29,24 @@ MAX_BUDGET = 1 << 24
 MAX_QUERIES = 1 << 26
 
 
+@dataclass(kw_only=True)
+class _Annotations:
+    """The optional fields an :class:`Explanation` and an explainer's :class:`_Attribution`
+    share (keyword-only; documented on :class:`Explanation`)."""
+
+    feature_values: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    std: np.ndarray | None = None
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    feature_names: list[str] | None = None
+    class_names: list[str] | None = None
+    data: np.ndarray | None = None
+
+
 @dataclass
-class Explanation:
+class Explanation(_Annotations):
     """Attributions for a batch of inputs.
 
     Attributes
@@ -70,15 +86,6 @@ class Explanation:
     target: np.ndarray
     n_queries: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
-    feature_values: np.ndarray | None = None
-    labels: np.ndarray | None = None
-    std: np.ndarray | None = None
-    lower: np.ndarray | None = None
-    upper: np.ndarray | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    feature_names: list[str] | None = None
-    class_names: list[str] | None = None
-    data: np.ndarray | None = None
 
     #: fields with one entry per input (sliced by indexing; stored as arrays by ``save``)
     _ARRAYS = ("values", "target", "feature_values", "labels", "std", "lower", "upper", "data")
@@ -344,7 +351,7 @@ class Explanation:
 
 
 @dataclass
-class _Attribution:
+class _Attribution(_Annotations):
     """What an explainer's ``_explain`` computes for a batch; :meth:`Explainer.explain` alone
     turns it into the public :class:`Explanation` (adding the method, targets, the reduction
     over channels, the query count and the names).
@@ -357,17 +364,8 @@ class _Attribution:
     """
 
     values: Any
-    feature_values: np.ndarray | None = None
-    labels: np.ndarray | None = None
-    std: np.ndarray | None = None
-    lower: np.ndarray | None = None
-    upper: np.ndarray | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
     n_queries: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
-    feature_names: list[str] | None = None
-    class_names: list[str] | None = None
-    data: np.ndarray | None = None
 
 
 def column_names(x: Any) -> list[str] | None:

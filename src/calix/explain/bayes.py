@@ -212,6 +212,17 @@ class _BayesSurrogate(FeatureExplainer, Stochastic):
                              f"queries for {d} features, got {budget} (n_samples="
                              f"{self._knob_given()}, n_start={getattr(self, 'n_start', None)})")
 
+    def _begin(self, x: Tensor, budget: int
+               ) -> tuple[Perturbation, Any, Tensor | None, Tensor | None, torch.Generator]:
+        """The call's set-up for the batch ``x``: its engine and segmentation, the real-column
+        mask (n, d) and real feature counts (n,) (both None without padding), and, once
+        ``budget`` is checked against d, the call's generator."""
+        engine = self.engine(x)
+        seg = engine.segment(x)
+        valid = real_columns(seg.n_features, seg.d)
+        self._check(seg.d, budget)
+        return engine, seg, valid, None if valid is None else seg.n_features, self._generator()
+
     def _start(self, x: Tensor, masks: Tensor, targets: Tensor, g: torch.Generator,
                valid: Tensor | None = None, engine: Perturbation | None = None
                ) -> tuple[BayesianLinear, list[Tensor]]:
@@ -312,14 +323,9 @@ class BayesLIME(_BayesSurrogate):
         return torch.ceil(4 * post.s2 * 1.96**2 / (pbar * width**2))
 
     def _explain(self, x: Tensor, targets: Tensor) -> _Attribution:
-        engine = self.engine(x)
-        seg = engine.segment(x)
-        n, d = len(x), seg.d
-        valid = real_columns(seg.n_features, d)
-        nf = None if valid is None else seg.n_features
-        g = self._generator()
         first = self.n_start if (self.focused or self.target_width) else self.n_samples
-        self._check(d, first)
+        engine, seg, valid, nf, g = self._begin(x, first)
+        n, d = len(x), seg.d
         masks = self._draw(n, first, d, g, valid)
         w = self._kernel(masks, nf)
         post, ys = self._start(x, masks, targets, g, valid, engine)
@@ -423,13 +429,8 @@ class EAGLE(_BayesSurrogate):
         return torch.stack(picks, 1).to(cand.device)
 
     def _explain(self, x: Tensor, targets: Tensor) -> _Attribution:
-        engine = self.engine(x)
-        seg = engine.segment(x)
+        engine, seg, valid, nf, g = self._begin(x, self.n_samples)
         n, d = len(x), seg.d
-        valid = real_columns(seg.n_features, d)
-        nf = None if valid is None else seg.n_features
-        self._check(d, self.n_samples)
-        g = self._generator()
         batch = self.batch or max(1, self.n_samples // 10)
         masks = self._draw(n, d + 1, d, g, valid)
         w = self._kernel(masks, nf)

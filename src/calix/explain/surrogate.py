@@ -86,6 +86,29 @@ def shapley_kernel_weights(masks: Tensor) -> Tensor:
     return (d - 1) / (torch.exp(log_comb) * s * (d - s))
 
 
+def _begin(explainer: Any, x: Tensor, method: str
+           ) -> tuple[Any, Any, torch.Generator, Tensor | None]:
+    """A surrogate explainer's set-up for the batch ``x``: its engine, the segmentation of
+    ``x``, the call's generator and the real-column mask ``(n, d)`` (None without padding),
+    after checking that ``n_samples`` leaves at least d + 1 coalitions for a fit of d
+    features and an intercept."""
+    engine = explainer.engine(x)
+    seg = engine.segment(x)
+    d = seg.d
+    if explainer.n_samples < d + 1:
+        raise ValueError(f"{method} needs n_samples >= d + 1 = {d + 1} for {d} features, "
+                         f"got {explainer._knob_given()}")
+    return engine, seg, explainer._generator(), real_columns(seg.n_features, d)
+
+
+def _real_only(masks: Tensor, valid: Tensor | None) -> Tensor:
+    """Masks (n, m, d), bool or float, with padding columns (``valid`` False) set to 0, so
+    that they stay out of the kernel and the fit."""
+    if valid is None:
+        return masks
+    return masks * valid[:, None, :] if masks.is_floating_point() else masks & valid[:, None, :]
+
+
 class LIME(FeatureExplainer, Stochastic):
     """LIME (Ribeiro et al. 2016): a kernel-weighted ridge surrogate on binary coalitions.
 
@@ -119,17 +142,9 @@ class LIME(FeatureExplainer, Stochastic):
         return LimeDesign().draw(n, self.n_samples, d, generator).masks
 
     def _explain(self, x: Tensor, targets: Tensor) -> _Attribution:
-        engine = self.engine(x)
-        seg = engine.segment(x)
+        engine, seg, g, valid = _begin(self, x, "LIME")
         d = seg.d
-        if self.n_samples < d + 1:
-            raise ValueError(f"LIME needs n_samples >= d + 1 = {d + 1} for {d} features, "
-                             f"got {self._knob_given()}")
-        g = self._generator()
-        valid = real_columns(seg.n_features, d)
-        masks = self.sample(len(x), d, g)
-        if valid is not None:  # padding columns stay out of the kernel and the fit
-            masks = masks & valid[:, None, :]
+        masks = _real_only(self.sample(len(x), d, g), valid)
         y, _ = self._scores(x, masks, targets, seed=g, engine=engine)
         zf = masks.double().to(y.device)
         w = lime_kernel(zf, self.kernel_width, None if valid is None else seg.n_features)
@@ -173,18 +188,9 @@ class GLIME(FeatureExplainer, Stochastic):
         return self._design.draw(n, self.n_samples, d, g).masks
 
     def _explain(self, x: Tensor, targets: Tensor) -> _Attribution:
-        engine = self.engine(x)
-        seg = engine.segment(x)
+        engine, seg, g, valid = _begin(self, x, "GLIME")
         d = seg.d
-        if self.n_samples < d + 1:
-            raise ValueError(f"GLIME needs n_samples >= d + 1 = {d + 1}, "
-                             f"got {self._knob_given()}")
-        g = self._generator()
-        valid = real_columns(seg.n_features, d)
-        masks = self.sample(len(x), d, g)
-        if valid is not None:
-            masks = masks * valid[:, None, :] if masks.is_floating_point() else \
-                masks & valid[:, None, :]
+        masks = _real_only(self.sample(len(x), d, g), valid)
         y, _ = self._scores(x, masks, targets, seed=g, engine=engine)
         coef, icpt = weighted_ridge(masks.double().to(y.device), y,
                                     torch.ones(masks.shape[1], dtype=torch.float64,
@@ -219,16 +225,13 @@ class USLIME(FeatureExplainer, Stochastic):
                 "distance_weight": self.distance_weight}
 
     def _explain(self, x: Tensor, targets: Tensor) -> _Attribution:
-        engine = self.engine(x)
-        seg = engine.segment(x)
+        engine, seg, g, valid = _begin(self, x, "US-LIME")
         n, d = len(x), seg.d
-        if self.n_samples < d + 1:
-            raise ValueError(f"US-LIME needs n_samples >= d + 1 = {d + 1}, "
-                             f"got {self._knob_given()}")
-        g = self._generator()
-        valid = real_columns(seg.n_features, d)
         nf = None if valid is None else seg.n_features
-        keep = (lambda z: z) if valid is None else (lambda z: z & valid[:, None, :])
+
+        def keep(z: Tensor) -> Tensor:
+            return _real_only(z, valid)
+
         sampler = LIME(self.model, n_samples=self.n_samples)
         start = min(self.n_samples, self.n_start or max(d + 1, self.n_samples // 4))
         batch = self.batch or max(1, (self.n_samples - start) // 5)
