@@ -141,6 +141,10 @@ _delimiter_option = click.option(
     help="Field delimiter of a .csv --data file: one character, or 'tab' (default: sniffed "
          "among , ; tab |).")
 
+_image_size_option = click.option(
+    "--image-size", type=(click.IntRange(min=1), click.IntRange(min=1)), default=None,
+    metavar="H W", help="Resize the images of an image folder.")
+
 
 class _OutPath(click.Path):
     """``click.Path`` that refuses an empty value (click would read it as the current folder)."""
@@ -660,8 +664,7 @@ def _model_file_options(f):
                    "recorded beside the prediction. Default with a model file: none (every "
                    "column is a feature, and the predicted class is explained); with a zoo "
                    "model, which trains on the file: the last column.")
-@click.option("--image-size", type=(click.IntRange(min=1), click.IntRange(min=1)),
-              default=None, metavar="H W", help="Resize the images of an image folder.")
+@_image_size_option
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None,
               help="Grey (1) or RGB (3) images from an image folder (default: RGB if any "
                    "image has colour).")
@@ -1052,8 +1055,7 @@ def report(folder: Path, out: Path | None) -> None:
 @_model_file_options
 @click.option("--label-column", default=None,
               help="Label column of a .csv --data file, left out of the features.")
-@click.option("--image-size", type=(click.IntRange(min=1), click.IntRange(min=1)),
-              default=None, metavar="H W", help="Resize the images of an image folder.")
+@_image_size_option
 @click.option("--channels", type=click.Choice(["1", "3"]), default="3", show_default=True,
               help="Grey (1) or RGB (3) images from an image folder.")
 @click.option("--background", "background_path", default=None,
