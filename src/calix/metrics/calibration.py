@@ -357,7 +357,8 @@ def ce_kl(
 
     Parameters
     ----------
-    probs : array-like of shape (n, k); labels : array-like of shape (n,)
+    probs : array-like of shape (n, k)
+    labels : array-like of shape (n,)
     bandwidth : float or None
     reduction : {"auto", "canonical", "top_label"}
     max_classes : int -- the ``"auto"`` threshold.
@@ -505,6 +506,16 @@ def _whole(n: int) -> np.ndarray:
     return np.arange(n)[None, :]
 
 
+def _binned_error(probs: Any, labels: Any, *, n_bins: int, strategy: str, mode: str,
+                  how: str) -> float:
+    """The binned error ``how`` of the whole sample (:func:`_binned_rows`), after checking
+    ``probs``, ``labels`` and ``n_bins`` (at most n)."""
+    p, y = check_probs_labels(probs, labels)
+    n_bins = check_count(n_bins, "n_bins")
+    _check_enough(len(p), n_bins)
+    return float(_binned_rows(p, y, _whole(len(p)), n_bins=n_bins, strategy=strategy,
+                              mode=mode, how=how)[0])
+
 @metric("lower", "calibration")
 def ace(
     probs: Any, labels: Any, *, n_bins: int = 15, mode: Literal["top", "classwise"] = "top",
@@ -534,11 +545,8 @@ def ace(
     >>> round(ace(p, y, n_bins=2), 4)   # bins {0.6, 0.7} and {0.8, 0.9}: gaps 0.15, 0.15
     0.15
     """
-    p, y = check_probs_labels(probs, labels)
-    n_bins = check_count(n_bins, "n_bins")
-    _check_enough(len(p), n_bins)
-    return float(_binned_rows(p, y, _whole(len(p)), n_bins=n_bins, strategy="quantile",
-                              mode=mode, how="ace")[0])
+    return _binned_error(probs, labels, n_bins=n_bins, strategy="quantile", mode=mode,
+                         how="ace")
 
 
 @metric("lower", "calibration")
@@ -563,11 +571,8 @@ def mce(
     strategy : {"uniform", "quantile"} -- equal-width or equal-mass bins.
     mode : {"top", "classwise"}
     """
-    p, y = check_probs_labels(probs, labels)
-    n_bins = check_count(n_bins, "n_bins")
-    _check_enough(len(p), n_bins)
-    return float(_binned_rows(p, y, _whole(len(p)), n_bins=n_bins, strategy=strategy,
-                              mode=mode, how="mce")[0])
+    return _binned_error(probs, labels, n_bins=n_bins, strategy=strategy, mode=mode,
+                         how="mce")
 
 
 @metric("lower", "calibration")
@@ -589,11 +594,8 @@ def classwise_ece(
     n_bins : int -- at most n.
     strategy : {"uniform", "quantile"}
     """
-    p, y = check_probs_labels(probs, labels)
-    n_bins = check_count(n_bins, "n_bins")
-    _check_enough(len(p), n_bins)
-    return float(_binned_rows(p, y, _whole(len(p)), n_bins=n_bins, strategy=strategy,
-                              mode="classwise", how="ece")[0])
+    return _binned_error(probs, labels, n_bins=n_bins, strategy=strategy, mode="classwise",
+                         how="ece")
 
 
 # ---------------------------------------------------------------------- smooth ECE
