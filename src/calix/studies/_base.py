@@ -2,7 +2,9 @@
 and writes them atomically to ``DIR/results.json``.
 
 A study is a function ``run(ctx: StudyContext) -> None`` that computes from calix's public
-pieces and records through the context:
+pieces and records through the context. Its sizes and settings are a frozen dataclass with
+``quick(seed)`` and ``full(seed)`` constructors, chosen and recorded by
+``cfg = ctx.use_config(Config)``. It records:
 
 - ``ctx.table(name, rows)`` -- rows are flat dicts of numbers and strings;
 - ``ctx.claim(text, holds, evidence, paper=..., kind=..., quote=..., sensitivity=...)`` --
@@ -17,6 +19,7 @@ pieces and records through the context:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -25,7 +28,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -44,6 +47,9 @@ KINDS: dict[str, str] = {
     "check": "holds by construction or tests the implementation",
     "extension": "calix's own statement, not made by the paper",
 }
+
+
+C = TypeVar("C")
 
 
 @dataclass
@@ -123,6 +129,16 @@ class StudyContext:
     def size(self, quick: Any, full: Any) -> Any:
         """``quick`` in quick mode, else ``full``."""
         return quick if self.quick else full
+
+    def use_config(self, config_type: type[C]) -> C:
+        """The study's configuration for this run: ``config_type`` is a frozen dataclass with
+        ``quick(seed)`` and ``full(seed)`` constructors; the one of this run's size is built
+        with its seed and its fields are recorded (``dataclasses.asdict``) as by
+        :meth:`configure`."""
+        make = config_type.quick if self.quick else config_type.full  # type: ignore[attr-defined]
+        config = make(self.seed)
+        self.configure(**dataclasses.asdict(config))
+        return config
 
     def configure(self, **config: Any) -> dict[str, Any]:
         """Record the study's configuration (returned for convenience)."""

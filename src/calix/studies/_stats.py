@@ -7,6 +7,8 @@ differences, never on a difference of two means alone:
 - :func:`paired` -- one-sided paired t-test (and the Wilcoxon signed-rank test beside it) of
   the per-input differences, with the mean difference and its 95% interval;
 - :func:`bootstrap_mean_ci` -- a percentile bootstrap interval of a mean over inputs;
+- :func:`brief` -- a paired test's summary for a claim's evidence; :func:`every` and
+  :func:`nearest_rules` -- the verdict of a set of paired tests and its nearest alternatives;
 - :func:`degenerate_maps` -- which explanations are constant, or hold NaN / infinite values
   (a failed optimisation, a dead gradient), so that studies exclude them from aggregates with
   a count instead of averaging them in.
@@ -15,13 +17,15 @@ differences, never on a difference of two means alone:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from calix._stats import standard_error
 
-__all__ = ["ALPHA", "paired", "bootstrap_mean_ci", "degenerate_maps", "majority"]
+__all__ = ["ALPHA", "paired", "bootstrap_mean_ci", "degenerate_maps", "majority", "brief",
+           "every", "nearest_rules"]
 
 #: significance level of every one-sided comparison (the rule's text states it)
 ALPHA = 0.05
@@ -109,3 +113,28 @@ def majority(flags: Any) -> bool:
     """A strict majority of ``flags`` is true."""
     f = [bool(x) for x in flags]
     return sum(f) > len(f) / 2
+
+
+def brief(t: Mapping[str, Any], *, wilcoxon: bool = False) -> dict[str, Any]:
+    """The summary of a :func:`paired` result in a claim's evidence: ``n``, ``mean_diff`` and
+    ``ci95`` to 4 decimals, ``p`` to 3 significant digits (and ``p_wilcoxon`` with
+    ``wilcoxon``)."""
+    out = {"n": t["n"], "mean_diff": round(t["mean_diff"], 4),
+           "ci95": [round(v, 4) for v in t["ci95"]], "p": float(f"{t['p']:.3g}")}
+    if wilcoxon:
+        out["p_wilcoxon"] = float(f"{t['p_wilcoxon']:.3g}")
+    return out
+
+
+def every(tests: Mapping[Any, Mapping[str, Any]], key: str = "significant") -> bool:
+    """Whether ``key`` (``"significant"``, ``"significant_wilcoxon"``) is true for every
+    :func:`paired` result in ``tests``."""
+    return all(t[key] for t in tests.values())
+
+
+def nearest_rules(tests: Mapping[Any, Mapping[str, Any]]) -> dict[str, bool]:
+    """The two nearest alternatives to "every one-sided test of a lower mean is significant"
+    (:func:`every`): every mean difference below 0 without a test, and the Wilcoxon
+    signed-rank test in place of the t-test."""
+    return {"lower mean only (no test)": all(t["mean_diff"] < 0 for t in tests.values()),
+            "Wilcoxon signed-rank instead of t": every(tests, "significant_wilcoxon")}

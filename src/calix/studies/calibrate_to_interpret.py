@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -77,14 +78,96 @@ from calix.metrics.similarity import minmax, otsu_tv, ssim
 from calix.models import Model
 from calix.perturb import Blur
 from calix.studies._base import StudyContext, torch_threads
-from calix.studies._stats import ALPHA, bootstrap_mean_ci, degenerate_maps, paired
+from calix.studies._stats import (
+    ALPHA,
+    bootstrap_mean_ci,
+    brief,
+    degenerate_maps,
+    every,
+    nearest_rules,
+    paired,
+)
 
-__all__ = ["run"]
+__all__ = ["run", "Config"]
 
 CALIBRATORS = ("none", "temperature", "dirichlet")
+CALIBRATED = ("temperature", "dirichlet")
 EXPLAINERS = ("Sensitivity", "IG", "RISE", "MP")
 AGNOSTIC = ("RISE", "MP")
 GRADIENT = ("Sensitivity", "IG")
+#: the decision rule of every comparison claim, in words
+SIG = f"one-sided paired t-test over images, p < {ALPHA}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """The sizes and settings of one run (``config`` in ``results.json``).
+
+    Parameters
+    ----------
+    dataset, model : the zoo dataset and architecture.
+    seed : seeds the model, the image draw, RISE, the random orders and the neighbours.
+    n_images : test images explained.
+    ig_steps, ig_baselines, ig_integration : Integrated Gradients' steps, references (their
+        maps averaged) and integration rule.
+    rise_masks, rise_grid, rise_p : RISE's masks, grid cells per side and keep probability.
+    mp_steps, mp_lr, mp_l1, mp_tv : Meaningful Perturbation's Adam steps, learning rate, L1
+        weight and total-variation weight.
+    blur_kernel, blur_sigma : the Gaussian blur that replaces removed pixels.
+    deletion_steps : steps of every deletion curve.
+    btr_orders, btr_segments : random superpixel orders and SLIC segments of the
+        better-than-random baseline.
+    lipschitz_images, lipschitz_neighbours, lipschitz_radius : the local Lipschitz estimate
+        (first images, neighbours per image, L2 radius).
+    sweep_temperatures : the fixed temperatures of the sweep (the fitted one is added).
+    dirichlet_reg : how Dirichlet's ODIR strengths are chosen (in words).
+    ece_bins : bins of the binned ECE.
+    torch_threads : torch threads while the study runs.
+    """
+
+    dataset: str = "digits-noisy"
+    model: str = "cnn"
+    seed: int = 0
+    n_images: int
+    ig_steps: int = 30
+    ig_baselines: str = "black+white"
+    ig_integration: str = "riemann_right"
+    rise_masks: int
+    rise_grid: int = 8
+    rise_p: float = 0.6
+    mp_steps: int
+    mp_lr: float = 0.1
+    mp_l1: float = 0.1
+    mp_tv: float = 0.4
+    blur_kernel: int = 11
+    blur_sigma: float = 10.0
+    deletion_steps: int = 100
+    btr_orders: int = 5
+    btr_segments: int = 100
+    lipschitz_images: int
+    lipschitz_neighbours: int
+    lipschitz_radius: float = 0.05
+    sweep_temperatures: tuple[float, ...]
+    dirichlet_reg: str
+    ece_bins: int = 15
+    torch_threads: int = 1
+
+    @classmethod
+    def quick(cls, seed: int = 0) -> Config:
+        """12 images, RISE 1000 masks, MP 150 steps, Lipschitz on 4 images x 10 neighbours,
+        five sweep temperatures, fixed Dirichlet strengths."""
+        return cls(seed=seed, n_images=12, rise_masks=1000, mp_steps=150, lipschitz_images=4,
+                   lipschitz_neighbours=10, sweep_temperatures=(0.5, 1.0, 2.0, 4.0, 8.0),
+                   dirichlet_reg="fixed lambda=1, mu=0.1")
+
+    @classmethod
+    def full(cls, seed: int = 0) -> Config:
+        """100 images, RISE 4000 masks, MP 600 steps, Lipschitz on 12 images x 20
+        neighbours, 9 log-spaced sweep temperatures and 1, Dirichlet strengths by CV."""
+        temps = sorted({1.0, *np.round(np.geomspace(0.25, 16.0, 9), 3).tolist()})
+        return cls(seed=seed, n_images=100, rise_masks=4000, mp_steps=600, lipschitz_images=12,
+                   lipschitz_neighbours=20, sweep_temperatures=tuple(temps),
+                   dirichlet_reg="3-fold CV on {0.01, 0.1, 1}^2")
 
 
 class _MinMaxExplainer:
@@ -100,16 +183,21 @@ class _MinMaxExplainer:
         return exp
 
 
-def _explainers(model: Model, cfg: dict[str, Any], fill: Blur) -> dict[str, Any]:
+def _explainers(model: Model, cfg: Config, fill: Blur) -> dict[str, Any]:
     return {
         "Sensitivity": Saliency(model, reduce="abs_sum"),
-        "IG": IntegratedGradients(model, baselines=["black", "white"], n_steps=cfg["ig_steps"],
+        "IG": IntegratedGradients(model, baselines=["black", "white"], n_steps=cfg.ig_steps,
                                   method="riemann_right", reduce="sum"),
-        "RISE": RISE(model, n_masks=cfg["rise_masks"], grid=cfg["rise_grid"], p=cfg["rise_p"],
-                     seed=cfg["seed"]),
-        "MP": MeaningfulPerturbation(model, fill=fill, steps=cfg["mp_steps"], lr=cfg["mp_lr"],
-                                     l1=cfg["mp_l1"], tv=cfg["mp_tv"]),
+        "RISE": RISE(model, n_masks=cfg.rise_masks, grid=cfg.rise_grid, p=cfg.rise_p,
+                     seed=cfg.seed),
+        "MP": MeaningfulPerturbation(model, fill=fill, steps=cfg.mp_steps, lr=cfg.mp_lr,
+                                     l1=cfg.mp_l1, tv=cfg.mp_tv),
     }
+
+
+def _briefs(tests: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The summaries of paired tests, by key, with the Wilcoxon p-value."""
+    return {k: brief(t, wilcoxon=True) for k, t in tests.items()}
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -119,34 +207,117 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(r) if np.isfinite(r) else 0.0
 
 
+@dataclass
+class _Calibration:
+    """The three versions of the model and how calibrated each is on the test split."""
+
+    models: dict[str, Model]
+    rows: dict[str, dict[str, Any]]  # calibrator -> its row of the calibration table
+    probs_test: dict[str, np.ndarray]
+    z_test: torch.Tensor
+    t_cal: float
+
+
+@dataclass
+class _Maps:
+    """Every calibrator x explainer's maps and per-image scores, with the images each
+    explainer's comparisons keep (no degenerate map under any calibrator)."""
+
+    x: torch.Tensor
+    idx: np.ndarray
+    jobs: list[tuple[str, str]]
+    maps: dict[tuple[str, str], np.ndarray]
+    curves: dict[tuple[str, str], Any]
+    targets: dict[str, np.ndarray]
+    random_auc: dict[str, np.ndarray]
+    lips: dict[tuple[str, str], np.ndarray]
+    per: dict[str, dict[tuple[str, str], np.ndarray]]  # metric -> (calibrator, explainer) ->
+    keep: dict[str, np.ndarray]
+    row: dict[tuple[str, str], dict[str, Any]]  # the explanations table by key
+    n_lip: int
+    seed: int
+
+    @property
+    def n(self) -> int:
+        return len(self.x)
+
+    @property
+    def every(self) -> np.ndarray:
+        """Every image (degenerate maps included)."""
+        return np.ones(self.n, dtype=bool)
+
+    @property
+    def keep_all(self) -> np.ndarray:
+        """The images no explainer has a degenerate map of."""
+        return np.all([self.keep[e] for e in EXPLAINERS], axis=0)
+
+    @property
+    def excluded(self) -> dict[str, int]:
+        return {e: int((~self.keep[e]).sum()) for e in EXPLAINERS}
+
+    def test(self, metric: str, c: str, e: str, alternative: str,
+             mask: np.ndarray | None = None, ref: str = "none") -> dict[str, Any]:
+        """Calibrator ``c`` against ``ref`` on ``metric`` of explainer ``e``, paired by image."""
+        k = self.keep[e] if mask is None else mask
+        return paired(self.per[metric][(c, e)][k], self.per[metric][(ref, e)][k],
+                      alternative=alternative)
+
+    def vs_uncalibrated(self, metric: str, explainers: tuple[str, ...], alternative: str,
+                        mask: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
+        """Every calibrator against none on ``metric``, for each of ``explainers``:
+        ``{"calibrator/explainer": paired test}``."""
+        return {f"{c}/{e}": self.test(metric, c, e, alternative, mask)
+                for c in CALIBRATED for e in explainers}
+
+    def mean_of(self, metric: str, c: str, e: str, mask: np.ndarray | None = None) -> float:
+        return float(self.per[metric][(c, e)][self.keep[e] if mask is None else mask].mean())
+
+    def drop(self, c: str, e: str, mask: np.ndarray) -> np.ndarray:
+        """Per image, the deletion AUC calibration ``c`` removes from explainer ``e``'s."""
+        return self.per["auc"][("none", e)][mask] - self.per["auc"][(c, e)][mask]
+
+
+@dataclass
+class _Sweep:
+    """MP's deletion AUC and the test calibration at fixed temperatures."""
+
+    temps: list[float]
+    rows: list[dict[str, Any]]
+    auc: dict[float, np.ndarray]
+    keep: np.ndarray  # images with no degenerate MP map at any temperature
+
+
 def run(ctx: StudyContext) -> None:
     """Run the study (see the module docstring) and record its tables, claims and figures."""
-    cfg = ctx.configure(
-        dataset="digits-noisy", model="cnn", seed=ctx.seed,
-        n_images=ctx.size(12, 100),
-        ig_steps=30, ig_baselines="black+white", ig_integration="riemann_right",
-        rise_masks=ctx.size(1000, 4000), rise_grid=8, rise_p=0.6,
-        mp_steps=ctx.size(150, 600), mp_lr=0.1, mp_l1=0.1, mp_tv=0.4,
-        blur_kernel=11, blur_sigma=10.0,
-        deletion_steps=100, btr_orders=5, btr_segments=100,
-        lipschitz_images=ctx.size(4, 12), lipschitz_neighbours=ctx.size(10, 20),
-        lipschitz_radius=0.05,
-        sweep_temperatures=ctx.size(
-            [0.5, 1.0, 2.0, 4.0, 8.0],
-            sorted({1.0, *np.round(np.geomspace(0.25, 16.0, 9), 3).tolist()})),
-        dirichlet_reg=ctx.size("fixed lambda=1, mu=0.1", "3-fold CV on {0.01, 0.1, 1}^2"),
-        ece_bins=15, torch_threads=1,
-    )
-    with torch_threads(cfg["torch_threads"]):
+    cfg = ctx.use_config(Config)
+    with torch_threads(cfg.torch_threads):
         _run(ctx, cfg)
 
 
-def _run(ctx: StudyContext, cfg: dict[str, Any]) -> None:
+def _run(ctx: StudyContext, cfg: Config) -> None:
     trained = zoo.train("cnn", "digits-noisy", seed=ctx.seed, data_seed=ctx.seed)
     ds, base = trained.dataset, trained.wrap()
-    fill = Blur(cfg["blur_kernel"], cfg["blur_sigma"])
+    fill = Blur(cfg.blur_kernel, cfg.blur_sigma)
+    cal = _calibrate(ctx, cfg, base, ds)
+    rng = np.random.default_rng(ctx.seed)
+    idx = np.sort(rng.choice(len(ds.X_test), size=min(cfg.n_images, len(ds.X_test)),
+                             replace=False))
+    ev = _explain(ctx, cfg, cal, torch.as_tensor(ds.X_test[idx]), idx, fill)
+    sweep = _temperature_sweep(ctx, cfg, base, ds, cal, ev.x, fill)
 
-    # ---------------------------------------------------------------- calibration
+    _calibration_quality(ctx, cal)
+    _map_change(ctx, ev)
+    _faithfulness(ctx, ev)
+    _readability(ctx, ev)
+    _stability(ctx, ev)
+    _calibrated_temperature(ctx, sweep, cal.t_cal)
+    _figures(ctx, cfg, ds, cal, ev, sweep)
+
+
+# ==================================================================== computation
+def _calibrate(ctx: StudyContext, cfg: Config, base: Model, ds: Any) -> _Calibration:
+    """Temperature scaling and Dirichlet fitted on the validation split, scored on the test
+    split (the ``calibration`` table)."""
     z_val = base.forward(ds.X_val, grad=False)
     z_test = base.forward(ds.X_test, grad=False)
     ts = TemperatureScaling().fit(z_val, ds.y_val)
@@ -167,7 +338,7 @@ def _run(ctx: StudyContext, cfg: dict[str, Any]) -> None:
         probs_test[name] = p
         cal_rows.append({
             "calibrator": name,
-            "ece": ece(p, ds.y_test, n_bins=cfg["ece_bins"]),
+            "ece": ece(p, ds.y_test, n_bins=cfg.ece_bins),
             "kde_ece": kde_ece(p, ds.y_test),
             "nll": nll(p, ds.y_test),
             "accuracy": accuracy(p, ds.y_test),
@@ -177,14 +348,15 @@ def _run(ctx: StudyContext, cfg: dict[str, Any]) -> None:
             "dirichlet_mu": dirichlet.reg_mu_ if name == "dirichlet" else None,
         })
     ctx.table("calibration", cal_rows)
-    cal_by = {r["calibrator"]: r for r in cal_rows}
+    return _Calibration(models, {r["calibrator"]: r for r in cal_rows}, probs_test, z_test,
+                        t_cal)
 
-    # ---------------------------------------------------------------- explanations
-    rng = np.random.default_rng(ctx.seed)
-    idx = np.sort(rng.choice(len(ds.X_test), size=min(cfg["n_images"], len(ds.X_test)),
-                             replace=False))
-    x = torch.as_tensor(ds.X_test[idx])
-    n_lip = min(cfg["lipschitz_images"], len(x))
+
+def _explain(ctx: StudyContext, cfg: Config, cal: _Calibration, x: torch.Tensor,
+             idx: np.ndarray, fill: Blur) -> _Maps:
+    """Every calibrator x explainer's maps, deletion curves, BTR and Lipschitz constants (the
+    ``explanations`` and ``degenerate_maps`` tables)."""
+    n_lip = min(cfg.lipschitz_images, len(x))
     maps: dict[tuple[str, str], np.ndarray] = {}
     curves: dict[tuple[str, str], Any] = {}
     lips: dict[tuple[str, str], np.ndarray] = {}
@@ -196,7 +368,7 @@ def _run(ctx: StudyContext, cfg: dict[str, Any]) -> None:
     jobs = [(c, e) for c in CALIBRATORS for e in EXPLAINERS]
     for cal_name, exp_name in progress_bar(jobs, total=len(jobs), enabled=ctx.progress,
                                            description="calibrate-to-interpret: maps"):
-        model = models[cal_name]
+        model = cal.models[cal_name]
         explainer = _explainers(model, cfg, fill)[exp_name]
         t0 = time.perf_counter()
         exp = explainer.explain(x)
@@ -209,15 +381,15 @@ def _run(ctx: StudyContext, cfg: dict[str, Any]) -> None:
             kept_score[cal_name] = np.asarray(exp.extra["deleted_score"]) / np.maximum(clean,
                                                                                      1e-12)
         curves[(cal_name, exp_name)] = deletion_curve(
-            model, x, exp.values, fill=fill, steps=cfg["deletion_steps"])
+            model, x, exp.values, fill=fill, steps=cfg.deletion_steps)
         if cal_name not in random_auc:  # the random baseline depends on the model only
             btr = better_than_random(model, x, exp.values, fill=fill,
-                                     steps=cfg["deletion_steps"], n_orders=cfg["btr_orders"],
-                                     n_segments=cfg["btr_segments"], seed=ctx.seed)
+                                     steps=cfg.deletion_steps, n_orders=cfg.btr_orders,
+                                     n_segments=cfg.btr_segments, seed=ctx.seed)
             random_auc[cal_name] = btr["random_auc"]
         lips[(cal_name, exp_name)] = local_lipschitz(
-            _MinMaxExplainer(explainer), x[:n_lip], n_neighbours=cfg["lipschitz_neighbours"],
-            radius=cfg["lipschitz_radius"], seed=ctx.seed)
+            _MinMaxExplainer(explainer), x[:n_lip], n_neighbours=cfg.lipschitz_neighbours,
+            radius=cfg.lipschitz_radius, seed=ctx.seed)
 
     # an image whose map is degenerate (constant / NaN) under any calibrator is left out of
     # every aggregate and paired comparison of that explainer, and counted
@@ -265,10 +437,16 @@ def _run(ctx: StudyContext, cfg: dict[str, Any]) -> None:
     ctx.table("degenerate_maps", degen_rows or [{"calibrator": "-", "explainer": "-",
                                                  "image": None, "test_index": None,
                                                  "deletion_auc": None, "reason": "none found"}])
-    row = {(r["calibrator"], r["explainer"]): r for r in rows}
+    return _Maps(x, idx, jobs, maps, curves, targets, random_auc, lips, per, keep,
+                 {(r["calibrator"], r["explainer"]): r for r in rows}, n_lip, ctx.seed)
 
-    # ---------------------------------------------------------------- temperature sweep
-    temps = sorted({*(float(t) for t in cfg["sweep_temperatures"]), round(t_cal, 4)})
+
+def _temperature_sweep(ctx: StudyContext, cfg: Config, base: Model, ds: Any,
+                       cal: _Calibration, x: torch.Tensor, fill: Blur) -> _Sweep:
+    """MP's deletion AUC and the test ECE at every fixed temperature and the fitted one (the
+    ``temperature_sweep`` table)."""
+    t_cal = cal.t_cal
+    temps = sorted({*(float(t) for t in cfg.sweep_temperatures), round(t_cal, 4)})
     sweep_auc, sweep_degen, sweep_ece = {}, {}, {}
     for t in progress_bar(temps, total=len(temps), enabled=ctx.progress,
                           description="calibrate-to-interpret: temperature sweep"):
@@ -277,8 +455,8 @@ def _run(ctx: StudyContext, cfg: dict[str, Any]) -> None:
         values = mp.explain(x).values
         sweep_degen[t] = degenerate_maps(values)
         sweep_auc[t] = deletion_curve(model, x, values, fill=fill,
-                                      steps=cfg["deletion_steps"]).auc
-        p = torch.softmax(z_test / t, dim=-1).cpu().numpy()
+                                      steps=cfg.deletion_steps).auc
+        p = torch.softmax(cal.z_test / t, dim=-1).cpu().numpy()
         sweep_ece[t] = (kde_ece(p, ds.y_test), ece(p, ds.y_test), nll(p, ds.y_test))
     # images with a degenerate MP map at any temperature are left out of every sweep mean
     sweep_keep = ~np.any([sweep_degen[t] for t in temps], axis=0)
@@ -294,14 +472,14 @@ def _run(ctx: StudyContext, cfg: dict[str, Any]) -> None:
                            "kde_ece": sweep_ece[t][0], "ece": sweep_ece[t][1],
                            "nll": sweep_ece[t][2]})
     ctx.table("temperature_sweep", sweep_rows)
+    return _Sweep(temps, sweep_rows, {t: np.asarray(sweep_auc[t], dtype=np.float64)
+                                      for t in temps}, sweep_keep)
 
-    # ---------------------------------------------------------------- claims
-    _claims(ctx, cal_by, row, per, keep, random_auc, lips, sweep_rows,
-            {t: np.asarray(sweep_auc[t], dtype=np.float64) for t in temps}, sweep_keep,
-            t_cal, n_lip, len(x), ctx.seed)
 
-    # ---------------------------------------------------------------- figures and arrays
-    ctx.figure("maps_grid", _plot_maps(x, maps, targets, idx),
+def _figures(ctx: StudyContext, cfg: Config, ds: Any, cal: _Calibration, ev: _Maps,
+             sweep: _Sweep) -> None:
+    t_cal = cal.t_cal
+    ctx.figure("maps_grid", _plot_maps(ev.x, ev.maps, ev.targets, ev.idx),
                caption="Inputs beside their min-max saliency maps for each calibrator "
                "(rows) and explainer (columns); the title of each row gives the explained "
                "class")
@@ -310,72 +488,47 @@ def _run(ctx: StudyContext, cfg: dict[str, Any]) -> None:
     names = {"none": "uncalibrated", "temperature": f"temperature (T = {t_cal:.2f})",
              "dirichlet": "Dirichlet"}
     ctx.figure("reliability", reliability_diagram(
-        {names[k]: (p, ds.y_test) for k, p in probs_test.items()}, n_bins=cfg["ece_bins"],
+        {names[k]: (p, ds.y_test) for k, p in cal.probs_test.items()}, n_bins=cfg.ece_bins,
         title="Reliability of the zoo CNN on digits-noisy (test split)"),
         caption="Reliability diagrams before and after calibration (test split)")
-    ctx.figure("temperature_sweep", _plot_sweep(sweep_rows, t_cal),
+    ctx.figure("temperature_sweep", _plot_sweep(sweep.rows, t_cal),
                caption="MP deletion AUC against a fixed temperature (left) and against the "
                "test ECE it gives (right); the star marks the fitted temperature")
-    ctx.figure("deletion_curves", _plot_deletion(curves, random_auc),
+    ctx.figure("deletion_curves", _plot_deletion(ev.curves, ev.random_auc),
                caption="Mean normalised deletion curves (blur fill) per explainer: uncalibrated "
                "solid, calibrated dashed; the legend gives the AUCs and the random-superpixel "
                "baseline's")
-    ctx.figure("metrics", _plot_metrics(row),
+    ctx.figure("metrics", _plot_metrics(ev.row),
                caption="BTR, Otsu-TV and deletion AUC per explainer and calibrator (the "
                "paper's Figure 7)")
-    ctx.figure("ssim_lipschitz", _plot_distributions(maps, lips, len(x)),
+    ctx.figure("ssim_lipschitz", _plot_distributions(ev.maps, ev.lips, len(ev.x)),
                caption="SSIM between calibrated and uncalibrated maps (left) and local "
                "Lipschitz constants of min-max maps (right, log scale: zeros from constant "
                "maps are not drawn) per explainer")
-    ctx.arrays("maps", indices=idx, **{f"{c}__{e}": maps[(c, e)] for c, e in jobs})
-    ctx.arrays("deletion", fractions=curves[("none", "MP")].fractions,
-               **{f"{c}__{e}": curves[(c, e)].scores for c, e in jobs},
-               **{f"random_auc__{c}": random_auc[c] for c in CALIBRATORS})
-    ctx.arrays("temperature_sweep", temperatures=np.array(temps),
-               auc=np.stack([sweep_auc[t] for t in temps]))
+    ctx.arrays("maps", indices=ev.idx, **{f"{c}__{e}": ev.maps[(c, e)] for c, e in ev.jobs})
+    ctx.arrays("deletion", fractions=ev.curves[("none", "MP")].fractions,
+               **{f"{c}__{e}": ev.curves[(c, e)].scores for c, e in ev.jobs},
+               **{f"random_auc__{c}": ev.random_auc[c] for c in CALIBRATORS})
+    ctx.arrays("temperature_sweep", temperatures=np.array(sweep.temps),
+               auc=np.stack([sweep.auc[t] for t in sweep.temps]))
 
 
-def _claims(ctx: StudyContext, cal: dict[str, dict[str, Any]],
-            row: dict[tuple[str, str], dict[str, Any]],
-            per: dict[str, dict[tuple[str, str], np.ndarray]], keep: dict[str, np.ndarray],
-            random_auc: dict[str, np.ndarray], lips: dict[tuple[str, str], np.ndarray],
-            sweep: list[dict[str, Any]], sweep_auc: dict[float, np.ndarray],
-            sweep_keep: np.ndarray, t_cal: float, n_lip: int, n: int, seed: int) -> None:
-    """The paper's findings, checks of the protocol and calix's decision rules.
-
-    Every comparison is paired by image and decided by a one-sided paired t-test at
-    ``ALPHA``; images whose map is degenerate (constant or NaN) under any calibrator are left
-    out of that explainer's comparisons and counted in the evidence.
-    """
-    cals = ("temperature", "dirichlet")
-    every = np.ones(n, dtype=bool)
-    keep_all = np.all([keep[e] for e in EXPLAINERS], axis=0)
-    excluded = {e: int((~keep[e]).sum()) for e in EXPLAINERS}
-    sig = f"one-sided paired t-test over images, p < {ALPHA}"
-
-    def test(metric: str, c: str, e: str, alternative: str, mask: np.ndarray | None = None,
-             ref: str = "none") -> dict[str, Any]:
-        k = keep[e] if mask is None else mask
-        return paired(per[metric][(c, e)][k], per[metric][(ref, e)][k],
-                      alternative=alternative)
-
-    def mean_of(metric: str, c: str, e: str, mask: np.ndarray | None = None) -> float:
-        return float(per[metric][(c, e)][keep[e] if mask is None else mask].mean())
-
-    def brief(t: dict[str, Any]) -> dict[str, Any]:
-        return {"n": t["n"], "mean_diff": round(t["mean_diff"], 4),
-                "ci95": [round(v, 4) for v in t["ci95"]], "p": float(f"{t['p']:.3g}"),
-                "p_wilcoxon": float(f"{t['p_wilcoxon']:.3g}")}
-
-    # ------------------------------------------------------------ calibration itself
+# ==================================================================== claims
+# The paper's findings, checks of the protocol and calix's decision rules, one function per
+# section of the paper. Every comparison is paired by image and decided by a one-sided paired
+# t-test at ALPHA; images whose map is degenerate (constant or NaN) under any calibrator are
+# left out of that explainer's comparisons and counted in the evidence.
+def _calibration_quality(ctx: StudyContext, calib: _Calibration) -> None:
+    """Table 1: the calibration step itself."""
+    cal, t_cal = calib.rows, calib.t_cal
     paper_factor = {"temperature": 2.49, "dirichlet": 1.73}
-    factor = {c: cal["none"]["kde_ece"] / max(cal[c]["kde_ece"], 1e-12) for c in cals}
-    factor_binned = {c: cal["none"]["ece"] / max(cal[c]["ece"], 1e-12) for c in cals}
+    factor = {c: cal["none"]["kde_ece"] / max(cal[c]["kde_ece"], 1e-12) for c in CALIBRATED}
+    factor_binned = {c: cal["none"]["ece"] / max(cal[c]["ece"], 1e-12) for c in CALIBRATED}
     ctx.claim(
         "Post-hoc calibration is effective: it divides the KDE-ECE of the overconfident model "
         "by at least the paper's smallest factor in Table 1 (2.49x for temperature scaling, "
         "1.73x for Dirichlet; ResNet50 / Food101)",
-        all(factor[c] >= paper_factor[c] for c in cals),
+        all(factor[c] >= paper_factor[c] for c in CALIBRATED),
         {"kde_ece": {c: round(cal[c]["kde_ece"], 4) for c in CALIBRATORS},
          "binned_ece": {c: round(cal[c]["ece"], 4) for c in CALIBRATORS},
          "reduction_factor": {c: round(v, 3) for c, v in factor.items()},
@@ -387,15 +540,18 @@ def _claims(ctx: StudyContext, cal: dict[str, dict[str, Any]],
         "initial mis-calibration of the raw models, and the effectiveness of the calibration "
         "step.",
         sensitivity={
-            "any decrease of the KDE-ECE": all(factor[c] > 1 for c in cals),
+            "any decrease of the KDE-ECE": all(factor[c] > 1 for c in CALIBRATED),
             "binned ECE (15 bins), the same factors": all(factor_binned[c] >= paper_factor[c]
-                                                         for c in cals),
-            "factor >= 1.73 for both calibrators": all(factor[c] >= 1.73 for c in cals)})
+                                                         for c in CALIBRATED),
+            "factor >= 1.73 for both calibrators": all(factor[c] >= 1.73 for c in CALIBRATED)})
 
-    # ------------------------------------------------------------ SSIM
-    ssim_ci = {f"{c}/{e}": bootstrap_mean_ci(per["ssim"][(c, e)][keep[e]], seed=seed)
-               for c in cals for e in EXPLAINERS}
-    ssim_mean = {f"{c}/{e}": round(mean_of("ssim", c, e), 3) for c in cals for e in EXPLAINERS}
+
+def _map_change(ctx: StudyContext, ev: _Maps) -> None:
+    """Figure 4: how much calibration changes the maps (SSIM)."""
+    ssim_ci = {f"{c}/{e}": bootstrap_mean_ci(ev.per["ssim"][(c, e)][ev.keep[e]], seed=ev.seed)
+               for c in CALIBRATED for e in EXPLAINERS}
+    ssim_mean = {f"{c}/{e}": round(ev.mean_of("ssim", c, e), 3)
+                 for c in CALIBRATED for e in EXPLAINERS}
     ctx.claim(
         "Calibration changes the saliency maps of every method: for every calibrator x "
         "explainer the 95% bootstrap interval (over images) of the mean SSIM between "
@@ -404,7 +560,7 @@ def _claims(ctx: StudyContext, cal: dict[str, dict[str, Any]],
         all(v[1] < 0.95 for v in ssim_ci.values()),
         {"mean_ssim": ssim_mean, "ssim_ci95": {k: [round(a, 3), round(b, 3)]
                                                for k, (a, b) in ssim_ci.items()},
-         "images_excluded_degenerate": excluded},
+         "images_excluded_degenerate": ev.excluded},
         paper="Figure 4: SSIM distributions of calibrated vs uncalibrated maps (CIFAR-100, "
         "Food-101, Birds)",
         quote="for all studied interpretation methods, there is a significant difference "
@@ -413,37 +569,38 @@ def _claims(ctx: StudyContext, cal: dict[str, dict[str, Any]],
                      "interval below 0.98": all(v[1] < 0.98 for v in ssim_ci.values()),
                      "mean below 0.95 (no interval)": all(v < 0.95 for v in ssim_mean.values())})
 
-    def group_ssim(c: str, names: tuple[str, ...], mask: np.ndarray) -> np.ndarray:
-        return np.mean([per["ssim"][(c, e)][mask] for e in names], axis=0)
+    def agnostic_vs_gradient(c: str, mask: np.ndarray) -> dict[str, Any]:
+        def group(names: tuple[str, ...]) -> np.ndarray:
+            return np.mean([ev.per["ssim"][(c, e)][mask] for e in names], axis=0)
 
-    grp = {c: paired(group_ssim(c, AGNOSTIC, keep_all), group_ssim(c, GRADIENT, keep_all),
-                     alternative="less") for c in cals}
-    grp_all = {c: paired(group_ssim(c, AGNOSTIC, every), group_ssim(c, GRADIENT, every),
-                         alternative="less") for c in cals}
+        return paired(group(AGNOSTIC), group(GRADIENT), alternative="less")
+
+    keep_all = ev.keep_all
+    grp = {c: agnostic_vs_gradient(c, keep_all) for c in CALIBRATED}
+    grp_all = {c: agnostic_vs_gradient(c, ev.every) for c in CALIBRATED}
     ctx.claim(
         "The maps of the model-agnostic methods (RISE, MP) change more than those of the "
         "gradient methods (Sensitivity, IG): per image, the mean SSIM of RISE and MP is lower "
-        f"than that of Sensitivity and IG, for both calibrators ({sig})",
-        all(t["significant"] for t in grp.values()),
-        {"agnostic_minus_gradient_ssim": {c: brief(t) for c, t in grp.items()},
+        f"than that of Sensitivity and IG, for both calibrators ({SIG})",
+        every(grp),
+        {"agnostic_minus_gradient_ssim": _briefs(grp),
          "images_excluded_degenerate": int((~keep_all).sum())},
         paper="Figure 4 (SSIM distributions per method)",
         quote="This impact is particularly important on model-agnostic interpretation "
         "methods like MP and RISE.",
-        sensitivity={
-            "lower mean only (no test)": all(t["mean_diff"] < 0 for t in grp.values()),
-            "Wilcoxon signed-rank instead of t": all(t["significant_wilcoxon"]
-                                                     for t in grp.values()),
-            "degenerate maps included": all(t["significant"] for t in grp_all.values())})
+        sensitivity={**nearest_rules(grp), "degenerate maps included": every(grp_all)})
 
-    # ------------------------------------------------------------ faithfulness
-    low = {f"{c}/{e}": test("auc", c, e, "less") for c in cals for e in AGNOSTIC}
-    low_all = {f"{c}/{e}": test("auc", c, e, "less", every) for c in cals for e in AGNOSTIC}
+
+def _faithfulness(ctx: StudyContext, ev: _Maps) -> None:
+    """Section 4.4, Figures 6 and 7: faithfulness (deletion AUC, better-than-random ratio)."""
+    row, excluded = ev.row, ev.excluded
+    low = ev.vs_uncalibrated("auc", AGNOSTIC, "less")
+    low_all = ev.vs_uncalibrated("auc", AGNOSTIC, "less", ev.every)
     ctx.claim(
         "Calibration lowers (improves) the deletion AUC of the model-agnostic methods RISE and "
-        f"MP, for both calibrators ({sig}; images with a degenerate map left out)",
-        all(t["significant"] for t in low.values()),
-        {"calibrated_minus_uncalibrated_auc": {k: brief(t) for k, t in low.items()},
+        f"MP, for both calibrators ({SIG}; images with a degenerate map left out)",
+        every(low),
+        {"calibrated_minus_uncalibrated_auc": _briefs(low),
          "images_excluded_degenerate": {e: excluded[e] for e in AGNOSTIC},
          "deletion_auc": {f"{c}/{e}": round(row[(c, e)]["deletion_auc"], 4)
                           for c in CALIBRATORS for e in AGNOSTIC}},
@@ -451,26 +608,22 @@ def _claims(ctx: StudyContext, cal: dict[str, dict[str, Any]],
         quote="MP and RISE are also the most positively impacted by the calibration of the "
         "model.",
         sensitivity={
-            "lower mean only (no test)": all(t["mean_diff"] < 0 for t in low.values()),
-            "Wilcoxon signed-rank instead of t": all(t["significant_wilcoxon"]
-                                                     for t in low.values()),
+            **nearest_rules(low),
             "degenerate maps included, lower mean": all(t["mean_diff"] < 0
                                                         for t in low_all.values()),
-            "degenerate maps included, t-test": all(t["significant"]
-                                                    for t in low_all.values())})
+            "degenerate maps included, t-test": every(low_all)})
 
-    worse = {f"{c}/{e}": test("auc", c, e, "greater") for c in cals for e in EXPLAINERS}
-    worse_all = {f"{c}/{e}": test("auc", c, e, "greater", every)
-                 for c in cals for e in EXPLAINERS}
+    worse = ev.vs_uncalibrated("auc", EXPLAINERS, "greater")
+    worse_all = ev.vs_uncalibrated("auc", EXPLAINERS, "greater", ev.every)
     two_se = {k: t["mean_diff"] > 2 * t["se"] for k, t in worse.items()}
     ctx.claim(
         "In the worst case calibration does not hurt faithfulness: no calibrator x explainer "
-        f"has a deletion AUC significantly above the uncalibrated one ({sig}; images with a "
+        f"has a deletion AUC significantly above the uncalibrated one ({SIG}; images with a "
         "degenerate map left out)",
         not any(t["significant"] for t in worse.values()),
         {"significantly_worse": {k: t["significant"] for k, t in worse.items()},
-         "calibrated_minus_uncalibrated_auc": {k: brief(t) for k, t in worse.items()},
-         "images_excluded_degenerate": excluded, "n_images": n},
+         "calibrated_minus_uncalibrated_auc": _briefs(worse),
+         "images_excluded_degenerate": excluded, "n_images": ev.n},
         paper="Section 4.4 and the conclusion ('in the worst case neutral')",
         quote="in worst case the interpretability is not impacted by the calibration",
         sensitivity={
@@ -480,10 +633,9 @@ def _claims(ctx: StudyContext, cal: dict[str, dict[str, Any]],
             "degenerate maps included": not any(t["significant"]
                                                 for t in worse_all.values())})
 
-    def between(e1: str, e2: str, c: str = "none", mask: np.ndarray | None = None
-                ) -> dict[str, Any]:
-        k = (keep[e1] & keep[e2]) if mask is None else mask
-        return paired(per["auc"][(c, e1)][k], per["auc"][(c, e2)][k], alternative="less")
+    def between(e1: str, e2: str, c: str = "none") -> dict[str, Any]:
+        k = ev.keep[e1] & ev.keep[e2]
+        return paired(ev.per["auc"][(c, e1)][k], ev.per["auc"][(c, e2)][k], alternative="less")
 
     order_tests = {"MP < RISE": between("MP", "RISE"),
                    "RISE < Sensitivity": between("RISE", "Sensitivity"),
@@ -492,9 +644,9 @@ def _claims(ctx: StudyContext, cal: dict[str, dict[str, Any]],
     ctx.claim(
         "Without calibration MP is the most faithful method, followed by RISE: per image, "
         "MP's deletion AUC is below RISE's and RISE's below those of Sensitivity and IG "
-        f"({sig} for each of the three comparisons)",
-        all(t["significant"] for t in order_tests.values()),
-        {"comparisons": {k: brief(t) for k, t in order_tests.items()},
+        f"({SIG} for each of the three comparisons)",
+        every(order_tests),
+        {"comparisons": _briefs(order_tests),
          "uncalibrated_deletion_auc": {e: round(row[("none", e)]["deletion_auc"], 4)
                                        for e in EXPLAINERS},
          "ranking_of_means": order, "images_excluded_degenerate": excluded},
@@ -504,27 +656,23 @@ def _claims(ctx: StudyContext, cal: dict[str, dict[str, Any]],
         "model-agnostic method.",
         sensitivity={
             "ranking of the means only": order[:2] == ["MP", "RISE"],
-            "Wilcoxon signed-rank instead of t": all(t["significant_wilcoxon"]
-                                                     for t in order_tests.values())})
-
-    def drop(c: str, e: str, mask: np.ndarray) -> np.ndarray:
-        return per["auc"][("none", e)][mask] - per["auc"][(c, e)][mask]
+            "Wilcoxon signed-rank instead of t": every(order_tests, "significant_wilcoxon")})
 
     most = {}
-    for c in cals:
+    for c in CALIBRATED:
         for e in EXPLAINERS:
             if e != "MP":
-                k = keep["MP"] & keep[e]
-                most[f"{c}: MP vs {e}"] = paired(drop(c, "MP", k), drop(c, e, k))
-    most_all = {k: paired(drop(k.split(":")[0], "MP", every),
-                          drop(k.split(":")[0], k.split(" vs ")[1], every)) for k in most}
-    drops = {c: {e: round(float(drop(c, e, keep[e]).mean()), 4) for e in EXPLAINERS}
-             for c in cals}
+                k = ev.keep["MP"] & ev.keep[e]
+                most[f"{c}: MP vs {e}"] = paired(ev.drop(c, "MP", k), ev.drop(c, e, k))
+    most_all = {k: paired(ev.drop(k.split(":")[0], "MP", ev.every),
+                          ev.drop(k.split(":")[0], k.split(" vs ")[1], ev.every)) for k in most}
+    drops = {c: {e: round(float(ev.drop(c, e, ev.keep[e]).mean()), 4) for e in EXPLAINERS}
+             for c in CALIBRATED}
     ctx.claim(
         "MP is the method calibration improves most: per image, MP's drop of deletion AUC "
-        f"exceeds that of every other explainer, for both calibrators ({sig})",
-        all(t["significant"] for t in most.values()),
-        {"mp_drop_minus_other_drop": {k: brief(t) for k, t in most.items()},
+        f"exceeds that of every other explainer, for both calibrators ({SIG})",
+        every(most),
+        {"mp_drop_minus_other_drop": _briefs(most),
          "mean_deletion_auc_drop": drops, "images_excluded_degenerate": excluded},
         paper="Section 4.4 (Figure 7, deletion areas)",
         quote="The most faithful method without calibration, namely MP, is also the most "
@@ -535,13 +683,13 @@ def _claims(ctx: StudyContext, cal: dict[str, dict[str, Any]],
             "degenerate maps included, largest mean drop": all(
                 t["mean_diff"] > 0 for t in most_all.values())})
 
-    btr = {k: float(per["btr"][k][keep[k[1]]].mean()) for k in per["btr"]}
-    btr_all = {k: float(per["btr"][k].mean()) for k in per["btr"]}
-    not_raised = [f"{c}/{e}" for c in cals for e in EXPLAINERS
+    btr = {k: float(ev.per["btr"][k][ev.keep[k[1]]].mean()) for k in ev.per["btr"]}
+    btr_all = {k: float(ev.per["btr"][k].mean()) for k in ev.per["btr"]}
+    not_raised = [f"{c}/{e}" for c in CALIBRATED for e in EXPLAINERS
                   if not btr[(c, e)] > btr[("none", e)]]
-    lowered = [f"{c}/{e}" for c in cals for e in EXPLAINERS
+    lowered = [f"{c}/{e}" for c in CALIBRATED for e in EXPLAINERS
                if btr[(c, e)] < btr[("none", e)]]
-    at_ceiling = [f"{c}/{e}" for c in cals for e in EXPLAINERS
+    at_ceiling = [f"{c}/{e}" for c in CALIBRATED for e in EXPLAINERS
                   if btr[(c, e)] == btr[("none", e)] == 1.0]
     ctx.claim(
         "Calibration raises the better-than-random ratio (BTR) in every calibrator x explainer "
@@ -556,21 +704,22 @@ def _claims(ctx: StudyContext, cal: dict[str, dict[str, Any]],
         sensitivity={
             "not lowered (ties count as improved), all but one case": len(lowered) <= 1,
             "degenerate maps included, strictly raised in all but one case": sum(
-                not btr_all[(c, e)] > btr_all[("none", e)] for c in cals
+                not btr_all[(c, e)] > btr_all[("none", e)] for c in CALIBRATED
                 for e in EXPLAINERS) <= 1})
 
     def mean_drop(c: str, mask: np.ndarray) -> np.ndarray:
-        return np.mean([drop(c, e, mask) for e in EXPLAINERS], axis=0)
+        return np.mean([ev.drop(c, e, mask) for e in EXPLAINERS], axis=0)
 
+    keep_all = ev.keep_all
     dvt = paired(mean_drop("dirichlet", keep_all), mean_drop("temperature", keep_all))
     btr_gain = {c: float(np.mean([btr[(c, e)] - btr[("none", e)] for e in EXPLAINERS]))
-                for c in cals}
+                for c in CALIBRATED}
     ctx.claim(
         "Dirichlet calibration improves deletion AUC and BTR more than temperature scaling: "
         "per image, the drop of deletion AUC (mean over the four explainers) is larger with "
-        f"Dirichlet ({sig}), and its mean BTR gain is strictly larger",
+        f"Dirichlet ({SIG}), and its mean BTR gain is strictly larger",
         dvt["significant"] and btr_gain["dirichlet"] > btr_gain["temperature"],
-        {"dirichlet_minus_temperature_drop": brief(dvt),
+        {"dirichlet_minus_temperature_drop": brief(dvt, wilcoxon=True),
          "mean_btr_gain": {c: round(v, 4) for c, v in btr_gain.items()},
          "changed_predictions_dirichlet": row[("dirichlet", "MP")]["changed_predictions"],
          "images_excluded_degenerate": int((~keep_all).sum())},
@@ -584,8 +733,9 @@ def _claims(ctx: StudyContext, cal: dict[str, dict[str, Any]],
             "larger mean drop and strictly larger BTR gain (no test)":
                 dvt["mean_diff"] > 0 and btr_gain["dirichlet"] > btr_gain["temperature"]})
 
-    rand = {c: round(float(random_auc[c].mean()), 4) for c in CALIBRATORS}
-    rel = {c: round(abs(rand[c] - rand["none"]) / max(rand["none"], 1e-12), 4) for c in cals}
+    rand = {c: round(float(ev.random_auc[c].mean()), 4) for c in CALIBRATORS}
+    rel = {c: round(abs(rand[c] - rand["none"]) / max(rand["none"], 1e-12), 4)
+           for c in CALIBRATED}
     ctx.claim(
         "Normalising the deletion curves introduces no bias: the random-superpixel baseline "
         "has nearly the same deletion AUC on calibrated and uncalibrated models (within 10%, "
@@ -601,54 +751,57 @@ def _claims(ctx: StudyContext, cal: dict[str, dict[str, Any]],
         sensitivity={"within 5%": all(v < 0.05 for v in rel.values()),
                      "within 20%": all(v < 0.20 for v in rel.values())})
 
-    # ------------------------------------------------------------ readability
-    tv_low = {f"{c}/{e}": test("tv", c, e, "less") for c in cals for e in AGNOSTIC}
-    tv_low_all = {f"{c}/{e}": test("tv", c, e, "less", every) for c in cals for e in AGNOSTIC}
+
+def _readability(ctx: StudyContext, ev: _Maps) -> None:
+    """Figure 7, first line: readability (the Otsu-TV of the maps)."""
+    row = ev.row
+    tv_low = ev.vs_uncalibrated("tv", AGNOSTIC, "less")
+    tv_low_all = ev.vs_uncalibrated("tv", AGNOSTIC, "less", ev.every)
     tv = {f"{c}/{e}": round(row[(c, e)]["otsu_tv"], 5) for c in CALIBRATORS for e in EXPLAINERS}
     ctx.claim(
         "Calibration lowers the Otsu-TV of the model-agnostic methods (RISE, MP), for both "
-        f"calibrators ({sig})",
-        all(t["significant"] for t in tv_low.values()),
-        {"calibrated_minus_uncalibrated_tv": {k: brief(t) for k, t in tv_low.items()},
+        f"calibrators ({SIG})",
+        every(tv_low),
+        {"calibrated_minus_uncalibrated_tv": _briefs(tv_low),
          "otsu_tv": {k: v for k, v in tv.items() if k.split("/")[1] in AGNOSTIC},
-         "images_excluded_degenerate": {e: excluded[e] for e in AGNOSTIC}},
+         "images_excluded_degenerate": {e: ev.excluded[e] for e in AGNOSTIC}},
         paper="Figure 7, first line (about 10x lower Otsu-TV for MP)",
         quote="Otsu-TV is always improved (lowered) by calibration for model-agnostic methods",
-        sensitivity={
-            "lower mean only (no test)": all(t["mean_diff"] < 0 for t in tv_low.values()),
-            "Wilcoxon signed-rank instead of t": all(t["significant_wilcoxon"]
-                                                     for t in tv_low.values()),
-            "degenerate maps included": all(t["significant"] for t in tv_low_all.values())})
-    tv_up = {f"{c}/{e}": test("tv", c, e, "greater") for c in cals for e in GRADIENT}
+        sensitivity={**nearest_rules(tv_low), "degenerate maps included": every(tv_low_all)})
+    tv_up = ev.vs_uncalibrated("tv", GRADIENT, "greater")
     ctx.claim(
         "Calibration does not make the gradient methods' maps noisier: the Otsu-TV of "
-        f"Sensitivity and IG is not significantly raised ({sig}) for either calibrator",
+        f"Sensitivity and IG is not significantly raised ({SIG}) for either calibrator",
         not any(t["significant"] for t in tv_up.values()),
-        {"calibrated_minus_uncalibrated_tv": {k: brief(t) for k, t in tv_up.items()},
+        {"calibrated_minus_uncalibrated_tv": _briefs(tv_up),
          "otsu_tv": {k: v for k, v in tv.items() if k.split("/")[1] in GRADIENT}},
         paper="Figure 7, first line",
         quote="or at worst unaffected for other methods",
         sensitivity={
             "mean rises by at most 10%": not any(
                 row[(c, e)]["otsu_tv"] > 1.10 * row[("none", e)]["otsu_tv"]
-                for c in cals for e in GRADIENT),
+                for c in CALIBRATED for e in GRADIENT),
             "Wilcoxon signed-rank instead of t": not any(t["significant_wilcoxon"]
                                                          for t in tv_up.values())})
 
-    # ------------------------------------------------------------ stability
-    lk = keep["MP"][:n_lip]
+
+def _stability(ctx: StudyContext, ev: _Maps) -> None:
+    """Figure 9: stability (the local Lipschitz constant of the maps)."""
+    lips, n_lip = ev.lips, ev.n_lip
+    lk = ev.keep["MP"][:n_lip]
     log_l = {c: np.log(np.maximum(np.asarray(lips[(c, "MP")], dtype=np.float64), 1e-12))
              for c in CALIBRATORS}
-    lip_t = {c: paired(log_l[c][lk], log_l["none"][lk], alternative="less") for c in cals}
-    lip = {f"{c}/{e}": (round(float(np.median(lips[(c, e)][keep[e][:n_lip]])), 3)
-                        if keep[e][:n_lip].any() else None)
+    lip_t = {c: paired(log_l[c][lk], log_l["none"][lk], alternative="less")
+             for c in CALIBRATED}
+    lip = {f"{c}/{e}": (round(float(np.median(lips[(c, e)][ev.keep[e][:n_lip]])), 3)
+                        if ev.keep[e][:n_lip].any() else None)
            for c in CALIBRATORS for e in EXPLAINERS}
     ctx.claim(
         "Calibration makes MP more stable: per image, the log local Lipschitz constant of its "
-        f"maps is lower with calibration, for both calibrators ({sig}; {int(lk.sum())} images "
+        f"maps is lower with calibration, for both calibrators ({SIG}; {int(lk.sum())} images "
         f"in this run, so every one of them must agree)",
-        all(t["significant"] for t in lip_t.values()),
-        {"log_lipschitz_calibrated_minus_uncalibrated": {c: brief(t) for c, t in lip_t.items()},
+        every(lip_t),
+        {"log_lipschitz_calibrated_minus_uncalibrated": _briefs(lip_t),
          "median_lipschitz": lip, "n_images": int(lk.sum()),
          "images_excluded_degenerate": int((~lk).sum())},
         paper="Figure 9 (150 CIFAR-100 images x 40 neighbours)",
@@ -657,11 +810,13 @@ def _claims(ctx: StudyContext, cal: dict[str, dict[str, Any]],
         sensitivity={
             "lower median only (no test)": all(
                 np.median(lips[(c, "MP")][lk]) < np.median(lips[("none", "MP")][lk])
-                for c in cals) if lk.any() else False,
-            "Wilcoxon signed-rank instead of t": all(t["significant_wilcoxon"]
-                                                     for t in lip_t.values())})
+                for c in CALIBRATED) if lk.any() else False,
+            "Wilcoxon signed-rank instead of t": every(lip_t, "significant_wilcoxon")})
 
-    # ------------------------------------------------------------ temperature sweep
+
+def _calibrated_temperature(ctx: StudyContext, sw: _Sweep, t_cal: float) -> None:
+    """Figure 8: MP's deletion AUC over fixed temperatures."""
+    sweep, sweep_auc, sweep_keep = sw.rows, sw.auc, sw.keep
     ts_arr = np.array([r["temperature"] for r in sweep])
     ece_arr = np.array([r["kde_ece"] for r in sweep])
     binned_arr = np.array([r["ece"] for r in sweep])
@@ -682,7 +837,7 @@ def _claims(ctx: StudyContext, cal: dict[str, dict[str, Any]],
         argmin_within(auc_kept, 2.0),
         {"fitted_temperature": round(t_cal, 3), "argmin_temperature": t_min,
          "argmin_temperature_all_images": float(ts_arr[int(np.argmin(auc_every))]),
-         "fitted_minus_minimum_auc": brief(fit_vs_min),
+         "fitted_minus_minimum_auc": brief(fit_vs_min, wilcoxon=True),
          "lowest_test_ece_temperature": float(ts_arr[int(np.argmin(ece_arr))]),
          "images_used": int(sweep_keep.sum()),
          "images_excluded_degenerate": int((~sweep_keep).sum()),
@@ -698,7 +853,7 @@ def _claims(ctx: StudyContext, cal: dict[str, dict[str, Any]],
                 not fit_vs_min["significant"]})
 
     rho = _spearman(ece_arr, auc_kept)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(ctx.seed)
     kept_idx = np.flatnonzero(sweep_keep)
     stack = np.stack([sweep_auc[t] for t in ts_arr])  # (n_temps, n)
     boot = []
@@ -723,7 +878,6 @@ def _claims(ctx: StudyContext, cal: dict[str, dict[str, Any]],
                      "binned ECE, rho > 0 on the means": _spearman(binned_arr, auc_kept) > 0,
                      "degenerate maps included, rho > 0 on the means":
                          _spearman(ece_arr, auc_every) > 0})
-
 
 # ==================================================================== figures
 _LABEL = {"none": "uncalibrated", "temperature": "temperature", "dirichlet": "Dirichlet"}

@@ -54,6 +54,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -69,7 +70,7 @@ from calix.models import Model
 from calix.perturb import Constant
 from calix.studies._base import StudyContext, torch_threads
 from calix.studies._stats import ALPHA as TEST_ALPHA
-from calix.studies._stats import bootstrap_mean_ci, degenerate_maps, majority, paired
+from calix.studies._stats import bootstrap_mean_ci, brief, degenerate_maps, majority, paired
 from calix.uncertainty import (
     Flipout,
     MCDropConnect,
@@ -85,7 +86,7 @@ from calix.uncertainty import (
     train_flipout,
 )
 
-__all__ = ["run"]
+__all__ = ["run", "Config"]
 
 EXPLAINERS = ("Guided Backprop", "Integrated Gradients", "LIME")
 SAMPLERS = ("MC-Dropout", "MC-DropConnect", "Deep ensemble", "Flipout")
@@ -151,6 +152,95 @@ def _accuracy(model: Model, x: Any, y: np.ndarray) -> float:
     return float((model.predict(x) == y).mean())
 
 
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """The sizes and settings of one run (``config`` in ``results.json``; the run adds
+    ``n_images``, ``regression_n_inputs`` and ``timings_s``).
+
+    Parameters
+    ----------
+    per_class : test images of every digit class.
+    T : samples of every sampler on digits (an ensemble's: its members).
+    n_members : CNNs of the deep ensemble.
+    ensemble_epochs, flipout_epochs : training epochs of the ensemble's members and of the
+        Flipout CNN (the zoo's default).
+    explained_output : what the explainers explain (in words).
+    ig_steps, ig_baseline : Integrated Gradients' steps and reference.
+    lime_samples, lime_features : LIME's coalitions and interpretable features.
+    curve_steps, curve_fill, curve_output : the modified deletion / insertion curves.
+    dropconnect_p : MC-DropConnect's drop probability.
+    target : the explained class (in words).
+    cv_guard : the coefficient of variation and its guard (in words).
+    gt_max_images, gt_min_r : misclassified images of the ground-truth variant, and the
+        smallest mean Pearson r that counts as "not drastically altered".
+    kruskal_alpha : significance level of the per-class Kruskal-Wallis tests.
+    regression_data, regression_model : the regression table and model.
+    regression_inputs, regression_T, regression_members : regression test inputs (None: the
+        whole test split), samples and ensemble members.
+    torch_threads : torch threads while the study runs.
+    """
+
+    per_class: int
+    T: int
+    n_members: int
+    ensemble_epochs: int = field(default_factory=lambda: zoo.ZOO["cnn"]["epochs"])
+    flipout_epochs: int = field(default_factory=lambda: zoo.ZOO["cnn"]["epochs"])
+    explained_output: str = "logit of the target class (regression: the prediction)"
+    ig_steps: int
+    ig_baseline: str = "zero"
+    lime_samples: int
+    lime_features: str = "64 single pixels"
+    curve_steps: int
+    curve_fill: str = "zero"
+    curve_output: str = "probability (normalised by the clean input's)"
+    dropconnect_p: float = DROPCONNECT_P
+    target: str = "class predicted by the mean of the samples"
+    cv_guard: str = "CV = E_sigma / |E_mu|, masked (0) where |E_mu| < 1% of the input's max"
+    gt_max_images: int
+    gt_min_r: float = GT_MIN_R
+    kruskal_alpha: float = ALPHA
+    regression_data: str = "diabetes"
+    regression_model: str = "zoo mlp (dropout 0.1)"
+    regression_inputs: int | None
+    regression_T: int
+    regression_members: int
+    torch_threads: int = TORCH_THREADS
+
+    @classmethod
+    def quick(cls, seed: int = 0) -> Config:
+        """3 images per class, T = 10, 3 ensemble members, IG 16 steps, LIME 200 coalitions,
+        16 curve steps, at most 10 misclassified images, 40 regression inputs."""
+        return cls(per_class=3, T=10, n_members=3, ig_steps=16, lime_samples=200,
+                   curve_steps=16, gt_max_images=10, regression_inputs=40, regression_T=10,
+                   regression_members=3)
+
+    @classmethod
+    def full(cls, seed: int = 0) -> Config:
+        """20 images per class, T = 30, 5 ensemble members, IG 30 steps, LIME 500
+        coalitions, 32 curve steps, at most 40 misclassified images, the whole regression
+        test split."""
+        return cls(per_class=20, T=30, n_members=5, ig_steps=30, lime_samples=500,
+                   curve_steps=32, gt_max_images=40, regression_inputs=None, regression_T=30,
+                   regression_members=5)
+
+
+@dataclass
+class _Digits:
+    """The digits images and every sampler x explainer cell's distribution and scores."""
+
+    x: torch.Tensor
+    idx: np.ndarray
+    labels: np.ndarray
+    by_name: dict[str, tuple[Sampler, Model]]  # sampler -> (sampler, deterministic model)
+    targets: dict[str, np.ndarray]
+    rows: list[dict[str, Any]]  # the digits table
+    dists: dict[tuple[str, str], Explanation]
+    curves: dict[tuple[str, str], Any]
+    random_auc: dict[str, Any]
+    per_cell: dict[tuple[str, str, str], np.ndarray]  # (sampler, explainer, score) -> per image
+
+
 # ---------------------------------------------------------------------- the study
 def run(ctx: StudyContext) -> None:
     """Run the explanation-uncertainty study (see the module docstring)."""
@@ -161,30 +251,15 @@ def run(ctx: StudyContext) -> None:
 
 
 def _run(ctx: StudyContext) -> None:
-    cfg = ctx.configure(
-        per_class=ctx.size(3, 20), T=ctx.size(10, 30), n_members=ctx.size(3, 5),
-        ensemble_epochs=zoo.ZOO["cnn"]["epochs"], flipout_epochs=zoo.ZOO["cnn"]["epochs"],
-        explained_output="logit of the target class (regression: the prediction)",
-        ig_steps=ctx.size(16, 30), ig_baseline="zero", lime_samples=ctx.size(200, 500),
-        lime_features="64 single pixels", curve_steps=ctx.size(16, 32), curve_fill="zero",
-        curve_output="probability (normalised by the clean input's)",
-        dropconnect_p=DROPCONNECT_P, target="class predicted by the mean of the samples",
-        cv_guard="CV = E_sigma / |E_mu|, masked (0) where |E_mu| < 1% of the input's max",
-        gt_max_images=ctx.size(10, 40), gt_min_r=GT_MIN_R, kruskal_alpha=ALPHA,
-        regression_data="diabetes", regression_model="zoo mlp (dropout 0.1)",
-        regression_inputs=ctx.size(40, None), regression_T=ctx.size(10, 30),
-        regression_members=ctx.size(3, 5), torch_threads=TORCH_THREADS,
-    )
+    cfg = ctx.use_config(Config)
     t0 = time.perf_counter()
     base = zoo.train("cnn", "digits", seed=ctx.seed, progress=ctx.progress)
     ds = base.dataset
-    samplers = _samplers(ctx, "cnn", "digits", base, T=cfg["T"], n_members=cfg["n_members"],
-                         ensemble_epochs=cfg["ensemble_epochs"],
-                         flipout_epochs=cfg["flipout_epochs"])
-    idx = _stratified(ds.y_test, cfg["per_class"])
-    x = torch.as_tensor(ds.X_test[idx])
-    labels = ds.y_test[idx]
-    makers = _explainers(cfg["ig_steps"], cfg["lime_samples"], ctx.seed)
+    samplers = _samplers(ctx, "cnn", "digits", base, T=cfg.T, n_members=cfg.n_members,
+                         ensemble_epochs=cfg.ensemble_epochs,
+                         flipout_epochs=cfg.flipout_epochs)
+    idx = _stratified(ds.y_test, cfg.per_class)
+    makers = _explainers(cfg.ig_steps, cfg.lime_samples, ctx.seed)
     ctx.configure(n_images=len(idx))
     timings = {"train_digits_s": time.perf_counter() - t0}
 
@@ -194,12 +269,49 @@ def _run(ctx: StudyContext) -> None:
     model_rows.append({"model": f"deep ensemble ({samplers[2][1].n_samples} CNNs, mean)",
                        "data": "digits",
                        "test_accuracy": _accuracy(samplers[2][2], ds.X_test, ds.y_test),
-                       "epochs": cfg["ensemble_epochs"]})
+                       "epochs": cfg.ensemble_epochs})
     model_rows.append({"model": "Flipout CNN (mean weights)", "data": "digits",
                        "test_accuracy": _accuracy(samplers[3][2], ds.X_test, ds.y_test),
-                       "epochs": cfg["flipout_epochs"]})
+                       "epochs": cfg.flipout_epochs})
 
-    # ------------------------------------------------------------- digits: all cells
+    dg = _digits(ctx, cfg, ds, samplers, idx, makers)
+    timings["digits_cells_s"] = time.perf_counter() - t0 - timings["train_digits_s"]
+
+    t1 = time.perf_counter()
+    _explained_output(ctx, cfg, dg)
+    timings["output_variant_s"] = time.perf_counter() - t1
+    class_rows, kruskal = _per_class(ctx, dg)
+
+    t1 = time.perf_counter()
+    gt_rows = _ground_truth_variant(ctx, samplers[0][1], ds, makers, cfg.gt_max_images)
+    if gt_rows:
+        ctx.table("ground_truth_target", gt_rows)
+    timings["ground_truth_s"] = time.perf_counter() - t1
+
+    t1 = time.perf_counter()
+    reg_rows, feat_rows, reg_dists, reg_x, reg_names, reg_models, reg_cv = _regression(ctx, cfg)
+    timings["regression_s"] = time.perf_counter() - t1
+    ctx.table("regression", reg_rows)
+    ctx.table("regression_features", feat_rows)
+    ctx.table("models", model_rows + reg_models)
+
+    _low_uncertainty(ctx, dg, reg_rows, reg_cv)
+    _mean_vs_std_ranking(ctx, dg)
+    _class_level(ctx, dg, kruskal, class_rows)
+    _ground_truth_target(ctx, gt_rows)
+
+    t1 = time.perf_counter()
+    _figures(ctx, dg, class_rows, reg_dists, reg_x, reg_names)
+    timings["figures_s"] = time.perf_counter() - t1
+    ctx.configure(timings_s={k: round(v, 1) for k, v in timings.items()})
+
+
+# ---------------------------------------------------------------------- computation
+def _digits(ctx: StudyContext, cfg: Config, ds: Any, samplers: list[tuple[str, Sampler, Model]],
+            idx: np.ndarray, makers: dict[str, Callable[[Model], Explainer]]) -> _Digits:
+    """Every sampler x explainer cell on the digits images (the ``digits`` table)."""
+    x = torch.as_tensor(ds.X_test[idx])
+    labels = ds.y_test[idx]
     rows, dists, curves, random_auc = [], {}, {}, {}
     per_cell: dict[tuple[str, str, str], np.ndarray] = {}
     rng = np.random.default_rng(ctx.seed)
@@ -214,13 +326,13 @@ def _run(ctx: StudyContext) -> None:
             pu = predictive_uncertainty(sampler, x)
             targets[s_name] = pu.mean_probs.argmax(1)
             entropy[s_name] = pu.entropy
-            kw = dict(fill=None, steps=cfg["curve_steps"], target=targets[s_name])
+            kw = dict(fill=None, steps=cfg.curve_steps, target=targets[s_name])
             random_auc[s_name] = (deletion_curve(det, x, random_maps, **kw),
                                   insertion_curve(det, x, random_maps, **kw))
         t1 = time.perf_counter()
         dist = explanation_distribution(makers[e_name], sampler, x, target=targets[s_name])
         wall = time.perf_counter() - t1
-        cur = distribution_curves(det, x, dist, steps=cfg["curve_steps"])
+        cur = distribution_curves(det, x, dist, steps=cfg.curve_steps)
         dists[s_name, e_name], curves[s_name, e_name] = dist, cur
         # a constant (or NaN) mean or std map ranks no pixel: left out of this cell's
         # aggregates and paired comparisons, and counted
@@ -253,16 +365,18 @@ def _run(ctx: StudyContext) -> None:
             "time_s": round(wall, 2),
         })
     ctx.table("digits", rows)
-    timings["digits_cells_s"] = time.perf_counter() - t0 - timings["train_digits_s"]
+    return _Digits(x, idx, labels, by_name, targets, rows, dists, curves, random_auc, per_cell)
 
-    # the explained output: the softmax probability instead of the logit (MC-Dropout only)
-    t1 = time.perf_counter()
-    prob_makers = _explainers(cfg["ig_steps"], cfg["lime_samples"], ctx.seed, "probability")
+
+def _explained_output(ctx: StudyContext, cfg: Config, dg: _Digits) -> None:
+    """The explained output: the softmax probability instead of the logit (MC-Dropout
+    only; the ``explained_output`` table)."""
+    prob_makers = _explainers(cfg.ig_steps, cfg.lime_samples, ctx.seed, "probability")
     output_rows = []
     for e_name in EXPLAINERS:
-        d = explanation_distribution(prob_makers[e_name], by_name["MC-Dropout"][0], x,
-                                     target=targets["MC-Dropout"])
-        logit_row = next(r for r in rows
+        d = explanation_distribution(prob_makers[e_name], dg.by_name["MC-Dropout"][0], dg.x,
+                                     target=dg.targets["MC-Dropout"])
+        logit_row = next(r for r in dg.rows
                          if r["sampler"] == "MC-Dropout" and r["explainer"] == e_name)
         output_rows.append({"sampler": "MC-Dropout", "explainer": e_name,
                             "mean_cv_logit": logit_row["mean_cv"],
@@ -270,13 +384,17 @@ def _run(ctx: StudyContext) -> None:
                             "mean_cv_abs_logit": logit_row["mean_cv_abs"],
                             "mean_cv_abs_probability": float(_abs_mean_cv(d).mean())})
     ctx.table("explained_output", output_rows)
-    timings["output_variant_s"] = time.perf_counter() - t1
 
-    # per-class CV
+
+def _per_class(ctx: StudyContext, dg: _Digits
+               ) -> tuple[list[dict[str, Any]], dict[tuple[str, str], float]]:
+    """Mean CV per digit class and a Kruskal-Wallis test across classes per cell (the
+    ``cv_by_class`` table)."""
     class_rows, kruskal = [], {}
-    for (s_name, e_name), dist in dists.items():
+    labels = dg.labels
+    for (s_name, e_name), dist in dg.dists.items():
         per_cls = cv_by_class(dist, labels)
-        per_image = per_cell[s_name, e_name, "cv"]
+        per_image = dg.per_cell[s_name, e_name, "cv"]
         fin = np.isfinite(per_image)
         groups = [per_image[fin & (labels == c)] for c in np.unique(labels)]
         groups = [g for g in groups if len(g)]
@@ -292,28 +410,14 @@ def _run(ctx: StudyContext) -> None:
                     "kruskal_p": p})
         class_rows.append(row)
     ctx.table("cv_by_class", class_rows)
+    return class_rows, kruskal
 
-    # ------------------------------------------------------------- ground-truth target
-    t1 = time.perf_counter()
-    gt_rows = _ground_truth_variant(ctx, samplers[0][1], ds, makers, cfg["gt_max_images"])
-    if gt_rows:
-        ctx.table("ground_truth_target", gt_rows)
 
-    timings["ground_truth_s"] = time.perf_counter() - t1
-
-    # ------------------------------------------------------------- regression
-    t1 = time.perf_counter()
-    reg_rows, feat_rows, reg_dists, reg_x, reg_names, reg_models, reg_cv = _regression(ctx, cfg)
-    timings["regression_s"] = time.perf_counter() - t1
-    ctx.table("regression", reg_rows)
-    ctx.table("regression_features", feat_rows)
-    ctx.table("models", model_rows + reg_models)
-
-    # ------------------------------------------------------------- claims
-    _claims(ctx, rows, kruskal, class_rows, gt_rows, reg_rows, per_cell, labels, reg_cv)
-
-    # ------------------------------------------------------------- figures and arrays
-    t1 = time.perf_counter()
+def _figures(ctx: StudyContext, dg: _Digits, class_rows: list[dict[str, Any]],
+             reg_dists: dict[tuple[str, str], Any], reg_x: np.ndarray, reg_names: list[str]
+             ) -> None:
+    x, idx, labels, targets, dists = dg.x, dg.idx, dg.labels, dg.targets, dg.dists
+    curves, random_auc, rows, by_name = dg.curves, dg.random_auc, dg.rows, dg.by_name
     for s_name in SAMPLERS:
         arrays: dict[str, Any] = {"x": x.numpy(), "labels": labels, "targets": targets[s_name],
                                   "test_index": idx}
@@ -354,9 +458,6 @@ def _run(ctx: StudyContext) -> None:
         k = f"{_SLUG[s_name]}__{_SLUG[e_name]}"
         reg_arrays.update({f"{k}__mean": d.values, f"{k}__std": d.std,
                            f"{k}__cv": d.extra["cv"]})
-    ctx.arrays("regression", **reg_arrays)
-    timings["figures_s"] = time.perf_counter() - t1
-    ctx.configure(timings_s={k: round(v, 1) for k, v in timings.items()})
 
 
 def _ground_truth_variant(ctx: StudyContext, sampler: Sampler, ds: Any,
@@ -383,17 +484,17 @@ def _ground_truth_variant(ctx: StudyContext, sampler: Sampler, ds: Any,
     return out
 
 
-def _regression(ctx: StudyContext, cfg: dict[str, Any]) -> tuple[Any, ...]:
+def _regression(ctx: StudyContext, cfg: Config) -> tuple[Any, ...]:
     """Diabetes: the four samplers x three explainers on the MLP's scalar prediction."""
     base = zoo.train("mlp", "diabetes", seed=ctx.seed, progress=ctx.progress)
     ds = base.dataset
-    samplers = _samplers(ctx, "mlp", "diabetes", base, T=cfg["regression_T"],
-                         n_members=cfg["regression_members"], ensemble_epochs=None,
+    samplers = _samplers(ctx, "mlp", "diabetes", base, T=cfg.regression_T,
+                         n_members=cfg.regression_members, ensemble_epochs=None,
                          flipout_epochs=None)
-    n = cfg["regression_inputs"] or len(ds.X_test)
+    n = cfg.regression_inputs or len(ds.X_test)
     x = torch.as_tensor(ds.X_test[:n])
     ctx.configure(regression_n_inputs=len(x))
-    makers = _explainers(cfg["ig_steps"], cfg["lime_samples"], ctx.seed)
+    makers = _explainers(cfg.ig_steps, cfg.lime_samples, ctx.seed)
     models = []
     for name, det in (("zoo MLP (MC-Dropout, MC-DropConnect)", samplers[0][2]),
                       (f"MLP ensemble ({samplers[2][1].n_samples}, mean)", samplers[2][2]),
@@ -433,64 +534,68 @@ def _regression(ctx: StudyContext, cfg: dict[str, Any]) -> tuple[Any, ...]:
 
 
 # ---------------------------------------------------------------------- claims
-def _claims(ctx: StudyContext, rows: list[dict[str, Any]], kruskal: dict[tuple[str, str], float],
-            class_rows: list[dict[str, Any]], gt_rows: list[dict[str, Any]],
-            reg_rows: list[dict[str, Any]], per_cell: dict[tuple[str, str, str], np.ndarray],
-            labels: np.ndarray, reg_cv: dict[tuple[str, str], np.ndarray]) -> None:
-    sig = f"one-sided paired t-test over inputs, p < {TEST_ALPHA}"
+SIG = f"one-sided paired t-test over inputs, p < {TEST_ALPHA}"
 
-    def brief(t: dict[str, Any]) -> dict[str, Any]:
-        return {"n": t["n"], "mean_diff": round(t["mean_diff"], 4),
-                "ci95": [round(v, 4) for v in t["ci95"]], "p": float(f"{t['p']:.3g}")}
 
-    def lowest(table: list[dict[str, Any]], col: str) -> dict[str, str]:
-        best = {}
-        for s in SAMPLERS:
-            cvs = {r["explainer"]: r[col] for r in table if r["sampler"] == s
-                   and r[col] is not None}
-            best[s] = min(cvs, key=cvs.get) if cvs else "-"
-        return best
+def _lowest(table: list[dict[str, Any]], col: str) -> dict[str, str]:
+    best = {}
+    for s in SAMPLERS:
+        cvs = {r["explainer"]: r[col] for r in table if r["sampler"] == s
+               and r[col] is not None}
+        best[s] = min(cvs, key=cvs.get) if cvs else "-"
+    return best
 
-    def gbp_claim(table: list[dict[str, Any]], cv: dict[tuple[str, str], np.ndarray],
-                  what: str, quote: str, paper: str) -> None:
-        tests = {s: {e: paired(cv[s, "Guided Backprop"], cv[s, e], alternative="less")
-                     for e in EXPLAINERS if e != "Guided Backprop"} for s in SAMPLERS}
-        below = {s: all(t["significant"] for t in ts.values()) for s, ts in tests.items()}
-        below_w = {s: all(t["significant_wilcoxon"] for t in ts.values())
-                   for s, ts in tests.items()}
-        best, best_abs = lowest(table, "mean_cv"), lowest(table, "mean_cv_abs")
-        ctx.claim(
-            f"Guided Backprop gives the explanations with low uncertainty ({what}): per input, "
-            f"its mean CV is below that of Integrated Gradients and of LIME ({sig}) under a "
-            "strict majority of the four uncertainty methods (calix reads 'consistently' as "
-            "most samplers)",
-            majority(below.values()),
-            {"gbp_significantly_lowest_for": f"{sum(below.values())}/{len(SAMPLERS)}",
-             "gbp_minus_other_cv": {s: {e: brief(t) for e, t in ts.items()}
-                                    for s, ts in tests.items()},
-             "lowest_mean_cv_per_sampler": best,
-             "lowest_mean_cv_abs_maps_per_sampler": best_abs,
-             "degenerate_maps_excluded": {f"{r['sampler']} / {r['explainer']}":
-                                          r.get("degenerate_maps", 0) for r in table}},
-            quote=quote, paper=paper,
-            sensitivity={
-                "under every sampler": all(below.values()),
-                "lowest mean CV under every sampler (no test)":
-                    all(b == "Guided Backprop" for b in best.values()),
-                "Wilcoxon signed-rank instead of t": majority(below_w.values()),
-                "CV of |maps|, lowest mean under a strict majority (no test)":
-                    majority(b == "Guided Backprop" for b in best_abs.values())})
 
+def _gbp_claim(ctx: StudyContext, table: list[dict[str, Any]],
+               cv: dict[tuple[str, str], np.ndarray], what: str, quote: str, paper: str) -> None:
+    """Guided Backprop's CV against Integrated Gradients' and LIME's, per sampler."""
+    tests = {s: {e: paired(cv[s, "Guided Backprop"], cv[s, e], alternative="less")
+                 for e in EXPLAINERS if e != "Guided Backprop"} for s in SAMPLERS}
+    below = {s: all(t["significant"] for t in ts.values()) for s, ts in tests.items()}
+    below_w = {s: all(t["significant_wilcoxon"] for t in ts.values())
+               for s, ts in tests.items()}
+    best, best_abs = _lowest(table, "mean_cv"), _lowest(table, "mean_cv_abs")
+    ctx.claim(
+        f"Guided Backprop gives the explanations with low uncertainty ({what}): per input, "
+        f"its mean CV is below that of Integrated Gradients and of LIME ({SIG}) under a "
+        "strict majority of the four uncertainty methods (calix reads 'consistently' as "
+        "most samplers)",
+        majority(below.values()),
+        {"gbp_significantly_lowest_for": f"{sum(below.values())}/{len(SAMPLERS)}",
+         "gbp_minus_other_cv": {s: {e: brief(t) for e, t in ts.items()}
+                                for s, ts in tests.items()},
+         "lowest_mean_cv_per_sampler": best,
+         "lowest_mean_cv_abs_maps_per_sampler": best_abs,
+         "degenerate_maps_excluded": {f"{r['sampler']} / {r['explainer']}":
+                                      r.get("degenerate_maps", 0) for r in table}},
+        quote=quote, paper=paper,
+        sensitivity={
+            "under every sampler": all(below.values()),
+            "lowest mean CV under every sampler (no test)":
+                all(b == "Guided Backprop" for b in best.values()),
+            "Wilcoxon signed-rank instead of t": majority(below_w.values()),
+            "CV of |maps|, lowest mean under a strict majority (no test)":
+                majority(b == "Guided Backprop" for b in best_abs.values())})
+
+
+def _low_uncertainty(ctx: StudyContext, dg: _Digits, reg_rows: list[dict[str, Any]],
+                     reg_cv: dict[tuple[str, str], np.ndarray]) -> None:
+    """Guided Backprop's low explanation uncertainty, on images and on regression."""
     quote = ("explanations generated using Guided Backpropagation have consistently low "
              "associated uncertainty")
-    gbp_claim(rows, {(s, e): per_cell[s, e, "cv"] for s in SAMPLERS for e in EXPLAINERS},
-              "digits CNN", quote,
-              "CIFAR-10 and FER+ (miniVGG): GBP shows lower CV than Integrated Gradients and "
-              "LIME across the uncertainty methods")
-    gbp_claim(reg_rows, reg_cv, "regression MLP on diabetes, CV over features", quote,
-              "California Housing (MLP regression): the GBP explanations also have low "
-              "uncertainty")
+    cv = {(s, e): dg.per_cell[s, e, "cv"] for s in SAMPLERS for e in EXPLAINERS}
+    _gbp_claim(ctx, dg.rows, cv, "digits CNN", quote,
+               "CIFAR-10 and FER+ (miniVGG): GBP shows lower CV than Integrated Gradients and "
+               "LIME across the uncertainty methods")
+    _gbp_claim(ctx, reg_rows, reg_cv, "regression MLP on diabetes, CV over features", quote,
+               "California Housing (MLP regression): the GBP explanations also have low "
+               "uncertainty")
 
+
+def _mean_vs_std_ranking(ctx: StudyContext, dg: _Digits) -> None:
+    """Modified deletion / insertion: pixels ranked by E_mu against E_sigma (calix's
+    extension)."""
+    per_cell = dg.per_cell
     comps, wins, wins_mean, per = [], 0, 0, {}
     for s in SAMPLERS:
         for e in EXPLAINERS:
@@ -508,7 +613,7 @@ def _claims(ctx: StudyContext, rows: list[dict[str, Any]], kruskal: dict[tuple[s
         "Ranking pixels by the mean map E_mu is more faithful than ranking them by the std "
         f"map E_sigma: of the {total} comparisons (each sampler x explainer, deletion and "
         "insertion counted separately), E_mu gives a significantly lower deletion AUC or "
-        f"higher insertion AUC ({sig}) in a strict majority",
+        f"higher insertion AUC ({SIG}) in a strict majority",
         wins > total / 2,
         {"mean_map_significantly_better": f"{wins}/{total}",
          "mean_map_better_on_average": f"{wins_mean}/{total}", "comparisons": per},
@@ -519,6 +624,11 @@ def _claims(ctx: StudyContext, rows: list[dict[str, Any]], kruskal: dict[tuple[s
                      "Wilcoxon signed-rank instead of t": sum(
                          t["significant_wilcoxon"] for t in comps) > total / 2})
 
+
+def _class_level(ctx: StudyContext, dg: _Digits, kruskal: dict[tuple[str, str], float],
+                 class_rows: list[dict[str, Any]]) -> None:
+    """The class-level analysis: explanation uncertainty per class."""
+    per_cell, labels = dg.per_cell, dg.labels
     # classes: one test on a per-image score pooled over the 12 sampler x explainer pairs
     ranks = []
     for s in SAMPLERS:
@@ -557,6 +667,9 @@ def _claims(ctx: StudyContext, rows: list[dict[str, Any]], kruskal: dict[tuple[s
             f"Kruskal-Wallis p < {ALPHA} in a strict majority of the 12 pairs separately":
                 n_sig > len(kruskal) / 2})
 
+
+def _ground_truth_target(ctx: StudyContext, gt_rows: list[dict[str, Any]]) -> None:
+    """Explaining the ground-truth class instead of the predicted one."""
     if gt_rows:
         r_mean = {r["explainer"]: round(r["pearson_r_mean"], 4) for r in gt_rows}
         r_lo = {r["explainer"]: round(r["pearson_r_ci95_low"], 4) for r in gt_rows}

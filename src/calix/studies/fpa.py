@@ -59,7 +59,8 @@ SmoothGrad 50 samples (minutes on 2 idle CPU cores, training the twelve models i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -70,10 +71,10 @@ from calix._progress import progress_bar
 from calix.explain import IntegratedGradients, Saliency, SmoothGrad, reduce_channels
 from calix.metrics import mif_lif
 from calix.studies._base import StudyContext
-from calix.studies._stats import ALPHA, degenerate_maps, paired
+from calix.studies._stats import ALPHA, brief, degenerate_maps, every, paired
 from calix.train import FPA
 
-__all__ = ["run", "ESTIMATORS", "SETTINGS", "MODELS"]
+__all__ = ["run", "Config", "ESTIMATORS", "SETTINGS", "MODELS"]
 
 #: estimator key -> short label
 ESTIMATORS: dict[str, str] = {"gradient": "VG", "ig": "IG", "smoothgrad": "SG",
@@ -95,6 +96,63 @@ ZERO_FRACTIONS = (0.1, 0.25, 0.5)  # random pixel zeroing for the robustness che
 ROBUST_FRACTION = 0.25
 ACC_TOLERANCE = 0.02  # accuracy drop allowed for "FPA keeps accuracy"
 EARLY = 0.25  # LIF rise looked for within the first 25% zeroed
+#: the decision rule of every paired comparison, in words
+SIG = f"one-sided paired t-test over images, p < {ALPHA}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """The sizes and settings of one run (``config`` in ``results.json``).
+
+    Parameters
+    ----------
+    datasets : dataset -> the training seeds of its model pairs.
+    model : the zoo model and schedule (in words).
+    n_images : images explained (test split first, then validation).
+    ig_steps, ig_baseline : Integrated Gradients' steps and reference.
+    sg_samples, sg_noise : SmoothGrad's noisy copies and sigma / (max - min).
+    fpa : the FPA augmentation's settings (its seed is the training seed).
+    output, fill, fractions : the explained output, the fill of zeroed pixels and the shares
+        zeroed by MIF / LIF (in words).
+    zero_fractions : shares of pixels zeroed at random for the robustness check.
+    accuracy_tolerance : accuracy drop allowed for "FPA keeps accuracy".
+    lif_early : the LIF rise is looked for within this share zeroed.
+    data_seed : the seed of the datasets' splits (the run's seed).
+    """
+
+    datasets: dict[str, tuple[int, ...]]
+    model: str = "zoo cnn (default schedule)"
+    n_images: int
+    ig_steps: int
+    ig_baseline: str = "zero"
+    sg_samples: int
+    sg_noise: float = NOISE
+    fpa: dict[str, Any] = field(default_factory=dict)
+    output: str = "pre-softmax logit of the predicted class"
+    fill: str = "zero"
+    fractions: str = "0, 5, ..., 95 %"
+    zero_fractions: tuple[float, ...] = ZERO_FRACTIONS
+    accuracy_tolerance: float = ACC_TOLERANCE
+    lif_early: float = EARLY
+    data_seed: int = 0
+
+    @staticmethod
+    def _common(seed: int) -> dict[str, Any]:
+        return {"fpa": FPA(seed=seed).config() | {"seed": "training seed"}, "data_seed": seed}
+
+    @classmethod
+    def quick(cls, seed: int = 0) -> Config:
+        """``digits``, one training seed, 50 images, IG 50 steps, SmoothGrad 20 samples."""
+        return cls(datasets={"digits": (seed,)}, n_images=50, ig_steps=50, sg_samples=20,
+                   **cls._common(seed))
+
+    @classmethod
+    def full(cls, seed: int = 0) -> Config:
+        """``digits`` and ``digits-noisy``, three training seeds each, 500 images, IG 200
+        steps, SmoothGrad 50 samples."""
+        seeds = tuple(seed + k for k in range(3))
+        return cls(datasets={"digits": seeds, "digits-noisy": seeds}, n_images=500,
+                   ig_steps=200, sg_samples=50, **cls._common(seed))
 
 
 # --------------------------------------------------------------------------- computation
@@ -166,34 +224,55 @@ def _ci(v: np.ndarray) -> float:
 def run(ctx: StudyContext) -> None:
     """MIF / LIF fidelity of VG, IG, SG and SG2 maps, signed and unsigned, for zoo CNNs
     trained with and without FPA; accuracy and robustness of both (see module docstring)."""
-    datasets: dict[str, int] = ctx.size({"digits": 1}, {"digits": 3, "digits-noisy": 3})
-    n_images = ctx.size(50, 500)
-    ig_steps = ctx.size(50, 200)
-    sg_samples = ctx.size(20, 50)
-    ctx.configure(
-        datasets={d: [ctx.seed + k for k in range(s)] for d, s in datasets.items()},
-        model="zoo cnn (default schedule)", n_images=n_images, ig_steps=ig_steps,
-        ig_baseline="zero", sg_samples=sg_samples, sg_noise=NOISE,
-        fpa=FPA(seed=ctx.seed).config() | {"seed": "training seed"},
-        output="pre-softmax logit of the predicted class", fill="zero",
-        fractions="0, 5, ..., 95 %", zero_fractions=list(ZERO_FRACTIONS),
-        accuracy_tolerance=ACC_TOLERANCE, lif_early=EARLY, data_seed=ctx.seed,
-    )
-    jobs = [(d, ctx.seed + k, fpa) for d, s in datasets.items() for k in range(s)
+    cfg = ctx.use_config(Config)
+    jobs = [(d, seed, fpa) for d, seeds in cfg.datasets.items() for seed in seeds
             for fpa in (False, True)]
     res: dict[tuple[str, int, str], dict[str, Any]] = {}
     for data, seed, fpa in progress_bar(jobs, total=len(jobs), enabled=ctx.progress,
                                         description="fpa models"):
-        res[(data, seed, MODELS[int(fpa)])] = _run_model(ctx, data, seed, fpa, n_images,
-                                                         ig_steps, sg_samples)
+        res[(data, seed, MODELS[int(fpa)])] = _run_model(ctx, data, seed, fpa, cfg.n_images,
+                                                         cfg.ig_steps, cfg.sg_samples)
+    agg, fid_rows, robust_rows, fractions = _aggregate(ctx, cfg, res)
 
+    early = (fractions > 0) & (fractions <= EARLY + 1e-9)
+    _mif_delay(ctx, agg)
+    _lif_rise(ctx, agg, early)
+    _signed_vs_unsigned(ctx, agg)
+    _fidelity(ctx, agg)
+    _accuracy(ctx, agg)
+    _robustness(ctx, agg)
+
+    for data in cfg.datasets:
+        ctx.figure(f"curves_{data}", _plot_curves(agg[data]["curves"], fractions, data),
+                   caption=f"{data}: mean MIF (blue) and LIF (red) curves of the predicted "
+                   "logit / clean logit, standard model dashed, FPA model solid, per "
+                   "estimator and sign (random pixel order top right)")
+        ctx.figure(f"fidelity_{data}", _plot_fidelity(fid_rows, data),
+                   caption=f"{data}: fidelity A = AUC(LIF) - AUC(MIF) with 95% intervals "
+                   "over images, standard vs FPA model")
+        first = res[(data, ctx.seed, "standard")], res[(data, ctx.seed, "FPA")]
+        ctx.figure(f"maps_{data}", _plot_maps(first, data),
+                   caption=f"{data}: the first evaluated image and its importance maps for "
+                   "the standard and the FPA model (signed maps: red positive, blue "
+                   "negative; unsigned maps: dark = important)")
+    ctx.figure("robustness", _plot_robustness(robust_rows, list(cfg.datasets)),
+               caption="test accuracy with a random fraction of pixels zeroed, standard vs "
+               "FPA model")
+
+
+def _aggregate(ctx: StudyContext, cfg: Config, res: dict[tuple[str, int, str], dict[str, Any]]
+               ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]],
+                          list[dict[str, Any]], np.ndarray]:
+    """Per dataset: accuracy, robustness and fidelity over the training seeds, per image (the
+    tables and the ``curves`` arrays); returns the aggregates, the fidelity and robustness
+    rows and the zeroed fractions."""
     acc_rows, robust_rows, fid_rows, seed_rows, effect_rows = [], [], [], [], []
     agg: dict[str, dict[str, Any]] = {}
     arrays: dict[str, np.ndarray] = {}
     fractions = next(iter(res.values()))["fid"][RANDOM].mif.fractions
     arrays["fractions"] = fractions
-    for data, n_seeds in datasets.items():
-        seeds = [ctx.seed + k for k in range(n_seeds)]
+    for data, seeds in cfg.datasets.items():
+        n_seeds = len(seeds)
         a: dict[str, Any] = {"acc": {}, "robust": {}, "curves": {}, "area": {}, "auc": {},
                              "lif_images": {}}
         for model in MODELS:
@@ -261,24 +340,7 @@ def run(ctx: StudyContext) -> None:
     ctx.table("fpa_effect", effect_rows)
     ctx.table("fidelity_by_seed", seed_rows)
     ctx.arrays("curves", **arrays)
-    _claims(ctx, agg, effect_rows, fractions)
-
-    for data in datasets:
-        ctx.figure(f"curves_{data}", _plot_curves(agg[data]["curves"], fractions, data),
-                   caption=f"{data}: mean MIF (blue) and LIF (red) curves of the predicted "
-                   "logit / clean logit, standard model dashed, FPA model solid, per "
-                   "estimator and sign (random pixel order top right)")
-        ctx.figure(f"fidelity_{data}", _plot_fidelity(fid_rows, data),
-                   caption=f"{data}: fidelity A = AUC(LIF) - AUC(MIF) with 95% intervals "
-                   "over images, standard vs FPA model")
-        first = res[(data, ctx.seed, "standard")], res[(data, ctx.seed, "FPA")]
-        ctx.figure(f"maps_{data}", _plot_maps(first, data),
-                   caption=f"{data}: the first evaluated image and its importance maps for "
-                   "the standard and the FPA model (signed maps: red positive, blue "
-                   "negative; unsigned maps: dark = important)")
-    ctx.figure("robustness", _plot_robustness(robust_rows, list(datasets)),
-               caption="test accuracy with a random fraction of pixels zeroed, standard vs "
-               "FPA model")
+    return agg, fid_rows, robust_rows, fractions
 
 
 # --------------------------------------------------------------------------- claims
@@ -303,150 +365,179 @@ def _lif_peaks(a: dict[str, Any], early: np.ndarray, seed: int, n_boot: int = 10
     }
 
 
-def _fpa_vs_standard(pair: Any, claim: str, names: str | tuple[str, str],
-                     ok: dict[str, list[bool]], note: Any) -> tuple[dict, dict[str, Any]]:
+def _fpa_vs_standard(pair: Callable[[str, str], tuple[Any, Any]],
+                     names: str | tuple[str, str]
+                     ) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, Any], bool,
+                                dict[str, bool]]:
     """Paired tests, FPA model against the standard one, in every setting: the tests, the
-    evidence (named ``mean_d_<mean name>`` and ``d_<per-setting name>[e,s]``), the verdict
-    (a strict majority of settings significantly higher) into ``ok[claim]``, and the untested
-    alternative rule into ``note``."""
+    evidence (named ``mean_d_<mean name>`` and ``d_<per-setting name>[e,s]``), the verdict (a
+    strict majority of settings significantly higher) and the untested alternative rule."""
     mean_name, each = (names, names) if isinstance(names, str) else names
     tests = {(e, s): paired(*pair(e, s)) for e, s in SETTINGS}
     n_sig = sum(t["significant"] for t in tests.values())
     mean = float(np.mean([t["mean_diff"] for t in tests.values()]))
     evidence = {"settings_significantly_higher_with_fpa": n_sig, "n_settings": len(SETTINGS),
                 f"mean_d_{mean_name}": mean,
-                **{f"d_{each}[{e},{s}]": _brief(t) for (e, s), t in tests.items()}}
-    ok[claim].append(n_sig > len(SETTINGS) / 2)
-    note(claim, "higher in a strict majority of settings and on average (no test)",
-         sum(t["mean_diff"] > 0 for t in tests.values()) > len(SETTINGS) / 2 and mean > 0)
-    return tests, evidence
+                **{f"d_{each}[{e},{s}]": brief(t) for (e, s), t in tests.items()}}
+    untested = {"higher in a strict majority of settings and on average (no test)":
+                sum(t["mean_diff"] > 0 for t in tests.values()) > len(SETTINGS) / 2
+                and mean > 0}
+    return tests, evidence, n_sig > len(SETTINGS) / 2, untested
 
 
-def _claims(ctx: StudyContext, agg: dict[str, dict[str, Any]],
-            effect_rows: list[dict[str, Any]], fractions: np.ndarray) -> None:
-    early = (fractions > 0) & (fractions <= EARLY + 1e-9)
-    sig = f"one-sided paired t-test over images, p < {ALPHA}"
-    mif_ev, lif_ev, sign_ev, fid_ev, acc_ev, rob_ev = {}, {}, {}, {}, {}, {}
-    ok: dict[str, list[bool]] = {k: [] for k in ("mif", "lif", "sign", "fid", "acc", "rob")}
-    alt: dict[str, dict[str, list[bool]]] = {k: {} for k in ok}
+@dataclass
+class _Verdict:
+    """A claim over the datasets of the run: it holds when it holds on every dataset, and so
+    does each alternative rule (``sensitivity``); the evidence is kept per dataset."""
 
-    def note(claim: str, rule: str, value: Any) -> None:
-        alt[claim].setdefault(rule, []).append(bool(value))
+    holds: list[bool] = field(default_factory=list)
+    evidence: dict[str, Any] = field(default_factory=dict)
+    rules: dict[str, list[bool]] = field(default_factory=dict)
 
+    def add(self, data: str, holds: Any, evidence: dict[str, Any],
+            rules: dict[str, Any]) -> None:
+        self.holds.append(bool(holds))
+        self.evidence[data] = evidence
+        for rule, value in rules.items():
+            self.rules.setdefault(rule, []).append(bool(value))
+
+    @property
+    def all(self) -> bool:
+        return all(self.holds)
+
+    @property
+    def sensitivity(self) -> dict[str, bool]:
+        return {rule: all(v) for rule, v in self.rules.items()}
+
+
+def _mif_delay(ctx: StudyContext, agg: dict[str, dict[str, Any]]) -> None:
+    """MIF curves: FPA delays the drop of the logit."""
+    v = _Verdict()
     for data, a in agg.items():
-        # MIF delay: per image, MIF AUC of the FPA model minus the standard model's
-        t_mif, mif_ev[data] = _fpa_vs_standard(
+        # per image, MIF AUC of the FPA model minus the standard model's
+        t_mif, ev, holds, untested = _fpa_vs_standard(
             lambda e, s, a=a: (a["auc"][("FPA", e, s)][0], a["auc"][("standard", e, s)][0]),
-            "mif", "mif_auc", ok, note)
-        note("mif", "significantly higher in every setting",
-             sum(t["significant"] for t in t_mif.values()) == len(SETTINGS))
-        note("mif", "Wilcoxon signed-rank instead of t",
-             sum(t["significant_wilcoxon"] for t in t_mif.values()) > len(SETTINGS) / 2)
-
-        # LIF rise of signed estimators
-        pk = _lif_peaks(a, early, ctx.seed)
-        rises = sum(v > 1.0 for v in pk["peak_fpa_lower95"].values())
-        gain = float(np.mean([pk["peak"][("FPA", e)] - pk["peak"][("standard", e)]
-                              for e in SIGNED_PAIRS]))
-        lif_ev[data] = {"signed_lif_peak_fpa": {e: pk["peak"][("FPA", e)] for e in SIGNED_PAIRS},
-                        "signed_lif_peak_fpa_lower95": pk["peak_fpa_lower95"],
-                        "signed_lif_peak_standard": {e: pk["peak"][("standard", e)]
-                                                     for e in SIGNED_PAIRS},
-                        "n_signed_rising_above_1_fpa": int(rises),
-                        "mean_peak_gain_fpa_minus_standard": gain,
-                        "mean_peak_gain_lower95": pk["gain_lower95"]}
-        ok["lif"].append(rises > len(SIGNED_PAIRS) / 2 and pk["gain_lower95"] > 0)
-        note("lif", "peaks and gain of the mean curves only (no bootstrap)",
-             sum(pk["peak"][("FPA", e)] > 1 for e in SIGNED_PAIRS) > len(SIGNED_PAIRS) / 2
-             and gain > 0)
-        note("lif", "every signed estimator rises (bootstrap)", rises == len(SIGNED_PAIRS)
-             and pk["gain_lower95"] > 0)
-        note("lif", "the rise alone, without the comparison with the standard model",
-             rises > len(SIGNED_PAIRS) / 2)
-
-        # signed vs unsigned under FPA, per image
-        t_sign = {e: paired(a["area"][("FPA", e, "signed")], a["area"][("FPA", e, "unsigned")])
-                  for e in SIGNED_PAIRS}
-        fa = {(m, e, s): float(a["area"][(m, e, s)].mean()) for m, e, s in a["area"]}
-        sign_ev[data] = {"A_fpa_signed_minus_unsigned": {e: _brief(t) for e, t in t_sign.items()},
-                         "signed_minus_unsigned_standard": {
-                             e: fa[("standard", e, "signed")] - fa[("standard", e, "unsigned")]
-                             for e in SIGNED_PAIRS}}
-        ok["sign"].append(all(t["significant"] for t in t_sign.values()))
-        note("sign", "higher mean A only (no test)",
-             all(t["mean_diff"] > 0 for t in t_sign.values()))
-        note("sign", "significant for a strict majority of VG, IG, SG",
-             sum(t["significant"] for t in t_sign.values()) > len(SIGNED_PAIRS) / 2)
-        note("sign", "Wilcoxon signed-rank instead of t",
-             all(t["significant_wilcoxon"] for t in t_sign.values()))
-
-        # fidelity A, FPA vs standard
-        t_fid, fid_ev[data] = _fpa_vs_standard(
-            lambda e, s, a=a: (a["area"][("FPA", e, s)], a["area"][("standard", e, s)]),
-            "fid", ("fidelity", "A"), ok, note)
-
-        # accuracy
-        drop = a["acc"]["standard"] - a["acc"]["FPA"]
-        acc_ev[data] = {"accuracy_standard": a["acc"]["standard"],
-                        "accuracy_fpa": a["acc"]["FPA"], "drop": drop,
-                        "tolerance": ACC_TOLERANCE}
-        ok["acc"].append(drop <= ACC_TOLERANCE)
-        note("acc", "at most 1 point", drop <= 0.01)
-        note("acc", "at most 5 points", drop <= 0.05)
-
-        # robustness to zeroed pixels
-        rob_ev[data] = {f"accuracy_{m}_zeroed_{int(100 * f)}pct": a["robust"][(m, f)]
-                        for m in MODELS for f in ZERO_FRACTIONS}
-        ok["rob"].append(a["robust"][("FPA", ROBUST_FRACTION)]
-                         > a["robust"][("standard", ROBUST_FRACTION)])
-        note("rob", "with 50% zeroed", a["robust"][("FPA", 0.5)] > a["robust"][("standard", 0.5)])
-
-    def sens(claim: str) -> dict[str, bool]:
-        return {rule: all(v) for rule, v in alt[claim].items()}
-
+            "mif_auc")
+        v.add(data, holds, ev, {
+            **untested,
+            "significantly higher in every setting":
+                sum(t["significant"] for t in t_mif.values()) == len(SETTINGS),
+            "Wilcoxon signed-rank instead of t":
+                sum(t["significant_wilcoxon"] for t in t_mif.values()) > len(SETTINGS) / 2})
     ctx.claim("FPA delays the MIF logit drop: per image, the MIF AUC of the FPA model is "
-              f"higher than the standard model's ({sig}) in a strict majority of the seven "
-              "estimator x sign settings", all(ok["mif"]), mif_ev, sensitivity=sens("mif"),
+              f"higher than the standard model's ({SIG}) in a strict majority of the seven "
+              "estimator x sign settings", v.all, v.evidence, sensitivity=v.sensitivity,
               quote="FPA training results in delayed decrease in logits for MIF curves",
               paper="CIFAR-10, Food101, ImageNet; ResNet-18/50 (MIF curves)")
+
+
+def _lif_rise(ctx: StudyContext, agg: dict[str, dict[str, Any]], early: np.ndarray) -> None:
+    """LIF curves: with FPA, zeroing the least important pixels of signed maps first raises
+    the logit."""
+    v = _Verdict()
+    for data, a in agg.items():
+        pk = _lif_peaks(a, early, ctx.seed)
+        rises = sum(x > 1.0 for x in pk["peak_fpa_lower95"].values())
+        gain = float(np.mean([pk["peak"][("FPA", e)] - pk["peak"][("standard", e)]
+                              for e in SIGNED_PAIRS]))
+        ev = {"signed_lif_peak_fpa": {e: pk["peak"][("FPA", e)] for e in SIGNED_PAIRS},
+              "signed_lif_peak_fpa_lower95": pk["peak_fpa_lower95"],
+              "signed_lif_peak_standard": {e: pk["peak"][("standard", e)]
+                                           for e in SIGNED_PAIRS},
+              "n_signed_rising_above_1_fpa": int(rises),
+              "mean_peak_gain_fpa_minus_standard": gain,
+              "mean_peak_gain_lower95": pk["gain_lower95"]}
+        v.add(data, rises > len(SIGNED_PAIRS) / 2 and pk["gain_lower95"] > 0, ev, {
+            "peaks and gain of the mean curves only (no bootstrap)":
+                sum(pk["peak"][("FPA", e)] > 1 for e in SIGNED_PAIRS) > len(SIGNED_PAIRS) / 2
+                and gain > 0,
+            "every signed estimator rises (bootstrap)": rises == len(SIGNED_PAIRS)
+                and pk["gain_lower95"] > 0,
+            "the rise alone, without the comparison with the standard model":
+                rises > len(SIGNED_PAIRS) / 2})
     ctx.claim("With FPA, zeroing the least important pixels of signed maps first raises the "
               "logit: for a strict majority of VG, IG and SG (signed), the peak of the FPA "
               f"model's mean LIF curve within the first {100 * EARLY:.0f}% zeroed is above 1 "
               "(its 95% bootstrap lower bound over images), and that peak, averaged over the "
               "three estimators, is higher than the standard model's (lower bound above 0)",
-              all(ok["lif"]), lif_ev, sensitivity=sens("lif"),
+              v.all, v.evidence, sensitivity=v.sensitivity,
               quote="FPA training results in ... initial increase for LIF curves",
               paper="masking pixels with negative importance scores coincides with an "
               "increase of the logit")
+
+
+def _signed_vs_unsigned(ctx: StudyContext, agg: dict[str, dict[str, Any]]) -> None:
+    """Signed against unsigned estimators under FPA, per image."""
+    v = _Verdict()
+    for data, a in agg.items():
+        t_sign = {e: paired(a["area"][("FPA", e, "signed")], a["area"][("FPA", e, "unsigned")])
+                  for e in SIGNED_PAIRS}
+        fa = {(m, e, s): float(a["area"][(m, e, s)].mean()) for m, e, s in a["area"]}
+        ev = {"A_fpa_signed_minus_unsigned": {e: brief(t) for e, t in t_sign.items()},
+              "signed_minus_unsigned_standard": {
+                  e: fa[("standard", e, "signed")] - fa[("standard", e, "unsigned")]
+                  for e in SIGNED_PAIRS}}
+        v.add(data, every(t_sign), ev, {
+            "higher mean A only (no test)": all(t["mean_diff"] > 0 for t in t_sign.values()),
+            "significant for a strict majority of VG, IG, SG":
+                sum(t["significant"] for t in t_sign.values()) > len(SIGNED_PAIRS) / 2,
+            "Wilcoxon signed-rank instead of t": every(t_sign, "significant_wilcoxon")})
     ctx.claim("Under FPA, signed estimators have a higher fidelity A than their unsigned "
-              f"versions: per image, A(signed) > A(unsigned) for each of VG, IG and SG ({sig})",
-              all(ok["sign"]), sign_ev, sensitivity=sens("sign"),
+              f"versions: per image, A(signed) > A(unsigned) for each of VG, IG and SG ({SIG})",
+              v.all, v.evidence, sensitivity=v.sensitivity,
               quote="Signed importance estimators consistently outperform unsigned ones when "
               "FPA is used",
               paper="e.g. CIFAR-10, FPA, IG signed: LIF 87.9, MIF 28.5, A = 59.4 +- 13.4")
+
+
+def _fidelity(ctx: StudyContext, agg: dict[str, dict[str, Any]]) -> None:
+    """The fidelity A of the FPA model against the standard one (calix's extension)."""
+    v = _Verdict()
+    for data, a in agg.items():
+        _, ev, holds, untested = _fpa_vs_standard(
+            lambda e, s, a=a: (a["area"][("FPA", e, s)], a["area"][("standard", e, s)]),
+            ("fidelity", "A"))
+        v.add(data, holds, ev, untested)
     ctx.claim("FPA raises the fidelity A = AUC(LIF) - AUC(MIF): per image, A of the FPA model "
-              f"is higher than the standard model's ({sig}) in a strict majority of the seven "
-              "settings", all(ok["fid"]), fid_ev, sensitivity=sens("fid"), kind="extension",
+              f"is higher than the standard model's ({SIG}) in a strict majority of the seven "
+              "settings", v.all, v.evidence, sensitivity=v.sensitivity, kind="extension",
               paper="not stated by the paper, which uses A to compare estimators. The paper's "
               "two effects pull A in opposite directions: a delayed MIF drop raises AUC(MIF) "
               "and so lowers A, an early LIF rise raises AUC(LIF) and A")
+
+
+def _accuracy(ctx: StudyContext, agg: dict[str, dict[str, Any]]) -> None:
+    """The accuracy cost of FPA."""
+    v = _Verdict()
+    for data, a in agg.items():
+        drop = a["acc"]["standard"] - a["acc"]["FPA"]
+        ev = {"accuracy_standard": a["acc"]["standard"], "accuracy_fpa": a["acc"]["FPA"],
+              "drop": drop, "tolerance": ACC_TOLERANCE}
+        v.add(data, drop <= ACC_TOLERANCE, ev,
+              {"at most 1 point": drop <= 0.01, "at most 5 points": drop <= 0.05})
     ctx.claim(f"FPA keeps accuracy: the FPA model's test accuracy is at most "
               f"{100 * ACC_TOLERANCE:.0f} points below the standard model's (calix's "
-              "tolerance: the paper gives no number)", all(ok["acc"]), acc_ev,
-              sensitivity=sens("acc"),
+              "tolerance: the paper gives no number)", v.all, v.evidence,
+              sensitivity=v.sensitivity,
               quote="FPA introduces a slight accuracy drop that is not quantified",
               paper="a trade-off between accuracy and reliable evaluation")
+
+
+def _robustness(ctx: StudyContext, agg: dict[str, dict[str, Any]]) -> None:
+    """A check that the augmentation took effect: robustness to zeroed pixels."""
+    v = _Verdict()
+    for data, a in agg.items():
+        ev = {f"accuracy_{m}_zeroed_{int(100 * f)}pct": a["robust"][(m, f)]
+              for m in MODELS for f in ZERO_FRACTIONS}
+        v.add(data, a["robust"][("FPA", ROBUST_FRACTION)]
+              > a["robust"][("standard", ROBUST_FRACTION)], ev,
+              {"with 50% zeroed": a["robust"][("FPA", 0.5)] > a["robust"][("standard", 0.5)]})
     ctx.claim(f"FPA models are robust to the perturbation they train on: with "
               f"{100 * ROBUST_FRACTION:.0f}% of the pixels zeroed at random the FPA model is "
-              "more accurate than the standard one", all(ok["rob"]), rob_ev,
-              sensitivity=sens("rob"), kind="check",
+              "more accurate than the standard one", v.all, v.evidence,
+              sensitivity=v.sensitivity, kind="check",
               paper="a check that the augmentation took effect: FPA trains on zeroed pixels, "
               "so this tests the training, not the paper's finding about explanations")
-
-
-def _brief(t: dict[str, Any]) -> dict[str, Any]:
-    return {"n": t["n"], "mean_diff": round(t["mean_diff"], 4),
-            "ci95": [round(v, 4) for v in t["ci95"]], "p": float(f"{t['p']:.3g}")}
 
 
 # --------------------------------------------------------------------------- figures
