@@ -25,11 +25,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models and data", ("calix.models", "calix.data", "calix.groundtruth")),
     ("engine and training", ("calix.perturb.*", "calix.train", "calix.zoo", "calix.model_io",
                              "calix")),
-    ("calibrators and explainers", ("calix.calibrate", "calix.explain.*",
+    ("calibrators and explainers", ("calix.calibrate.*", "calix.explain.*",
                                     "calix.uncertainty.*")),
     ("metrics", ("calix.metrics.*",)),
     ("procedures", ("calix.procedures", "calix.recipes", "calix.plot", "calix.parallel",
-                    "calix.conformal", "calix.quantus_compat")),
+                    "calix._dask_plugin", "calix.conformal", "calix.quantus_compat")),
     ("applications", ("calix.studies.*", "calix.report", "calix.demo", "calix.cli",
                       "calix._apidoc")),
 ]
