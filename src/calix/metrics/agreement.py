@@ -188,7 +188,8 @@ def prediction_gap_important(model: Any, x: Any, maps: Any, *, k: int | float = 
     ----------
     model : anything :func:`calix.wrap` takes
     x : array of shape (n, d) or (n, C, H, W) (pixels are the features of images)
-    maps : array like ``x`` (or (n, 1, H, W); channels are summed to rank pixels)
+    maps : array of the shape of ``x``, or of shape (n, 1, H, W)
+        Channels are summed to rank pixels.
     k : int (number of features) or float in (0, 1) (a share of them; default 25%)
     n_samples : int -- noisy copies per input, evaluated in model batches (memory bounded by
         the model's ``batch_size``).

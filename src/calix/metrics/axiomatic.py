@@ -38,7 +38,9 @@ def completeness(model: Any, x: Any, maps: Any, *, baseline: Fill | None = None,
     Parameters
     ----------
     model : anything :func:`calix.wrap` takes
-    x : (n, d) or (n, C, H, W); maps : like ``x`` (all elements are summed).
+    x : array of shape (n, d) or (n, C, H, W)
+    maps : array of the shape of ``x``
+        All elements are summed.
     baseline : the fill giving x̄ (default ``Constant(0)``).
     output : the explained score (default "logit", what Integrated Gradients completes).
 

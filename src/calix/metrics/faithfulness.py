@@ -40,10 +40,10 @@ class Curve:
 
     Attributes
     ----------
-    fractions : ndarray (S,) -- fraction of features removed (deletion) or inserted.
-    scores : ndarray (n, S) -- the explained score at each step (normalised if asked).
-    auc : ndarray (n,) -- trapezoidal area under each curve over ``fractions``.
-    target : ndarray (n,)
+    fractions : ndarray of shape (S,) -- fraction of features removed (deletion) or inserted.
+    scores : ndarray of shape (n, S) -- the explained score at each step (normalised if asked).
+    auc : ndarray of shape (n,) -- trapezoidal area under each curve over ``fractions``.
+    target : ndarray of shape (n,)
     n_queries : int
     """
 
@@ -145,7 +145,8 @@ def deletion_curve(model: Any, x: Any, maps: Any, *, fill: Fill | None = None,
     Parameters
     ----------
     model : Model (or anything :func:`calix.wrap` takes)
-    x : array (n, *input_shape); maps : array (n, C, H, W) / (n, 1, H, W) / (n, d)
+    x : array of shape (n, *input_shape)
+    maps : array of shape (n, C, H, W), (n, 1, H, W) or (n, d)
     fill : what removed pixels become (default black, ``Constant(0)``; Calibrate-to-Interpret
         uses ``Blur(11, σ)``).
     steps : int (S steps from 0 to 100% removed, S + 1 points) or an array of fractions.
@@ -178,8 +179,9 @@ class Fidelity:
     Attributes
     ----------
     mif, lif : Curve -- logits / clean logit after zeroing the most / least important top-n.
-    area : ndarray (n,) -- A per input.
-    mean : float; ci95 : float -- mean A and the half-width of its 95% normal interval.
+    area : ndarray of shape (n,) -- A per input.
+    mean : float -- mean A.
+    ci95 : float -- the half-width of the 95% normal interval of the mean.
     """
 
     mif: Curve
@@ -224,8 +226,9 @@ def better_than_random(model: Any, x: Any, maps: Any, *, fill: Fill | None = Non
 
     Returns
     -------
-    dict with ``btr`` (float), ``auc`` (n,) of the maps, ``random_auc`` (n,), and ``better``
-    (n,) booleans.
+    dict
+        ``btr`` (float), ``auc`` of shape (n,) of the maps, ``random_auc`` of shape (n,),
+        and ``better``, booleans of shape (n,).
     """
     n_orders = check_count(n_orders, "n_orders")
     n_segments = check_count(n_segments, "n_segments")

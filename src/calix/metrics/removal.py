@@ -113,7 +113,8 @@ def road(model: Any, x: Any, maps: Any, *, fractions: Any = None,
     ----------
     model : anything :func:`calix.wrap` takes
     x : images of shape (n, C, H, W)
-    maps : (n, C, H, W) or (n, 1, H, W) -- channels are summed to rank pixels.
+    maps : array of shape (n, C, H, W) or (n, 1, H, W)
+        Channels are summed to rank pixels.
     fractions : increasing fractions of pixels removed, in [0, 1) (default 1%, 3%, ..., 99%,
         as Rong et al.); the top ``int(f * H * W)`` pixels go at fraction f.
     order : "morf" (most relevant first: a steep fall is better) or "lerf".
@@ -123,9 +124,11 @@ def road(model: Any, x: Any, maps: Any, *, fractions: Any = None,
 
     Returns
     -------
-    Curve -- ``scores`` (n, S) the target's score, ``auc`` their trapezoidal area over the
-    fractions, ``extra["correct"]`` (n, S) whether the prediction is still the target (the
-    accuracy curve of the paper is its mean over inputs). MoRF: lower is better; LeRF: higher.
+    Curve
+        ``scores`` of shape (n, S) the target's score, ``auc`` their trapezoidal area over
+        the fractions, ``extra["correct"]`` of shape (n, S) whether the prediction is still
+        the target (the accuracy curve of the paper is its mean over inputs). MoRF: lower is
+        better; LeRF: higher.
 
     Notes
     -----
@@ -280,19 +283,24 @@ def irof(model: Any, x: Any, maps: Any, *, segments: Any = None, n_segments: int
 
     Parameters
     ----------
-    x : images (n, C, H, W); maps : (n, C, H, W) or (n, 1, H, W) (channels summed).
-    segments : int labels (n, H, W), 0..k_i − 1 per image, or None for SLIC superpixels
+    x : array of shape (n, C, H, W)
+        Images.
+    maps : array of shape (n, C, H, W) or (n, 1, H, W)
+        Channels are summed to rank the segments.
+    segments : int array of shape (n, H, W), or None
+        Labels 0..k_i − 1 per image; None for SLIC superpixels
         (:class:`calix.perturb.Superpixels` with ``n_segments``).
     fill : what removed segments become (default :class:`ImageMean`, the image's mean).
     output : the followed score (default the target's probability).
 
     Returns
     -------
-    Curve -- ``scores`` (n, k) the score after removing 1..k segments divided by the clean
-    score (inputs with fewer segments are padded with their last value), ``auc`` (n,) the
-    area over the curve from the clean input (1) to all k_i segments removed, by trapezoids
-    on a [0, 1] axis (so in [0, 1] for probabilities that only fall); ``fractions`` the step
-    counts 1..k. Higher is better.
+    Curve
+        ``scores`` of shape (n, k) the score after removing 1..k segments divided by the
+        clean score (inputs with fewer segments are padded with their last value), ``auc``
+        of shape (n,) the area over the curve from the clean input (1) to all k_i segments
+        removed, by trapezoids on a [0, 1] axis (so in [0, 1] for probabilities that only
+        fall); ``fractions`` the step counts 1..k. Higher is better.
     """
     model, xb, clean, tgt = _prepare(model, x, target, output)
     if xb.ndim != 4:
@@ -325,14 +333,17 @@ def selectivity(model: Any, x: Any, maps: Any, *, patch_size: int = 8, fill: Fil
 
     Parameters
     ----------
-    x : images (n, C, H, W); maps : (n, C, H, W) or (n, 1, H, W) (channels summed).
+    x : array of shape (n, C, H, W) -- images.
+    maps : array of shape (n, C, H, W) or (n, 1, H, W) -- channels are summed to rank patches.
     patch_size : patch side in pixels (edge patches may be smaller).
     fill : default ``Constant(0)``.
 
     Returns
     -------
-    Curve -- ``scores`` (n, P) the score after removing 1..P patches, ``auc`` (n,) their
-    trapezoidal area with unit steps divided by P − 1 (the mean height). Lower is better.
+    Curve
+        ``scores`` of shape (n, P) the score after removing 1..P patches, ``auc`` of shape
+        (n,) their trapezoidal area with unit steps divided by P − 1 (the mean height). Lower
+        is better.
     """
     model, xb, clean, tgt = _prepare(model, x, target, output)
     if xb.ndim != 4:
@@ -358,8 +369,9 @@ def sensitivity_n(model: Any, x: Any, maps: Any, *, ns: Any = None, n_subsets: i
 
     Parameters
     ----------
-    x : (n, d) tables or (n, C, H, W) images (pixels are the features).
-    maps : like ``x`` (or (n, 1, H, W)).
+    x : array of shape (n, d) or (n, C, H, W)
+        Tables, or images (pixels are the features).
+    maps : array of the shape of ``x``, or of shape (n, 1, H, W) for images
     ns : subset sizes (default 10 sizes log-spaced from 1 to 80% of the features).
     n_subsets : random subsets per input and size, evaluated in model batches.
     fill : default ``Constant(0)``.
@@ -367,9 +379,10 @@ def sensitivity_n(model: Any, x: Any, maps: Any, *, ns: Any = None, n_subsets: i
 
     Returns
     -------
-    Curve -- ``fractions`` the sizes n (as numbers of features), ``scores`` (n_inputs, len(ns))
-    the correlations (0 where either side is constant), ``auc`` their mean over sizes.
-    Higher is better.
+    Curve
+        ``fractions`` the sizes n (as numbers of features), ``scores`` of shape
+        (n_inputs, len(ns)) the correlations (0 where either side is constant), ``auc``
+        their mean over sizes. Higher is better.
     """
     model, xb, clean, tgt = _prepare(model, x, target, output)
     flat = _flat_maps(maps, xb)

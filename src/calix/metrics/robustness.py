@@ -44,7 +44,7 @@ def sensitivity(explainer: Any, x: Any, *, n_neighbours: int = 20, radius: float
     Parameters
     ----------
     explainer : a calix Explainer (any object with ``explain(x, target)``)
-    x : array (n, *input_shape)
+    x : array of shape (n, *input_shape)
     radius, ball : neighbourhood (default: uniform in the L∞ ball of radius 0.05 -- the shape
         Yeh et al. and Quantus use; Quantus's own defaults are radius 0.2 and 200 samples).
     normalize : divide by ‖E(x)‖ (Quantus's default).
@@ -52,7 +52,8 @@ def sensitivity(explainer: Any, x: Any, *, n_neighbours: int = 20, radius: float
 
     Returns
     -------
-    ndarray (n,) -- lower is better.
+    ndarray of shape (n,)
+        Lower is better.
     """
     xt = as_tensor(x, name="x")
     nb = neighbours(xt, n_neighbours, radius, ball=ball, seed=seed)

@@ -45,11 +45,13 @@ def reproducibility(make: Callable[[int], Any], x: Any, *, seeds: Sequence[int] 
     Parameters
     ----------
     make : seed -> Explainer
-    x : inputs (n, *input_shape)
+    x : array of shape (n, *input_shape)
 
     Returns
     -------
-    dict with ``spearman`` (n,), ``jaccard`` (n,) and ``attributions`` (n_seeds, n, d).
+    dict
+        ``spearman`` and ``jaccard`` of shape (n,), ``attributions`` of shape
+        (n_seeds, n, d).
     """
     if len(seeds) < 2:
         raise ValueError("reproducibility needs at least two seeds")
