@@ -96,10 +96,11 @@ class DatasetExplanation:
 
     Attributes
     ----------
-    values : ndarray (n, *input_shape or d) -- attributions (the mean map under uncertainty).
+    values : ndarray of shape (n, *input_shape) or (n, d)
+        Attributions (the mean map under uncertainty).
     std : ndarray or None -- std of the attributions over stochastic samples.
-    target : ndarray (n,) -- explained class per input.
-    indices : ndarray (n,) -- test-split indices, in order.
+    target : ndarray of shape (n,) -- explained class per input.
+    indices : ndarray of shape (n,) -- test-split indices, in order.
     computed : list of (start, stop) chunks computed in this call (the others were on disk).
     out : folder of the run.
     """

@@ -631,7 +631,8 @@ def distribution_figure(
     ----------
     explanation : Explanation from :func:`calix.uncertainty.explanation_distribution`
         (``values`` the mean E_μ, ``std`` E_σ, ``extra["cv"]`` / ``extra["cv_masked"]``).
-    x : the input (C, H, W), drawn first for images (default: the Explanation's ``data``).
+    x : array of shape (C, H, W), optional
+        The input, drawn first for images (default: the Explanation's ``data``).
     cv_quantile : the CV colour scale ends at this quantile of the defined CVs (a few
         near-zero means make huge CVs).
     axes : 3 axes (4 for images with an input).

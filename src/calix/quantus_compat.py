@@ -51,8 +51,8 @@ def as_explain_func(explainer: Any) -> Callable[..., np.ndarray]:
     Returns
     -------
     callable ``(model, inputs, targets, **kwargs) -> ndarray`` of float32 attributions with
-    one row per input, shaped as calix's explanation values (``(n, C, H, W)`` or
-    ``(n, 1, H, W)`` for images, ``(n, d)`` for tables).
+    one row per input, of the shape of calix's explanation values: (n, C, H, W) or
+    (n, 1, H, W) for images, (n, d) for tables.
 
     Example
     -------

@@ -129,8 +129,8 @@ class FPA:
     ``p2``, the top-left corner of a zeroed square of side s ~ randint(0, ``s_max``) (numpy's
     half-open convention, so s ∈ {0, …, s_max − 1}) when the square fits in the image and
     s ≥ 2, and otherwise a zeroed single pixel. All channels are zeroed (zero is the
-    normalised-space value). [I] choices: s < 2 and squares crossing the border fall back to
-    a single pixel.
+    normalised-space value). Where the paper is silent, calix chooses: s < 2 and squares
+    crossing the border fall back to a single pixel.
 
     Use as ``augment=`` of :func:`fit` / :func:`calix.zoo.train`, or call it on a batch:
     ``FPA(seed=0)(x)`` for x of shape (n, C, H, W).

@@ -367,8 +367,9 @@ class BayesSHAP(BayesLIME):
 
 
 class EAGLE(_BayesSurrogate):
-    """Active perturbation selection by expected information gain (EAGLE; [I] from the
-    abstract and the spec).
+    """Active perturbation selection by expected information gain (EAGLE, "Informative
+    Perturbation Selection for Uncertainty-Aware Post-hoc Explanations", 2026). Only the
+    paper's abstract is public: the algorithm below is calix's reconstruction of it.
 
     Starts with d + 1 random coalitions; then, round by round, scores a pool of unqueried
     candidates (``pool_factor`` × batch) by EIG = ½ log(1 + π(z) [1,z] V [1,z]ᵀ), picks a batch

@@ -143,8 +143,12 @@ def sigmoid_quadratic_shapley(a: Tensor, b: Tensor, c: Tensor, perms: Tensor,
 
     Parameters
     ----------
-    a : Tensor of shape (n,); b : Tensor of shape (n, d); c : Tensor of shape (n, d, d) -- the
-        quadratic on the logit scale.
+    a : Tensor of shape (n,)
+        The quadratic's constant on the logit scale.
+    b : Tensor of shape (n, d)
+        Its linear coefficients.
+    c : Tensor of shape (n, d, d)
+        Its quadratic coefficients.
     perms : Tensor of shape (P, d), long -- permutations of range(d); their reverses are added
         (2P walks).
     chunk_elements : int -- walks are processed in chunks of about this many C entries.

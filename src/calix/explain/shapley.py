@@ -83,7 +83,7 @@ def exact_shapley(values: Tensor, coalitions: Tensor) -> Tensor:
 
 def polynomial_terms(d: int, order: int) -> list[Tensor]:
     """The interaction terms of a degree-``order`` polynomial in d binary variables: one long
-    tensor (count, k) of feature indices per degree k = 1..order (all k-subsets)."""
+    tensor of shape (count, k) of feature indices per degree k = 1..order (all k-subsets)."""
     return [torch.combinations(torch.arange(d), r=k) for k in range(1, order + 1)]
 
 
@@ -157,8 +157,18 @@ def stratified_shapley(z: Tensor, v: Tensor, v_full: Tensor, v_empty: Tensor) ->
     taken as exact). The estimate is then shifted equally on every feature so that
     Σφ = v(full) − v(∅).
 
-    z : Tensor of shape (n, m, d), bool; v : Tensor of shape (n, m); v_full, v_empty : (n,)
-    -> Tensor of shape (n, d), float64.
+    Parameters
+    ----------
+    z : bool Tensor of shape (n, m, d)
+        The coalitions.
+    v : Tensor of shape (n, m)
+        The game's value on each coalition.
+    v_full, v_empty : Tensor of shape (n,)
+        The values of the full and the empty coalition.
+
+    Returns
+    -------
+    float64 Tensor of shape (n, d)
     """
     n, m, d = z.shape
     zf = z.to(v.device, torch.float64)

@@ -43,7 +43,16 @@ def size_stratified_weights(masks: Tensor, n_features: Tensor) -> Tensor:
     rows then estimates Σ_S μ(S) f(S) of the input's own n_i-player Shapley kernel μ -- exactly
     when every subset of a size appears equally often.
 
-    masks : (n, m, d) bool with padding columns False; n_features : (n,) -> (n, m) float64.
+    Parameters
+    ----------
+    masks : bool Tensor of shape (n, m, d)
+        Coalitions, padding columns False.
+    n_features : Tensor of shape (n,)
+        Real features per input.
+
+    Returns
+    -------
+    float64 Tensor of shape (n, m)
     """
     n, m, d = masks.shape
     nf = torch.as_tensor(n_features).to(masks.device, torch.float64)[:, None]  # (n, 1)
@@ -162,8 +171,9 @@ class GLIME(FeatureExplainer, Stochastic):
     unit weights, ridge surrogate.
 
     ``variant="binomial"``: keep each feature with probability 1 / (1 + exp(−1/σ²)).
-    ``variant="gauss"``: [I] continuous masks z = clip(1 + σ ε, 0, 1), ε ~ N(0, 1), which blend
-    input and fill per feature (the engine's float masks); the surrogate regresses on z.
+    ``variant="gauss"``: continuous masks z = clip(1 + σ ε, 0, 1), ε ~ N(0, 1), which blend
+    input and fill per feature (the engine's float masks); the surrogate regresses on z. (How
+    the Gaussian samples become masks, clipped to [0, 1], is calix's choice.)
     """
 
     name = "glime"
@@ -199,8 +209,9 @@ class GLIME(FeatureExplainer, Stochastic):
 
 
 class USLIME(FeatureExplainer, Stochastic):
-    """US-LIME (Saadatfar et al. 2024) [I]: uncertainty sampling near the decision boundary
-    and near x, then LIME's kernel-weighted ridge surrogate.
+    """US-LIME (Saadatfar et al. 2024): uncertainty sampling near the decision boundary and
+    near x, then LIME's kernel-weighted ridge surrogate. The details below (start size, batch
+    and pool sizes, the candidates' score) are calix's choices.
 
     Starts with ``n_start`` LIME samples; each round fits the surrogate, draws
     ``pool_factor`` × batch candidates, scores them by |surrogate(z) − 0.5| (closeness to the

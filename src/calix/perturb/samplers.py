@@ -110,9 +110,10 @@ class StratifiedLevels(CoalitionSampler):
     """Equal numbers of coalitions per perturbation-level bin (ReCalX's sampling).
 
     For bin b = [b/B, (b+1)/B): draw λ uniformly in the bin, keep ``round((1 − λ) d)`` features
-    chosen uniformly (an [I] choice of the spec). With small d the realised level is the
-    nearest achievable one, which may fall in a neighbouring bin; use :func:`level_bins`
-    on the realised levels. Masks come ordered by bin; ``m`` is split as evenly as possible.
+    chosen uniformly (calix's choice where the paper is silent). With small d the realised
+    level is the nearest achievable one, which may fall in a neighbouring bin; use
+    :func:`level_bins` on the realised levels. Masks come ordered by bin; ``m`` is split as
+    evenly as possible.
     """
 
     def __init__(self, n_bins: int = 10):

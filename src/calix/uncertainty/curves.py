@@ -23,8 +23,9 @@ def distribution_curves(model: Any, x: Any, dist: Explanation, *, fill: Any = No
 
     Returns
     -------
-    dict with ``deletion_mean``, ``insertion_mean``, ``deletion_std``, ``insertion_std``
-    (:class:`~calix.metrics.faithfulness.Curve` each; ``.auc`` is (n,)).
+    dict
+        ``deletion_mean``, ``insertion_mean``, ``deletion_std``, ``insertion_std``
+        (:class:`~calix.metrics.faithfulness.Curve` each; ``.auc`` of shape (n,)).
     """
     from calix.metrics.faithfulness import deletion_curve, insertion_curve
 

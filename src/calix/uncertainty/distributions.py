@@ -59,15 +59,16 @@ def explanation_distribution(explainer: Explainer | Callable[[Model], Explainer]
     explainer : an Explainer of the sampler's model, or a factory model -> Explainer (needed
         for ensembles, whose members are different models)
     sampler : MCDropout, MCDropConnect or DeepEnsemble
-    x : inputs (n, *input_shape) or one input
+    x : array of shape (n, *input_shape), or one input of shape (*input_shape)
     target : None (the class predicted by the mean of the samples, explained in every
         sample), an int, or one label per input (the paper's ground-truth variant)
 
     Returns
     -------
-    Explanation with ``values`` = E_μ (n, ...), ``std`` = E_σ, ``extra["cv"]`` (guarded CV),
-    ``extra["cv_masked"]`` (where |E_μ| was too small), ``extra["samples"]`` (T, n, ...), and
-    ``n_queries`` over all samples.
+    Explanation
+        ``values`` = E_μ of shape (n, ...), ``std`` = E_σ, ``extra["cv"]`` (guarded CV),
+        ``extra["cv_masked"]`` (where |E_μ| was too small), ``extra["samples"]`` of shape
+        (T, n, ...), and ``n_queries`` over all samples.
     """
     if isinstance(explainer, Explainer) and isinstance(sampler, DeepEnsemble):
         raise ValueError("an ensemble's members are different models: pass a factory "
@@ -121,10 +122,10 @@ class PredictiveUncertainty:
 
     Attributes
     ----------
-    mean_probs : ndarray (n, k) -- the predictive distribution (mean of the samples).
-    entropy : ndarray (n,) -- total uncertainty H[E p].
-    mutual_information : ndarray (n,) -- epistemic part H[E p] − E H[p].
-    probs : ndarray (T, n, k)
+    mean_probs : ndarray of shape (n, k) -- the predictive distribution (mean of the samples).
+    entropy : ndarray of shape (n,) -- total uncertainty H[E p].
+    mutual_information : ndarray of shape (n,) -- epistemic part H[E p] − E H[p].
+    probs : ndarray of shape (T, n, k)
     """
 
     mean_probs: np.ndarray
