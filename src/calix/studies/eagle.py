@@ -64,9 +64,11 @@ tau = 0.05 / 0.2 / 0.5 with 20 inputs x 10 seeds.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -74,7 +76,7 @@ import torch
 
 from calix import zoo
 from calix._progress import progress_bar
-from calix.explain import EAGLE, GLIME, LIME, USLIME, BayesLIME
+from calix.explain import METHODS as EXPLAINERS
 from calix.metrics.stability import (
     interval_coverage,
     neighbourhood_stability,
@@ -87,20 +89,26 @@ from calix.perturb import Columns, Constant, Mean, PatchGrid
 from calix.studies._base import StudyContext, torch_threads
 from calix.studies._stats import ALPHA, paired
 
-__all__ = ["run", "METHODS", "BASELINES", "INTERVAL_METHODS", "DATASETS"]
+__all__ = ["run", "Config", "METHODS", "REGISTERED", "BASELINES", "INTERVAL_METHODS",
+           "DATASETS"]
 
-
-def _glime(model: Any, **kwargs: Any) -> GLIME:
-    return GLIME(model, variant="binomial", **kwargs)
-
-
-#: method name -> factory ``(model, n_samples=, seed=, features=, fill=) -> Explainer``
+#: display name -> the explainer's name in ``calix.explain.METHODS`` (the registry), for every
+#: method compared; EAGLE first
+REGISTERED: dict[str, str] = {
+    "EAGLE": "eagle",
+    "BayesLIME": "bayes_lime",
+    "US-LIME": "us_lime",
+    "GLIME": "glime",
+    "LIME": "lime",
+}
+#: constructor options the protocol sets beyond the defaults
+_OPTIONS: dict[str, dict[str, Any]] = {"GLIME": {"variant": "binomial"}}
+#: method name -> factory ``(model, n_samples=, seed=, features=, fill=) -> Explainer``, the
+#: registered explainer (an unknown registry name fails at import)
 METHODS: dict[str, Callable[..., Any]] = {
-    "EAGLE": EAGLE,
-    "BayesLIME": BayesLIME,
-    "US-LIME": USLIME,
-    "GLIME": _glime,
-    "LIME": LIME,
+    name: functools.partial(EXPLAINERS.get(key), **_OPTIONS[name]) if name in _OPTIONS
+    else EXPLAINERS.get(key)
+    for name, key in REGISTERED.items()
 }
 #: the baselines the abstract compares EAGLE with (Tilia has no public description)
 BASELINES = ("BayesLIME", "US-LIME", "GLIME")
@@ -115,6 +123,85 @@ TOP_K = 5
 LEVEL = 0.95
 NEAR_NOMINAL = 0.05  # |coverage - LEVEL| allowed for "near-nominal"
 SYN_D, SYN_BIAS = 10, 0.5
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """The sizes and settings of one run (``config`` in ``results.json``).
+
+    Parameters
+    ----------
+    datasets, models : the datasets and the zoo model explained on each (in words).
+    methods, method_settings : the compared methods and their settings (in words).
+    explained : the explained output (in words).
+    n_inputs : test inputs explained per dataset.
+    seeds : explainer seeds of reproducibility and queries-to-stability.
+    budgets : query budgets per input of the comparison.
+    q2s_budgets, q2s_threshold : budgets tried by queries-to-stability and the
+        reproducibility that counts as stable.
+    top_k : features of the top-k Jaccard index.
+    neighbourhood_radius, n_neighbours : Gaussian neighbours' standard deviation and number.
+    n_holdout : held-out LIME coalitions of the surrogate R^2.
+    syn_d, syn_bias, syn_weights, syn_inputs_dist, syn_fill : the synthetic linear black box.
+    syn_noise, syn_inputs, syn_seeds, syn_budgets : coverage's noise levels, inputs, seeds and
+        budgets.
+    level, near_nominal : the intervals' credibility and the coverage shortfall allowed.
+    torch_threads : torch threads while the study runs.
+    """
+
+    datasets: tuple[str, ...] = tuple(DATASETS)
+    models: dict[str, str]
+    methods: tuple[str, ...] = tuple(METHODS)
+    method_settings: dict[str, str] = field(default_factory=lambda: {
+        "EAGLE": "batch = budget/10, pool_factor 4, LIME kernel, tol 0, patience 3",
+        "GLIME": "binomial, sigma 1, unit weights", "US-LIME": "defaults",
+        "BayesLIME": "plain (no focused sampling)", "LIME": "defaults"})
+    explained: str = "softmax probability of the predicted class"
+    n_inputs: int
+    seeds: tuple[int, ...]
+    budgets: tuple[int, ...]
+    q2s_budgets: tuple[int, ...]
+    q2s_threshold: float = THRESHOLD
+    top_k: int = TOP_K
+    neighbourhood_radius: float = RADIUS
+    n_neighbours: int
+    n_holdout: int
+    syn_d: int = SYN_D
+    syn_bias: float = SYN_BIAS
+    syn_weights: str = "N(0, 1)"
+    syn_inputs_dist: str = "N(0, 1)"
+    syn_fill: str = "zero"
+    syn_noise: tuple[float, ...]
+    syn_inputs: int
+    syn_seeds: tuple[int, ...]
+    syn_budgets: tuple[int, ...]
+    level: float = LEVEL
+    near_nominal: float = NEAR_NOMINAL
+    torch_threads: int = 1
+
+    @staticmethod
+    def _models(seed: int) -> dict[str, str]:
+        return {k: f"zoo {v} (seed {seed})" for k, v in DATASETS.items()}
+
+    @classmethod
+    def quick(cls, seed: int = 0) -> Config:
+        """8 inputs, 3 seeds, budgets 100 / 300 (queries-to-stability up to 1000), 3
+        neighbours, 300 held-out coalitions; coverage at noise 0.1, 10 inputs x 5 seeds."""
+        return cls(models=cls._models(seed), n_inputs=8, seeds=tuple(seed + i for i in range(3)),
+                   budgets=(100, 300), q2s_budgets=(100, 300, 1000), n_neighbours=3,
+                   n_holdout=300, syn_noise=(0.1,), syn_inputs=10,
+                   syn_seeds=tuple(seed + i for i in range(5)), syn_budgets=(100, 300))
+
+    @classmethod
+    def full(cls, seed: int = 0) -> Config:
+        """40 inputs, 5 seeds, budgets 100 / 300 / 1000 (queries-to-stability up to 3000), 5
+        neighbours, 500 held-out coalitions; coverage at noise 0.05 / 0.2 / 0.5, 20 inputs x
+        10 seeds."""
+        return cls(models=cls._models(seed), n_inputs=40,
+                   seeds=tuple(seed + i for i in range(5)), budgets=(100, 300, 1000),
+                   q2s_budgets=(100, 300, 1000, 3000), n_neighbours=5, n_holdout=500,
+                   syn_noise=(0.05, 0.2, 0.5), syn_inputs=20,
+                   syn_seeds=tuple(seed + i for i in range(10)), syn_budgets=(100, 300, 1000))
 
 
 # --------------------------------------------------------------------------- runs and cache
@@ -189,25 +276,25 @@ def _case(data: str, n_inputs: int, seed: int, progress: bool = False
 
 
 # --------------------------------------------------------------------------- real models
-def _evaluate_dataset(ctx: StudyContext, data: str, cfg: dict[str, Any], bar: Any
+def _evaluate_dataset(ctx: StudyContext, data: str, cfg: Config, bar: Any
                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], _Runs,
                                  dict[str, Any], dict[str, np.ndarray]]:
     """Comparison rows, queries-to-stability rows, the runs, the dataset info and the
     per-input arrays of one dataset."""
-    model, x, kw, info = _case(data, cfg["n_inputs"], ctx.seed, ctx.progress)
+    model, x, kw, info = _case(data, cfg.n_inputs, ctx.seed, ctx.progress)
     runs = _Runs(data, model, x, kw)
-    seeds = cfg["seeds"]
+    seeds = cfg.seeds
     rows, q2s_rows = [], []
     per_input: dict[str, np.ndarray] = {}
     for method in METHODS:
-        for b in cfg["budgets"]:
+        for b in cfg.budgets:
             rep = reproducibility(lambda s, b=b, m=method: runs.make(m, b, s), x, seeds=seeds,
                                   k=TOP_K)
             expl = runs.make(method, b, seeds[0])
             exp = expl.explain(x)
             nbhd = neighbourhood_stability(expl, x, radius=RADIUS,
-                                           n_neighbours=cfg["n_neighbours"], seed=ctx.seed)
-            r2 = surrogate_r2(expl, exp, x, n_holdout=cfg["n_holdout"], seed=ctx.seed + 12345)
+                                           n_neighbours=cfg.n_neighbours, seed=ctx.seed)
+            r2 = surrogate_r2(expl, exp, x, n_holdout=cfg.n_holdout, seed=ctx.seed + 12345)
             queries = exp.n_queries / len(x) if exp.n_queries is not None else float(b)
             rows.append({
                 "dataset": data, "method": method, "budget": b, "queries": queries,
@@ -220,11 +307,11 @@ def _evaluate_dataset(ctx: StudyContext, data: str, cfg: dict[str, Any], bar: An
                               ("nbhd_spearman", nbhd), ("r2", r2)):
                 per_input[f"{data}__{method}__{b}__{name}"] = np.asarray(arr)
         q2s = queries_to_stability(lambda b, s, m=method: runs.make(m, b, s), x,
-                                   budgets=cfg["q2s_budgets"], seeds=seeds, threshold=THRESHOLD)
+                                   budgets=cfg.q2s_budgets, seeds=seeds, threshold=THRESHOLD)
         q2s_row: dict[str, Any] = {
             "dataset": data, "method": method, "queries_to_stability": q2s["budget"],
-            "reached": "yes" if q2s["budget"] is not None else f"no (> {cfg['q2s_budgets'][-1]})"}
-        for b in cfg["q2s_budgets"]:
+            "reached": "yes" if q2s["budget"] is not None else f"no (> {cfg.q2s_budgets[-1]})"}
+        for b in cfg.q2s_budgets:
             q2s_row[f"rep_at_{b}"] = q2s["curve"].get(b)
         q2s_row["explain_seconds"] = runs.seconds.get(method, 0.0)
         q2s_rows.append(q2s_row)
@@ -244,22 +331,22 @@ def _linear_box(w: np.ndarray, tau: float, seed: int) -> Any:
     return wrap(f, task="regression", input_shape=(len(w),))
 
 
-def _coverage(ctx: StudyContext, cfg: dict[str, Any]) -> tuple[list[dict[str, Any]],
+def _coverage(ctx: StudyContext, cfg: Config) -> tuple[list[dict[str, Any]],
                                                                list[dict[str, Any]]]:
     """Coverage rows (noise x method x budget) on the synthetic linear black box, and the EAGLE
     information-gain records of these runs."""
     rng = np.random.default_rng(ctx.seed)
     w = rng.standard_normal(SYN_D)
-    x = rng.standard_normal((cfg["syn_inputs"], SYN_D)).astype(np.float32)
+    x = rng.standard_normal((cfg.syn_inputs, SYN_D)).astype(np.float32)
     truth = w[None] * x.astype(np.float64)
     kw = {"features": Columns(), "fill": Constant(0.0)}
     rows, gains = [], []
-    jobs = [(tau, m, b) for tau in cfg["syn_noise"] for m in METHODS for b in cfg["syn_budgets"]]
+    jobs = [(tau, m, b) for tau in cfg.syn_noise for m in METHODS for b in cfg.syn_budgets]
     for k, (tau, method, b) in enumerate(progress_bar(jobs, total=len(jobs),
                                                       enabled=ctx.progress,
                                                       description="eagle: coverage")):
         cov, width, mae = [], [], []
-        for s in cfg["syn_seeds"]:
+        for s in cfg.syn_seeds:
             box = _linear_box(w, tau, seed=ctx.seed * 100_003 + 7919 * k + s)
             exp = METHODS[method](box, n_samples=b, seed=s, **kw).explain(x)
             mae.append(float(np.abs(exp.feature_values.astype(np.float64) - truth).mean()))
@@ -339,9 +426,10 @@ def _compare(rows: Sequence[dict[str, Any]], per_input: dict[str, np.ndarray], m
     return test["significant"], evidence, sens
 
 
-def _claims(ctx: StudyContext, rows: list[dict[str, Any]], gains: list[dict[str, Any]],
-            info_rows: list[dict[str, Any]], cov_rows: list[dict[str, Any]],
-            per_input: dict[str, np.ndarray], budgets: Sequence[int]) -> None:
+def _comparisons(ctx: StudyContext, rows: list[dict[str, Any]],
+                 per_input: dict[str, np.ndarray], budgets: Sequence[int]) -> None:
+    """The abstract's empirical claims: EAGLE against each baseline on reproducibility,
+    neighbourhood stability and sample quality (nine findings)."""
     how = ("per input, EAGLE minus the baseline averaged over the query budgets, the inputs "
            f"of the three datasets pooled; one-sided paired t-test, p < {ALPHA}")
     quote = ("Empirical results on tabular and image datasets corroborate our theoretical "
@@ -368,6 +456,10 @@ def _claims(ctx: StudyContext, rows: list[dict[str, Any]], gains: list[dict[str,
                       paper="abstract only (no numbers public); the protocol, metrics and "
                       "decision rule are calix's")
 
+
+def _information_gain(ctx: StudyContext, gains: list[dict[str, Any]],
+                      info_rows: list[dict[str, Any]]) -> None:
+    """The abstract's theory: the O(d log t) growth of the information gain, and its bound."""
     slopes = {r["dataset"]: r["gain_slope_over_half_p"] for r in info_rows
               if r.get("gain_slope_over_half_p") is not None}
     sl = np.array(list(slopes.values()), dtype=np.float64)
@@ -402,6 +494,9 @@ def _claims(ctx: StudyContext, rows: list[dict[str, Any]], gains: list[dict[str,
         kind="check",
         paper="abstract: cumulative information gain scales as O(d log t)")
 
+
+def _interval_coverage(ctx: StudyContext, cov_rows: list[dict[str, Any]]) -> None:
+    """Coverage of EAGLE's credible intervals (calix's extension)."""
     eagle_cov = [r for r in cov_rows if r["method"] == "EAGLE"]
     covs = np.array([r["coverage"] for r in eagle_cov], dtype=np.float64)
     ctx.claim(
@@ -544,34 +639,7 @@ def run(ctx: StudyContext) -> None:
 
 
 def _run(ctx: StudyContext) -> None:
-    s = ctx.seed
-    cfg = ctx.configure(
-        datasets=list(DATASETS),
-        models={k: f"zoo {v} (seed {s})" for k, v in DATASETS.items()},
-        methods=list(METHODS),
-        method_settings={"EAGLE": "batch = budget/10, pool_factor 4, LIME kernel, tol 0, "
-                                  "patience 3", "GLIME": "binomial, sigma 1, unit weights",
-                         "US-LIME": "defaults", "BayesLIME": "plain (no focused sampling)",
-                         "LIME": "defaults"},
-        explained="softmax probability of the predicted class",
-        n_inputs=ctx.size(8, 40),
-        seeds=[s + i for i in range(ctx.size(3, 5))],
-        budgets=ctx.size([100, 300], [100, 300, 1000]),
-        q2s_budgets=ctx.size([100, 300, 1000], [100, 300, 1000, 3000]),
-        q2s_threshold=THRESHOLD,
-        top_k=TOP_K,
-        neighbourhood_radius=RADIUS,
-        n_neighbours=ctx.size(3, 5),
-        n_holdout=ctx.size(300, 500),
-        syn_d=SYN_D, syn_bias=SYN_BIAS, syn_weights="N(0, 1)", syn_inputs_dist="N(0, 1)",
-        syn_fill="zero",
-        syn_noise=ctx.size([0.1], [0.05, 0.2, 0.5]),
-        syn_inputs=ctx.size(10, 20),
-        syn_seeds=[s + i for i in range(ctx.size(5, 10))],
-        syn_budgets=ctx.size([100, 300], [100, 300, 1000]),
-        level=LEVEL, near_nominal=NEAR_NOMINAL,
-        torch_threads=1,
-    )
+    cfg = ctx.use_config(Config)
 
     jobs = len(DATASETS) * len(METHODS)
     bar = iter(progress_bar(range(jobs), total=jobs, enabled=ctx.progress,
@@ -599,9 +667,11 @@ def _run(ctx: StudyContext) -> None:
     ctx.table("queries_to_stability", q2s_rows)
     ctx.table("coverage", cov_rows)
     ctx.table("information_gain", info_rows)
-    _claims(ctx, rows, gains, info_rows, cov_rows, per_input, cfg["budgets"])
+    _comparisons(ctx, rows, per_input, cfg.budgets)
+    _information_gain(ctx, gains, info_rows)
+    _interval_coverage(ctx, cov_rows)
 
-    datasets, budgets = list(infos), cfg["budgets"]
+    datasets, budgets = list(infos), cfg.budgets
     ctx.figure("reproducibility", _plot_vs_budget(
         rows, [("rep_spearman", "reproducibility (Spearman)"),
                ("rep_jaccard", f"reproducibility (top-{TOP_K} Jaccard)")], datasets, budgets),

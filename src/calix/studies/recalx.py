@@ -23,6 +23,7 @@ every size used.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,44 +40,91 @@ from calix.recipes import compare_calibration, default_perturbation
 from calix.studies._base import StudyContext
 from calix.studies._stats import ALPHA, majority, paired
 
-__all__ = ["run"]
+__all__ = ["run", "Config"]
 
 #: paper's range of CE^MAX reductions by ReCalX over the uncalibrated model
 PAPER_MAX_CUT = (0.069, 0.97)
 
+_QUICK_CASES = (("cnn", "digits-noisy", "zero"), ("cnn", "digits-noisy", "blur"),
+                ("mlp", "breast_cancer", "mean"), ("mlp", "wine", "mean"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """The sizes and settings of one run (``config`` in ``results.json``).
+
+    Parameters
+    ----------
+    cases : (zoo model, dataset, fill) of every calibration case.
+    n_bins : perturbation-level bins of ReCalX and of CE_KL.
+    metric : the calibration error per level bin.
+    n_fit, n_per_bin, n_eval : validation inputs ReCalX is fitted on, perturbations per bin
+        and input, test inputs the errors are measured on.
+    sens_inputs, sens_neighbours, sens_radius : the sensitivity estimate (test inputs,
+        neighbours per input, L-infinity radius).
+    lime_samples, shap_samples : coalitions of LIME and KernelSHAP.
+    roar_inputs : training inputs the global importances average over (None: all).
+    roar_fractions, roar_seeds : shares of features removed and retraining seeds of
+        remove-and-retrain.
+    """
+
+    cases: tuple[tuple[str, str, str], ...]
+    n_bins: int = 10
+    metric: str = "ce_kl"
+    n_fit: int = 200
+    n_per_bin: int = 10
+    n_eval: int
+    sens_inputs: int
+    sens_neighbours: int
+    sens_radius: float = 0.05
+    lime_samples: int
+    shap_samples: int
+    roar_inputs: int | None
+    roar_fractions: tuple[float, ...]
+    roar_seeds: tuple[int, ...]
+
+    @classmethod
+    def quick(cls, seed: int = 0) -> Config:
+        """Four cases, 200 test inputs, sensitivity on 10 inputs x 8 neighbours, 300
+        coalitions, remove-and-retrain on 100 inputs with one retraining seed (``seed``, the
+        run's, is recorded beside the configuration, not in it)."""
+        return cls(cases=_QUICK_CASES, n_eval=200, sens_inputs=10, sens_neighbours=8,
+                   lime_samples=300, shap_samples=300, roar_inputs=100,
+                   roar_fractions=(0.0, 0.1, 0.3), roar_seeds=(0,))
+
+    @classmethod
+    def full(cls, seed: int = 0) -> Config:
+        """Six cases (the CNN on digits added), 500 test inputs, sensitivity on 50 inputs x
+        20 neighbours, 1000 coalitions, remove-and-retrain on every training input with
+        three seeds."""
+        return cls(cases=(*_QUICK_CASES, ("cnn", "digits", "zero"), ("cnn", "digits", "blur")),
+                   n_eval=500, sens_inputs=50, sens_neighbours=20, lime_samples=1000,
+                   shap_samples=1000, roar_inputs=None,
+                   roar_fractions=(0.0, 0.1, 0.2, 0.3, 0.5), roar_seeds=(0, 1, 2))
+
 
 def run(ctx: StudyContext) -> None:
     """Run the ReCalX study into ``ctx`` (see the module docstring)."""
-    cases = [("cnn", "digits-noisy", "zero"), ("cnn", "digits-noisy", "blur"),
-             ("mlp", "breast_cancer", "mean"), ("mlp", "wine", "mean")]
-    if not ctx.quick:
-        cases += [("cnn", "digits", "zero"), ("cnn", "digits", "blur")]
-    cfg = ctx.configure(
-        cases=[list(c) for c in cases], n_bins=10, metric="ce_kl",
-        n_fit=200, n_per_bin=10, n_eval=ctx.size(200, 500),
-        sens_inputs=ctx.size(10, 50), sens_neighbours=ctx.size(8, 20), sens_radius=0.05,
-        lime_samples=ctx.size(300, 1000), shap_samples=ctx.size(300, 1000),
-        roar_inputs=ctx.size(100, None),
-        roar_fractions=ctx.size([0.0, 0.1, 0.3], [0.0, 0.1, 0.2, 0.3, 0.5]),
-        roar_seeds=ctx.size([0], [0, 1, 2]),
-    )
-    recalx = _calibration(ctx, cases, cfg)
+    cfg = ctx.use_config(Config)
+    recalx = _calibration(ctx, cfg)
     _sensitivity(ctx, cfg, recalx)
     _roar(ctx, cfg, recalx)
 
 
 # ----------------------------------------------------------------------------- part 1
-def _calibration(ctx: StudyContext, cases: list[tuple[str, str, str]], cfg: dict[str, Any]
-                 ) -> dict[tuple[str, str, str], Any]:
+def _calibration(ctx: StudyContext, cfg: Config) -> dict[tuple[str, str, str], Any]:
+    """Temperature scaling and ReCalX per case: CE_KL by perturbation level (tables, figures
+    and the claims of the paper's calibration section)."""
     rows, level_rows, recalx = [], [], {}
+    cases = cfg.cases
     for name, data_name, fill in progress_bar(cases, total=len(cases), enabled=ctx.progress,
                                               description="recalx: calibration by level"):
         trained = zoo.train(name, data_name, seed=ctx.seed, progress=ctx.progress)
         ds, model = trained.dataset, trained.wrap()
         comp = compare_calibration(model, ds, default_perturbation(ds, fill),
-                                   metric=cfg["metric"], n_bins=cfg["n_bins"],
-                                   n_fit=cfg["n_fit"], n_eval=cfg["n_eval"],
-                                   n_per_bin=cfg["n_per_bin"], seed=ctx.seed)
+                                   metric=cfg.metric, n_bins=cfg.n_bins,
+                                   n_fit=cfg.n_fit, n_eval=cfg.n_eval,
+                                   n_per_bin=cfg.n_per_bin, seed=ctx.seed)
         recalx[(name, data_name, fill)] = comp.calibrators["recalx"]
         case = f"{name}/{data_name}/{fill}"
         for r in comp.rows():
@@ -106,7 +154,13 @@ def _calibration(ctx: StudyContext, cases: list[tuple[str, str, str]], cfg: dict
     ctx.table("ce_by_level", level_rows)
     ctx.figure("temperatures", _plot_temperatures(level_rows),
                caption="ReCalX temperature per level bin (dashed: one global temperature)")
+    _calibration_claims(ctx, rows, level_rows)
+    return recalx
 
+
+def _calibration_claims(ctx: StudyContext, rows: list[dict[str, Any]],
+                        level_rows: list[dict[str, Any]]) -> None:
+    """The calibration findings (CE^MAX, Figure 3) and the accuracy check."""
     by_case: dict[str, dict[str, dict[str, Any]]] = {}
     for r in rows:
         by_case.setdefault(r["case"], {})[r["method"]] = r
@@ -169,11 +223,10 @@ def _calibration(ctx: StudyContext, cases: list[tuple[str, str, str]], cfg: dict
         kind="check",
         paper="Proposition 4.2: componentwise strictly monotone maps preserve mutual "
               "information and accuracy")
-    return recalx
 
 
 # ----------------------------------------------------------------------------- part 2
-def _sensitivity(ctx: StudyContext, cfg: dict[str, Any], recalx: dict[Any, Any]) -> None:
+def _sensitivity(ctx: StudyContext, cfg: Config, recalx: dict[Any, Any]) -> None:
     rows, per_input = [], {}
     settings = [("mlp", "breast_cancer", "mean"), ("cnn", "digits-noisy", "zero")]
     jobs = [(s, e) for s in settings for e in ("lime", "kernelshap", "occlusion")]
@@ -182,11 +235,11 @@ def _sensitivity(ctx: StudyContext, cfg: dict[str, Any], recalx: dict[Any, Any])
         trained = zoo.train(name, data_name, seed=ctx.seed)
         ds, model = trained.dataset, trained.wrap()
         engine = default_perturbation(ds, fill)
-        x = ds.X_test[: cfg["sens_inputs"]]
+        x = ds.X_test[: cfg.sens_inputs]
         for cal_name, m in (("none", model),
                             ("recalx", calibrated(model, recalx[(name, data_name, fill)]))):
             explainer = _explainer(method, m, engine, cfg, ctx.seed)
-            kw = {"n_neighbours": cfg["sens_neighbours"], "radius": cfg["sens_radius"],
+            kw = {"n_neighbours": cfg.sens_neighbours, "radius": cfg.sens_radius,
                   "seed": ctx.seed}
             avg = sensitivity(explainer, x, kind="avg", **kw)
             mx = sensitivity(explainer, x, kind="max", **kw)
@@ -230,31 +283,31 @@ def _sensitivity(ctx: StudyContext, cfg: dict[str, Any], recalx: dict[Any, Any])
                        "robust)")
 
 
-def _explainer(method: str, model: Any, engine: Any, cfg: dict[str, Any], seed: int) -> Any:
+def _explainer(method: str, model: Any, engine: Any, cfg: Config, seed: int) -> Any:
     if method == "lime":
-        return LIME(model, perturbation=engine, n_samples=cfg["lime_samples"], seed=seed)
+        return LIME(model, perturbation=engine, n_samples=cfg.lime_samples, seed=seed)
     if method == "kernelshap":
-        return KernelSHAP(model, perturbation=engine, n_samples=cfg["shap_samples"], seed=seed)
+        return KernelSHAP(model, perturbation=engine, n_samples=cfg.shap_samples, seed=seed)
     return Occlusion(model, perturbation=engine)
 
 
 # ----------------------------------------------------------------------------- part 3
-def _roar(ctx: StudyContext, cfg: dict[str, Any], recalx: dict[Any, Any]) -> None:
+def _roar(ctx: StudyContext, cfg: Config, recalx: dict[Any, Any]) -> None:
     name, data_name, fill = "mlp", "breast_cancer", "mean"
     trained = zoo.train(name, data_name, seed=ctx.seed)
     ds, model = trained.dataset, trained.wrap()
     engine = default_perturbation(ds, fill)
-    X = ds.X_train if cfg["roar_inputs"] is None else ds.X_train[: cfg["roar_inputs"]]
+    X = ds.X_train if cfg.roar_inputs is None else ds.X_train[: cfg.roar_inputs]
     importances = {}
     for cal_name, m in (("none", model), ("recalx", calibrated(model, recalx[(name, data_name,
                                                                                 fill)]))):
-        ex = KernelSHAP(m, perturbation=engine, n_samples=cfg["shap_samples"], seed=ctx.seed)
+        ex = KernelSHAP(m, perturbation=engine, n_samples=cfg.shap_samples, seed=ctx.seed)
         importances[cal_name] = np.abs(ex.explain(X).feature_values).mean(0)
     rows, gains, removed, per_seed = [], {}, {}, {}
     for cal_name, imp in progress_bar(importances.items(), total=2, enabled=ctx.progress,
                                       description="recalx: remove-and-retrain"):
-        res = roar_tabular(ds, imp, fractions=tuple(cfg["roar_fractions"]),
-                           seeds=tuple(cfg["roar_seeds"]))
+        res = roar_tabular(ds, imp, fractions=tuple(cfg.roar_fractions),
+                           seeds=tuple(cfg.roar_seeds))
         nll, acc = np.asarray(res["nll"]), np.asarray(res["accuracy"])
         removed[cal_name] = [sorted(r) for r in res["removed"]]
         gains[cal_name] = nll[1:].mean(1) - nll[0].mean()
@@ -279,7 +332,7 @@ def _roar(ctx: StudyContext, cfg: dict[str, Any], recalx: dict[Any, Any]) -> Non
         {"loss_difference_per_seed": per_seed["recalx"] - per_seed["none"],
          "mean_loss_increase_recalx": gains["recalx"].mean(),
          "mean_loss_increase_uncalibrated": gains["none"].mean(),
-         "fractions": cfg["roar_fractions"][1:],
+         "fractions": cfg.roar_fractions[1:],
          "loss_increase_recalx": gains["recalx"], "loss_increase_uncalibrated": gains["none"],
          "identical_removed_sets": removed["recalx"] == removed["none"],
          "same_top5": sorted(np.argsort(-importances["none"])[:5].tolist())
