@@ -92,7 +92,7 @@ def test_the_light_name_lists_are_the_registries():
     assert tuple(model_io._architectures()) == ARCHITECTURES.names()
     assert _names.ZOO_MODELS == tuple(_zoo_names()) == tuple(zoo.ZOO)
     assert _names.LEVEL_METRICS == _LEVEL_METRICS.names()
-    assert _names.STUDIES == tuple(studies.STUDIES)
+    assert _names.STUDIES == studies.STUDIES.names()
 
 
 def test_import_calix_cli_imports_no_torch():
@@ -192,6 +192,27 @@ def test_every_study_has_a_module(name):
     from calix.studies import STUDIES
 
     assert importlib.util.find_spec(f"calix.studies.{STUDIES[name]}") is not None
+
+
+def test_the_study_registry_suggests_the_closest_name():
+    from calix.studies import STUDIES, run_study
+
+    assert isinstance(STUDIES, Registry) and STUDIES.family == "study"
+    with pytest.raises(UnknownNameError, match="unknown study 'recalk'.*did you mean 'recalx'"):
+        STUDIES.get("recalk")
+    with pytest.raises(ValueError, match="unknown study 'fpaa'.*did you mean 'fpa'"):
+        run_study("fpaa", "never-written")
+
+
+def test_eagle_compares_registered_explainers():
+    """The EAGLE study's display names map to explainers of calix.explain.METHODS."""
+    from calix.studies import eagle
+
+    assert list(eagle.METHODS) == list(eagle.REGISTERED) == list(eagle.Config.quick().methods)
+    for display, key in eagle.REGISTERED.items():
+        factory = eagle.METHODS[display]
+        assert getattr(factory, "func", factory) is METHODS.get(key), display
+    assert set(eagle.BASELINES) | set(eagle.INTERVAL_METHODS) <= set(eagle.METHODS)
 
 
 # ---------------------------------------------------------------------- metric metadata

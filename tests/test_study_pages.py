@@ -35,6 +35,29 @@ def test_page_is_generated_from_the_run_it_names(name):
     assert (DOCS / f"{name}.discussion.md").read_text().strip() in text
 
 
+@pytest.mark.parametrize("name", list(STUDIES))
+def test_quick_config_is_the_one_the_committed_run_recorded(name):
+    """A study's ``Config.quick(seed)`` is what its committed quick run recorded (the run adds
+    only sizes it measures), and configurations are frozen."""
+    import dataclasses
+    import importlib
+
+    from calix.studies._base import to_jsonable
+
+    config = importlib.import_module(f"calix.studies.{STUDIES[name]}").Config
+    doc = json.loads((DOCS / "runs" / name / "results.json").read_text())
+    quick = config.quick(doc["seed"])
+    fields = to_jsonable(dataclasses.asdict(quick))
+    recorded = {k: v for k, v in doc["config"].items() if k != "quick"}
+    assert fields == {k: recorded.get(k) for k in fields}
+    assert set(recorded) - set(fields) <= {"n_images", "regression_n_inputs", "timings_s"}
+    full = config.full(doc["seed"])
+    assert full != quick and dataclasses.fields(full) == dataclasses.fields(quick)
+    first = dataclasses.fields(quick)[0].name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(quick, first, None)
+
+
 def _copy_run(tmp_path: Path, name: str) -> tuple[Path, Path]:
     """The run's results.json alone (no figures, no arrays) and the page's discussion."""
     runs, docs = tmp_path / "docs" / "studies" / "runs", tmp_path / "docs" / "studies"

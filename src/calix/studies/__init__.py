@@ -13,7 +13,9 @@ built only from calix's public parts.
                            explanations on generated tables and images (:mod:`calix.groundtruth`)
 =========================  ==================================================================
 
-Each study writes ``DIR/results.json`` (``study``, ``config``, ``seed``, ``tables``, ``claims``,
+Each study module holds a ``run(ctx)`` and a frozen ``Config`` dataclass (its sizes and
+settings, ``Config.quick(seed)`` and ``Config.full(seed)``), recorded as ``config``. Each study
+writes ``DIR/results.json`` (``study``, ``config``, ``seed``, ``tables``, ``claims``,
 ``figures``, ``arrays``, ``wall_time_s``) and its figures and arrays beside it. Every claim has a
 ``kind`` -- ``finding`` (the paper's empirical statement, with its ``quote``), ``check`` (holds
 by construction or tests the implementation) or ``extension`` (calix's own) -- and records in
@@ -34,25 +36,30 @@ import json
 from pathlib import Path
 from typing import Any
 
+from calix._registry import Registry
 from calix.studies._base import RESULTS_FILE, Claim, StudyContext, run_in_context
 
 __all__ = ["STUDIES", "run_study", "load_results", "is_finished", "StudyContext", "Claim"]
 
-#: study name -> module under ``calix.studies``
-STUDIES: dict[str, str] = {
-    "recalx": "recalx",
-    "explanation-uncertainty": "explanation_uncertainty",
-    "eagle": "eagle",
-    "calibrate-to-interpret": "calibrate_to_interpret",
-    "fpa": "fpa",
-    "ground-truth": "ground_truth",
-}
+#: study name -> its module under ``calix.studies`` (the module is imported only when the
+#: study runs; ``calix._names.STUDIES`` lists the same names for the command line)
+STUDIES: Registry[str] = Registry("study")
+for _name, _module_name in (
+    ("recalx", "recalx"),
+    ("explanation-uncertainty", "explanation_uncertainty"),
+    ("eagle", "eagle"),
+    ("calibrate-to-interpret", "calibrate_to_interpret"),
+    ("fpa", "fpa"),
+    ("ground-truth", "ground_truth"),
+):
+    STUDIES.register(_name, _module_name)
+del _name, _module_name
 
 
 def _module(name: str) -> Any:
-    if name not in STUDIES:
-        raise ValueError(f"unknown study {name!r}; choose from {sorted(STUDIES)}")
-    return importlib.import_module(f"calix.studies.{STUDIES[name]}")
+    """The module of study ``name``; an unknown name raises a ``ValueError`` (and
+    ``KeyError``) naming the known studies and the closest one."""
+    return importlib.import_module(f"calix.studies.{STUDIES.get(name)}")
 
 
 def load_results(out: str | Path) -> dict[str, Any]:

@@ -126,10 +126,6 @@ class StudyContext:
         self.out = Path(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
 
-    def size(self, quick: Any, full: Any) -> Any:
-        """``quick`` in quick mode, else ``full``."""
-        return quick if self.quick else full
-
     def use_config(self, config_type: type[C]) -> C:
         """The study's configuration for this run: ``config_type`` is a frozen dataclass with
         ``quick(seed)`` and ``full(seed)`` constructors; the one of this run's size is built
