@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from abc import abstractmethod
 from typing import Any
 
 import torch
@@ -252,7 +253,44 @@ class StructuredMatrixScaling(Calibrator):
         return x @ self.weight_.to(x).T + self.bias_.to(x)
 
 
-class PlattScaling(Calibrator):
+class _OneVsRestBinary(Calibrator):
+    """Shared parts of the binary calibrators of one score per class (Platt scaling, beta
+    calibration), one-vs-rest for k > 2: the classes of :func:`_columns` are fitted, each
+    gets a calibrated logit u, and the output is ``(0, u)`` for k = 2 (σ(u) is class 1's
+    probability) and ``ln σ(u_j)`` for k > 2, which softmax renormalises. Subclasses set
+    ``multiclass`` and register the ``n_classes_`` buffer."""
+
+    multiclass: str
+    n_classes_: Tensor
+
+    def fit(self, logits: Any, labels: Any, **kwargs: Any) -> _OneVsRestBinary:
+        z, y = check_logits_labels(logits, labels)
+        k = z.shape[1]
+        _refuse_multiclass(self, k)
+        self._fit_columns(z, y, _columns(k))
+        self.n_classes_.fill_(k)
+        self._set_fitted()
+        return self
+
+    @abstractmethod
+    def _fit_columns(self, z: Tensor, y: Tensor, cols: list[int]) -> None:
+        """Fit classes ``cols`` on logits ``z`` of shape (n, k) and labels ``y`` of shape
+        (n,), and store the parameters."""
+
+    @abstractmethod
+    def _column_logits(self, logits: Tensor, cols: list[int]) -> Tensor:
+        """The calibrated logit u of each fitted class, of shape (n, len(cols))."""
+
+    def _calibrate(self, logits: Tensor, levels: Tensor | None) -> Tensor:
+        k = int(self.n_classes_)
+        _check_classes(self, logits, k)
+        u = self._column_logits(logits, _columns(k))
+        if k == 2:
+            return torch.cat([torch.zeros_like(u), u], dim=1)
+        return nn.functional.logsigmoid(u)  # softmax renormalises the one-vs-rest σ(u_j)
+
+
+class PlattScaling(_OneVsRestBinary):
     """Platt scaling: ``P(y = 1 | s) = σ(A s + B)`` on the score ``s = ln p₁ − ln(1 − p₁)``
     (Platt 1999, "Probabilistic outputs for support vector machines and comparisons to
     regularized likelihood methods", Advances in Large Margin Classifiers).
@@ -288,11 +326,7 @@ class PlattScaling(Calibrator):
         lp, l1p = _log_probs(z)
         return lp - l1p
 
-    def fit(self, logits: Any, labels: Any, **kwargs: Any) -> PlattScaling:
-        z, y = check_logits_labels(logits, labels)
-        k = z.shape[1]
-        _refuse_multiclass(self, k)
-        cols = _columns(k)
+    def _fit_columns(self, z: Tensor, y: Tensor, cols: list[int]) -> None:
         s = self._scores(z)[:, cols]
         pos = (y[:, None] == torch.tensor(cols, device=z.device)).double()
         t = pos
@@ -305,21 +339,13 @@ class PlattScaling(Calibrator):
         _lbfgs([a, b], lambda: nn.functional.binary_cross_entropy_with_logits(a * s + b, t))
         self._store("slope_", a.detach().float())
         self._store("intercept_", b.detach().float())
-        self.n_classes_.fill_(k)
-        self._set_fitted()
-        return self
 
-    def _calibrate(self, logits: Tensor, levels: Tensor | None) -> Tensor:
-        k = int(self.n_classes_)
-        _check_classes(self, logits, k)
-        u = self._scores(logits)[:, _columns(k)] * self.slope_.to(logits) + self.intercept_.to(
+    def _column_logits(self, logits: Tensor, cols: list[int]) -> Tensor:
+        return self._scores(logits)[:, cols] * self.slope_.to(logits) + self.intercept_.to(
             logits)
-        if k == 2:
-            return torch.cat([torch.zeros_like(u), u], dim=1)
-        return nn.functional.logsigmoid(u)  # softmax renormalises the one-vs-rest σ(u_j)
 
 
-class BetaCalibration(Calibrator):
+class BetaCalibration(_OneVsRestBinary):
     """Beta calibration: ``logit P(y = 1 | s) = a ln s − b ln(1 − s) + c`` on the probability
     s = p₁ (Kull, Silva Filho & Flach 2017, "Beta calibration: a well-founded and easily
     implemented improvement on logistic calibration for binary classifiers", AISTATS).
@@ -364,28 +390,16 @@ class BetaCalibration(Calibrator):
         # a coefficient still negative (scores anti-correlated with the labels) is set to 0
         return torch.cat([w.clamp_min(0), c.reshape(1)])
 
-    def fit(self, logits: Any, labels: Any, **kwargs: Any) -> BetaCalibration:
-        z, y = check_logits_labels(logits, labels)
-        k = z.shape[1]
-        _refuse_multiclass(self, k)
+    def _fit_columns(self, z: Tensor, y: Tensor, cols: list[int]) -> None:
         lp, l1p = _log_probs(z)
         coef = torch.stack([  # one small logistic regression per class
             self._fit_one(torch.stack([lp[:, j], -l1p[:, j]], 1), (y == j).double())
-            for j in _columns(k)])
+            for j in cols])
         self._store("coef_", coef.float())
-        self.n_classes_.fill_(k)
-        self._set_fitted()
-        return self
 
-    def _calibrate(self, logits: Tensor, levels: Tensor | None) -> Tensor:
-        k = int(self.n_classes_)
-        _check_classes(self, logits, k)
+    def _column_logits(self, logits: Tensor, cols: list[int]) -> Tensor:
         lp, l1p = _log_probs(logits)
-        cols = _columns(k)
         a, b, c = self.coef_.to(logits).unbind(1)
-        u = a * lp[:, cols] - b * l1p[:, cols] + c
-        if k == 2:
-            return torch.cat([torch.zeros_like(u), u], dim=1)
-        return nn.functional.logsigmoid(u)
+        return a * lp[:, cols] - b * l1p[:, cols] + c
 
 
