@@ -15,7 +15,7 @@ from torch import Tensor
 
 __all__ = [
     "MAX_ELEMENTS", "check_count", "check_choice", "label_tensor", "check_index_range",
-    "one_per_input", "is_simplex", "check_simplex",
+    "one_per_input", "is_simplex", "check_simplex", "check_class_scores",
 ]
 
 #: Most elements one dense tensor of masks or samples may hold (rows x width): a budget
@@ -121,3 +121,15 @@ def check_simplex(p: Any, *, atol: float, name: str, sums: str) -> None:
     worst = float(off.max()) if len(off) else 0.0
     if worst > atol:
         raise ValueError(f"{name} {sums}; the worst row is off by {worst:.3g}")
+
+
+def check_class_scores(t: Any, name: str, *, no_rows: str = "") -> None:
+    """Refuse class scores ``t`` (logits or probabilities, a tensor or numpy array) that are not
+    of shape (n, k) with n >= 1 rows and k >= 2 classes; ``no_rows`` ends the message for
+    n = 0 ("``name`` has no rows``no_rows``")."""
+    if t.ndim != 2:
+        raise ValueError(f"{name} must have shape (n, n_classes), got {tuple(t.shape)}")
+    if t.shape[1] < 2:
+        raise ValueError(f"{name} must have at least two classes, got {t.shape[1]}")
+    if len(t) == 0:
+        raise ValueError(f"{name} has no rows{no_rows}")

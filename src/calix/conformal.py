@@ -69,6 +69,7 @@ from torch import Tensor
 from calix._random import make_generator
 from calix._validation import (
     check_choice,
+    check_class_scores,
     check_count,
     check_index_range,
     is_simplex,
@@ -165,12 +166,7 @@ def _as_float64(values: Any, name: str) -> Tensor:
 def _probabilities(values: Any, output: str, name: str = "values") -> Tensor:
     """Class probabilities (n, k), float64, from ``values`` holding ``output``."""
     t = _as_float64(values, name)
-    if t.ndim != 2:
-        raise ValueError(f"{name} must have shape (n, n_classes), got {tuple(t.shape)}")
-    if t.shape[1] < 2:
-        raise ValueError(f"{name} must have at least two classes, got {t.shape[1]}")
-    if len(t) == 0:
-        raise ValueError(f"{name} has no rows")
+    check_class_scores(t, name)
     finite = torch.isfinite(t)
     if not bool(finite.all()):
         raise ValueError(f"{name} contain {int((~finite).sum())} NaN or infinite value(s); "

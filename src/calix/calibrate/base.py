@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from calix._validation import (
     check_choice,
+    check_class_scores,
     check_index_range,
     is_simplex,
     label_tensor,
@@ -70,12 +71,7 @@ def check_logits_labels(logits: Any, labels: Any, *, name: str = "logits") -> tu
         (calibration needs labels of at least two classes).
     """
     z = as_tensor(logits, name=name).detach().cpu().double()  # fitting runs on CPU
-    if z.ndim != 2:
-        raise ValueError(f"{name} must have shape (n, n_classes), got {tuple(z.shape)}")
-    if z.shape[1] < 2:
-        raise ValueError(f"{name} must have at least two classes, got {z.shape[1]}")
-    if len(z) == 0:
-        raise ValueError(f"{name} has no rows: calibration needs validation samples")
+    check_class_scores(z, name, no_rows=": calibration needs validation samples")
     if _looks_like_probabilities(z):
         raise ValueError(
             f"{name} look like probabilities (rows in [0,1] summing to 1); pass "
@@ -254,7 +250,7 @@ def _fit_temperatures(z: Tensor, y: Tensor, groups: Tensor, n_groups: int
 
 
 def _all_correct(z: Tensor, y: Tensor, groups: Tensor, n_groups: int) -> Tensor:
-    """Per group (of at least one row): whether every argmax prediction is correct, shape
+    """Per group (of at least one row): whether every argmax prediction is correct, of shape
     (n_groups,). The NLL then keeps falling as T -> 0, so no temperature can be fitted."""
     wrong = torch.zeros(n_groups, dtype=torch.long, device=z.device).index_add_(
         0, groups, (z.argmax(1) != y).long())
