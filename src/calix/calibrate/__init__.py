@@ -223,19 +223,10 @@ def calibrated(model: Any, calibrator: Calibrator, *, assume_clean: bool = True)
     return CalibratedModel(wrap(model), calibrator, assume_clean=assume_clean)
 
 
-def fit_calibrator(
-    method: str,
-    model: Model,
-    X_val: Any,
-    y_val: Any,
-    *,
-    perturbation: Perturbation | None = None,
-    n_bins: int = 10,
-    n_samples: int = 200,
-    n_per_bin: int = 10,
-    seed: int = 0,
-    progress: bool = False,
-) -> Calibrator:
+def fit_calibrator(method: str, model: Model, X_val: Any, y_val: Any, *,
+                   perturbation: Perturbation | None = None, n_bins: int = 10,
+                   n_samples: int = 200, n_per_bin: int = 10, seed: int = 0,
+                   progress: bool = False) -> Calibrator:
     """Fit calibrator ``method`` (any name of :data:`CALIBRATORS`) for ``model`` on validation
     data.
 

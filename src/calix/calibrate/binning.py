@@ -44,14 +44,14 @@ class _OneVsRestNonParametric(Calibrator):
 
     @abstractmethod
     def _fit_columns(self, columns: list[tuple[Tensor, Tensor]]) -> None:
-        """Fit one map per (scores (n,), 0/1 targets (n,)) pair."""
+        """Fit one map per pair of scores of shape (n,) and 0/1 targets of shape (n,)."""
 
     @abstractmethod
     def _map(self, j: int, s: Tensor) -> Tensor:
         """The j-th fitted map at scores ``s`` of shape (n,)."""
 
     def calibrated_probabilities(self, logits: Tensor) -> Tensor:
-        """Per-class calibrated probabilities before renormalisation, shape (n, k)
+        """Per-class calibrated probabilities before renormalisation, of shape (n, k)
         (k = 2: class 0 is the complement of class 1)."""
         k = int(self.n_classes_)
         _check_classes(self, logits, k)

@@ -45,25 +45,17 @@ class _FitsPerturbed:
 
     n_bins: int
 
-    def fit_perturbed(
-        self,
-        model: Model,
-        X: Any,
-        y: Any,
-        perturbation: Perturbation,
-        *,
-        n_samples: int = 200,
-        n_per_bin: int = 10,
-        seed: int = 0,
-        progress: bool = False,
-    ) -> Any:
+    def fit_perturbed(self, model: Model, X: Any, y: Any, perturbation: Perturbation, *,
+                      n_samples: int = 200, n_per_bin: int = 10, seed: int = 0,
+                      progress: bool = False) -> Any:
         """Fit on perturbed validation samples built by the perturbation engine; returns
         the calibrator.
 
         Parameters
         ----------
         model : Model -- the uncalibrated model.
-        X : array-like of shape (n, *input_shape); y : labels of shape (n,)
+        X : array of shape (n, *input_shape) -- validation inputs.
+        y : array of shape (n,) -- their labels.
         perturbation : Perturbation -- features and fill (e.g. zero, blur, mean).
         n_samples : int -- validation inputs used (the first ``n_samples``; paper: 200).
         n_per_bin : int -- perturbations per input and bin (paper: 10).
@@ -74,19 +66,9 @@ class _FitsPerturbed:
         return self._fit(logits, labels, levels, stacklevel=3)
 
 
-
-def perturbed_logits(
-    model: Model,
-    X: Any,
-    y: Any,
-    perturbation: Perturbation,
-    *,
-    n_samples: int = 200,
-    n_per_bin: int = 10,
-    n_bins: int = 10,
-    seed: int = 0,
-    progress: bool = False,
-) -> tuple[Tensor, Tensor, Tensor]:
+def perturbed_logits(model: Model, X: Any, y: Any, perturbation: Perturbation, *,
+                     n_samples: int = 200, n_per_bin: int = 10, n_bins: int = 10,
+                     seed: int = 0, progress: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """Logits of perturbed inputs stratified over level bins, with their labels and levels.
 
     Each of the first ``n_samples`` inputs gets its own ``n_per_bin * n_bins`` coalitions
@@ -94,8 +76,10 @@ def perturbed_logits(
 
     Returns
     -------
-    logits : Tensor (N, k); labels : Tensor (N,); levels : Tensor (N,), N = n·n_bins·n_per_bin,
-    all three on the model's device.
+    logits : Tensor of shape (m, k)
+        On the model's device, as the other two; m = n · n_bins · n_per_bin for the n inputs.
+    labels : Tensor of shape (m,)
+    levels : Tensor of shape (m,)
     """
     n_samples = check_count(n_samples, "n_samples")
     n_per_bin = check_count(n_per_bin, "n_per_bin")
@@ -122,6 +106,45 @@ def perturbed_logits(
     res = perturbation.query(model, Xt, masks, seed=g, progress=progress)
     out = res.outputs.reshape(n * m, -1).detach()
     return out, yt.to(out.device).repeat_interleave(m), res.levels.reshape(-1).to(out.device)
+
+
+def _levels_for(levels: Any, n: int, who: str) -> Tensor:
+    """Fitting levels as a float64 CPU vector of length ``n``."""
+    if levels is None:
+        raise ValueError(f"{who}.fit needs the perturbation level of every sample (levels=)")
+    lv = (levels.detach() if isinstance(levels, Tensor)
+          else as_tensor(levels, name="levels", device="cpu"))
+    lv = lv.to("cpu", torch.float64).reshape(-1)
+    if len(lv) != n:
+        raise ValueError(f"levels has {len(lv)} values for {n} rows of logits")
+    return lv
+
+
+def _query_levels(levels: Tensor | None, logits: Tensor, who: str) -> Tensor:
+    if levels is None:
+        raise ValueError(
+            f"{who} needs the perturbation level of every query; pass levels= (the "
+            "perturbation engine does this) or wrap the model with calibrated(...), which "
+            "treats queries without levels as clean inputs (λ = 0)")
+    lv = torch.as_tensor(levels, device=logits.device).reshape(-1)
+    if len(lv) != len(logits):
+        raise ValueError(f"levels has {len(lv)} values for {len(logits)} rows of logits")
+    return lv
+
+
+def _bin_label(b: int, nb: int) -> str:
+    """Level bin ``b`` of ``nb`` and its interval, as warnings and errors name it."""
+    return f"bin {b} [{b / nb:.1f}, {(b + 1) / nb:.1f})"
+
+
+def _warn_pooled_bins(notes: list[str], what: str, more: str, *, stacklevel: int) -> None:
+    """Warn, when ``notes`` name any, that these level bins were fitted on their samples pooled
+    with the nearest bins; ``stacklevel`` as for a warning raised by the caller."""
+    if notes:
+        warnings.warn(
+            f"{len(notes)} {what} pooled with the nearest bins: " + "; ".join(notes) + ". See "
+            f"fallback_bins_ and sources_; {more} gives each bin its own",
+            UserWarning, stacklevel=stacklevel + 1)
 
 
 class ReCalX(_FitsPerturbed, Calibrator):
@@ -197,26 +220,19 @@ class ReCalX(_FitsPerturbed, Calibrator):
         return (self.sources_ != own[:, None]).any(1).nonzero().flatten().tolist()
 
     def fit(self, logits: Any, labels: Any, levels: Any = None, **kwargs: Any) -> ReCalX:
-        """Fit from logits (n, k), labels (n,) and levels (n,) in [0, 1] (any device)."""
+        """Fit from logits of shape (n, k), labels of shape (n,) and levels of shape (n,) in
+        [0, 1] (any device)."""
         return self._fit(logits, labels, levels, stacklevel=3)
 
     def _fit(self, logits: Any, labels: Any, levels: Any, *, stacklevel: int) -> ReCalX:
         z, y = check_logits_labels(logits, labels)
-        if levels is None:
-            raise ValueError("ReCalX.fit needs the perturbation level of every sample (levels=)")
-        lv = (levels.detach() if isinstance(levels, Tensor)
-              else as_tensor(levels, name="levels", device="cpu"))
-        lv = lv.to("cpu", torch.float64).reshape(-1)  # fitting runs on CPU, like z and y
-        if len(lv) != len(z):
-            raise ValueError(f"levels has {len(lv)} values for {len(z)} rows of logits")
+        lv = _levels_for(levels, len(z), type(self).__name__)  # on the CPU, like z and y
         nb = self.n_bins
         bins = level_bins(lv, nb).to(lv.device)
         counts = torch.bincount(bins, minlength=nb)
         short = (counts < self.min_samples_per_bin).nonzero().flatten().tolist()
         if short:
-            detail = ", ".join(
-                f"bin {b} [{b / nb:.1f}, {(b + 1) / nb:.1f}): {int(counts[b])}"
-                for b in short[:5])
+            detail = ", ".join(f"{_bin_label(b, nb)}: {int(counts[b])}" for b in short[:5])
             raise ValueError(
                 f"too few validation samples per level bin (min_samples_per_bin="
                 f"{self.min_samples_per_bin}): {detail}. Use more samples or fewer bins; with d "
@@ -232,14 +248,9 @@ class ReCalX(_FitsPerturbed, Calibrator):
             t[b], sources[b] = self._pooled_temperature(z, y, bins, b)
             lo, hi = sources[b].tolist()
             src = f"bins {lo}-{hi}" if lo >= 0 else "no healthy window"
-            notes.append(f"bin {b} [{b / nb:.1f}, {(b + 1) / nb:.1f}) ({why}) -> "
-                         f"{src}, T = {float(t[b]):.3g}")
-        if notes:
-            warnings.warn(
-                f"{len(notes)} degenerate level bin(s) take the temperature of their samples "
-                "pooled with the nearest bins: " + "; ".join(notes) + ". See fallback_bins_ "
-                "and sources_; more (or harder) validation data gives each bin its own",
-                UserWarning, stacklevel=stacklevel)
+            notes.append(f"{_bin_label(b, nb)} ({why}) -> {src}, T = {float(t[b]):.3g}")
+        _warn_pooled_bins(notes, "degenerate level bin(s) take the temperature of their samples",
+                          "more (or harder) validation data", stacklevel=stacklevel)
         self.log_temperatures_.copy_(t.log().float())
         self.counts_.copy_(counts)
         self.sources_.copy_(sources)
@@ -263,42 +274,9 @@ class ReCalX(_FitsPerturbed, Calibrator):
         return 1.0, torch.tensor([-1, -1], device=z.device)
 
     def _calibrate(self, logits: Tensor, levels: Tensor | None) -> Tensor:
-        if levels is None:
-            raise ValueError(
-                "ReCalX needs the perturbation level of every query; pass levels= (the "
-                "perturbation engine does this) or wrap the model with calibrated(...), which "
-                "treats queries without levels as clean inputs (λ = 0)"
-            )
-        lv = torch.as_tensor(levels, device=logits.device).reshape(-1)
-        if len(lv) != len(logits):
-            raise ValueError(f"levels has {len(lv)} values for {len(logits)} rows of logits")
+        lv = _query_levels(levels, logits, type(self).__name__)
         bins = level_bins(lv, self.n_bins).to(lv.device)
         return logits / self.log_temperatures_.exp().to(logits)[bins][:, None]
-
-
-# ====================================================================== by perturbation level
-def _levels_for(levels: Any, n: int, who: str) -> Tensor:
-    """Fitting levels as a float64 CPU vector of length ``n``."""
-    if levels is None:
-        raise ValueError(f"{who}.fit needs the perturbation level of every sample (levels=)")
-    lv = (levels.detach() if isinstance(levels, Tensor)
-          else as_tensor(levels, name="levels", device="cpu"))
-    lv = lv.to("cpu", torch.float64).reshape(-1)
-    if len(lv) != n:
-        raise ValueError(f"levels has {len(lv)} values for {n} rows of logits")
-    return lv
-
-
-def _query_levels(levels: Tensor | None, logits: Tensor, who: str) -> Tensor:
-    if levels is None:
-        raise ValueError(
-            f"{who} needs the perturbation level of every query; pass levels= (the "
-            "perturbation engine does this) or wrap the model with calibrated(...), which "
-            "treats queries without levels as clean inputs (λ = 0)")
-    lv = torch.as_tensor(levels, device=logits.device).reshape(-1)
-    if len(lv) != len(logits):
-        raise ValueError(f"levels has {len(lv)} values for {len(logits)} rows of logits")
-    return lv
 
 
 class ByLevel(_FitsPerturbed, Calibrator):
@@ -388,7 +366,8 @@ class ByLevel(_FitsPerturbed, Calibrator):
         return None
 
     def fit(self, logits: Any, labels: Any, levels: Any = None, **kwargs: Any) -> ByLevel:
-        """Fit from logits (n, k), labels (n,) and levels (n,) in [0, 1] (any device)."""
+        """Fit from logits of shape (n, k), labels of shape (n,) and levels of shape (n,) in
+        [0, 1] (any device)."""
         return self._fit(logits, labels, levels, stacklevel=3)
 
     def _fit(self, logits: Any, labels: Any, levels: Any, *, stacklevel: int) -> ByLevel:
@@ -413,19 +392,14 @@ class ByLevel(_FitsPerturbed, Calibrator):
                     sel = (bins >= lo) & (bins <= hi)
                     if self._problem(z[sel], y[sel]) is None or (lo == 0 and hi == nb - 1):
                         break
-                notes.append(f"bin {b} [{b / nb:.1f}, {(b + 1) / nb:.1f}) ({why}) -> bins "
-                             f"{lo}-{hi}")
+                notes.append(f"{_bin_label(b, nb)} ({why}) -> bins {lo}-{hi}")
             if (lo, hi) not in fitted:
                 sel = (bins >= lo) & (bins <= hi)
                 fitted[(lo, hi)] = copy.deepcopy(self.calibrators_[b]).fit(z[sel], y[sel])
             self.calibrators_[b] = copy.deepcopy(fitted[(lo, hi)])
             sources.append((lo, hi))
-        if notes:
-            warnings.warn(
-                f"{len(notes)} thin or degenerate level bin(s) are fitted on their samples "
-                "pooled with the nearest bins: " + "; ".join(notes) + ". See fallback_bins_ "
-                "and sources_; more validation data gives each bin its own",
-                UserWarning, stacklevel=stacklevel)
+        _warn_pooled_bins(notes, "thin or degenerate level bin(s) are fitted on their samples",
+                          "more validation data", stacklevel=stacklevel)
         self.counts_.copy_(counts)
         self.sources_.copy_(torch.tensor(sources, dtype=torch.long, device=self.sources_.device))
         self.to(self.counts_.device)
@@ -498,9 +472,9 @@ ByLevelVennAbers = _by_level("venn_abers", VennAbers)
 
 
 def _natural_spline_basis(x: Tensor, knots: Tensor) -> Tensor:
-    """Natural cubic spline basis at ``x`` (n,) for K knots: 1, x and K − 2 truncated-power
-    terms, linear beyond the boundary knots (Hastie, Tibshirani & Friedman 2009, The Elements
-    of Statistical Learning, eq. 5.4-5.5). Shape (n, K)."""
+    """Natural cubic spline basis at ``x`` of shape (n,) for K knots, of shape (n, K): 1, x and
+    K − 2 truncated-power terms, linear beyond the boundary knots (Hastie, Tibshirani &
+    Friedman 2009, The Elements of Statistical Learning, eq. 5.4-5.5)."""
     k = len(knots)
     cols = [torch.ones_like(x), x]
 
@@ -582,7 +556,8 @@ class SmoothLevelTemperature(_FitsPerturbed, Calibrator):
 
     def fit(self, logits: Any, labels: Any, levels: Any = None,
             **kwargs: Any) -> SmoothLevelTemperature:
-        """Fit from logits (n, k), labels (n,) and levels (n,) in [0, 1] (any device)."""
+        """Fit from logits of shape (n, k), labels of shape (n,) and levels of shape (n,) in
+        [0, 1] (any device)."""
         return self._fit(logits, labels, levels, stacklevel=3)
 
     def _fit(self, logits: Any, labels: Any, levels: Any, *,
