@@ -96,9 +96,9 @@ __all__ = [
     "ByLevelVennAbers", "NonDifferentiableCalibratorError", "check_differentiable",
 ]
 
-#: name -> calibrator class, in the order the command line lists them. Metadata: ``fit_on`` --
-#: "clean" (fitted on clean validation logits) or "perturbed" (on perturbed validation
-#: samples, :meth:`ReCalX.fit_perturbed`); ``seeded`` -- whether the constructor takes ``seed``.
+#: name -> calibrator class. Metadata: ``fit_on`` -- "clean" (fitted on clean validation
+#: logits) or "perturbed" (on perturbed validation samples, :meth:`ReCalX.fit_perturbed`);
+#: ``seeded`` -- whether the constructor takes ``seed``.
 CALIBRATORS: Registry[type[Calibrator]] = Registry("calibrator")
 for _name, _cls, _fit_on, _seeded in (
     ("temperature", TemperatureScaling, "clean", False),
