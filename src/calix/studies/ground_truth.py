@@ -26,6 +26,7 @@ Degenerate maps (constant, NaN) are counted and left out of every aggregate.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -53,7 +54,7 @@ from calix.studies._base import StudyContext
 from calix.studies._stats import ALPHA, degenerate_maps, majority, paired
 from calix.train import FPA
 
-__all__ = ["run"]
+__all__ = ["run", "Config"]
 
 CALIBRATIONS = ("none", "temperature", "recalx")
 #: what the claims' ``paper`` field says: no paper makes them
@@ -62,19 +63,69 @@ OWN = ("calix's own claim (this study reproduces no paper); the threshold or rul
 GRADIENT = ("Saliency", "IG", "SmoothGrad", "GuidedBackprop")
 
 
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """The sizes and settings of one run (``config`` in ``results.json``).
+
+    Parameters
+    ----------
+    tabular_data, image_data : the generated table and image set.
+    seed : seeds the models, the explainers, ReCalX and ROAD.
+    n_rows, n_images : test rows and fresh images explained.
+    cnn_epochs : training epochs of both CNNs.
+    top_k : features of the top-k agreement with the truth.
+    shap_samples, lime_samples : coalitions of the tabular KernelSHAP and LIME.
+    ig_steps, sg_samples, rise_masks, image_shap_samples : Integrated Gradients' steps,
+        SmoothGrad's noisy copies, RISE's masks and the image KernelSHAP's coalitions.
+    patch, occlusion_patch : patch sides of the image features (KernelSHAP, ReCalX) and of
+        occlusion.
+    deletion_steps, road_fractions : steps of the deletion curve and ROAD's removed shares.
+    recalx_bins, recalx_inputs : ReCalX's level bins and validation inputs.
+    alpha : significance level of every one-sided test.
+    """
+
+    tabular_data: str = "gt-logistic"
+    image_data: str = "gt-textures"
+    seed: int = 0
+    n_rows: int
+    n_images: int
+    cnn_epochs: int
+    top_k: int = 3
+    shap_samples: int
+    lime_samples: int
+    ig_steps: int
+    sg_samples: int
+    rise_masks: int
+    image_shap_samples: int
+    patch: int = 8
+    occlusion_patch: int = 8
+    deletion_steps: int
+    road_fractions: tuple[float, ...]
+    recalx_bins: int = 5
+    recalx_inputs: int
+    alpha: float = ALPHA
+
+    @classmethod
+    def quick(cls, seed: int = 0) -> Config:
+        """40 rows, 24 images, 10 CNN epochs, smaller explainer budgets, five ROAD shares."""
+        return cls(seed=seed, n_rows=40, n_images=24, cnn_epochs=10, shap_samples=200,
+                   lime_samples=200, ig_steps=16, sg_samples=10, rise_masks=500,
+                   image_shap_samples=300, deletion_steps=20,
+                   road_fractions=(0.05, 0.1, 0.2, 0.3, 0.5), recalx_inputs=100)
+
+    @classmethod
+    def full(cls, seed: int = 0) -> Config:
+        """200 rows, 100 images, 30 CNN epochs, larger explainer budgets, nine ROAD shares."""
+        return cls(seed=seed, n_rows=200, n_images=100, cnn_epochs=30, shap_samples=500,
+                   lime_samples=500, ig_steps=50, sg_samples=50, rise_masks=2000,
+                   image_shap_samples=1000, deletion_steps=50,
+                   road_fractions=(0.01, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9),
+                   recalx_inputs=300)
+
+
 def run(ctx: StudyContext) -> None:
     """Run the ground-truth study into ``ctx`` (see the module docstring)."""
-    cfg = ctx.configure(
-        tabular_data="gt-logistic", image_data="gt-textures", seed=ctx.seed,
-        n_rows=ctx.size(40, 200), n_images=ctx.size(24, 100),
-        cnn_epochs=ctx.size(10, 30), top_k=3,
-        shap_samples=ctx.size(200, 500), lime_samples=ctx.size(200, 500),
-        ig_steps=ctx.size(16, 50), sg_samples=ctx.size(10, 50), rise_masks=ctx.size(500, 2000),
-        image_shap_samples=ctx.size(300, 1000), patch=8, occlusion_patch=8,
-        deletion_steps=ctx.size(20, 50), road_fractions=ctx.size(
-            [0.05, 0.1, 0.2, 0.3, 0.5], [0.01, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9]),
-        recalx_bins=5, recalx_inputs=ctx.size(100, 300), alpha=ALPHA,
-    )
+    cfg = ctx.use_config(Config)
     _tables(ctx, cfg)
     _images(ctx, cfg)
 
@@ -86,23 +137,23 @@ def _spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(spearman(a, b, constant=np.nan), dtype=np.float64)
 
 
-def _tabular_explainers(model: Any, ds: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+def _tabular_explainers(model: Any, ds: Any, cfg: Config) -> dict[str, Any]:
     mean = Mean().fit(ds.X_train)
     return {
         "Saliency": Saliency(model),
         "IG": IntegratedGradients(model, baselines=torch.as_tensor(ds.X_train.mean(0)),
-                                  n_steps=cfg["ig_steps"]),
-        "KernelSHAP": KernelSHAP(model, fill=mean, n_samples=cfg["shap_samples"],
-                                 seed=cfg["seed"]),
-        "LIME": LIME(model, fill=mean, n_samples=cfg["lime_samples"], seed=cfg["seed"]),
+                                  n_steps=cfg.ig_steps),
+        "KernelSHAP": KernelSHAP(model, fill=mean, n_samples=cfg.shap_samples,
+                                 seed=cfg.seed),
+        "LIME": LIME(model, fill=mean, n_samples=cfg.lime_samples, seed=cfg.seed),
         "Occlusion": Occlusion(model, fill=mean),
     }
 
 
-def _tables(ctx: StudyContext, cfg: dict[str, Any]) -> None:
-    trained = zoo.train("mlp", cfg["tabular_data"], seed=ctx.seed, progress=ctx.progress)
+def _tables(ctx: StudyContext, cfg: Config) -> None:
+    trained = zoo.train("mlp", cfg.tabular_data, seed=ctx.seed, progress=ctx.progress)
     ds, base = trained.dataset, trained.wrap()
-    n = min(cfg["n_rows"], len(ds.X_test))
+    n = min(cfg.n_rows, len(ds.X_test))
     x = torch.as_tensor(ds.X_test[:n])
     truth = np.asarray(ds.extra["attributions"]["test"][:n], dtype=np.float64)
     models = _calibrated_models(base, ds, Perturbation(Columns(), Mean().fit(ds.X_train)), cfg)
@@ -115,16 +166,16 @@ def _tables(ctx: StudyContext, cfg: dict[str, Any]) -> None:
                            dtype=np.float64).reshape(n, -1)
             bad = degenerate_maps(a)
             rho = _spearman_rows(np.abs(a), np.abs(truth))
-            agree = feature_agreement(a, truth, k=cfg["top_k"])
+            agree = feature_agreement(a, truth, k=cfg.top_k)
             rho, agree = np.where(bad, np.nan, rho), np.where(bad, np.nan, agree)
             per[(cal, name)] = rho
             rows.append({"calibration": cal, "explainer": name,
                          "spearman_abs_truth": float(np.nanmean(rho)),
-                         f"top{cfg['top_k']}_feature_agreement": float(np.nanmean(agree)),
+                         f"top{cfg.top_k}_feature_agreement": float(np.nanmean(agree)),
                          "degenerate": int(bad.sum()), "queries": e.n_queries})
     ctx.table("tabular_agreement", rows)
     acc = float((base.predict(ds.X_test) == ds.y_test).mean())
-    ctx.table("tabular_model", [{"data": cfg["tabular_data"], "test_accuracy": acc}])
+    ctx.table("tabular_model", [{"data": cfg.tabular_data, "test_accuracy": acc}])
 
     uncal = {r["explainer"]: r["spearman_abs_truth"] for r in rows if r["calibration"] == "none"}
     best = max(uncal, key=uncal.get)
@@ -161,13 +212,13 @@ def _calibration_claim(ctx: StudyContext, pairs: dict[tuple[str, str], tuple[Any
             t["significant_wilcoxon"] for t in tests.values())})
 
 
-def _calibrated_models(base: Any, ds: Any, perturbation: Perturbation, cfg: dict[str, Any]
+def _calibrated_models(base: Any, ds: Any, perturbation: Perturbation, cfg: Config
                        ) -> dict[str, Any]:
     z_val = base.forward(ds.X_val, grad=False)
     ts = TemperatureScaling().fit(z_val, ds.y_val)
     rx = fit_calibrator("recalx", base, ds.X_val, ds.y_val, perturbation=perturbation,
-                        n_bins=cfg["recalx_bins"], n_samples=cfg["recalx_inputs"],
-                        seed=cfg["seed"])
+                        n_bins=cfg.recalx_bins, n_samples=cfg.recalx_inputs,
+                        seed=cfg.seed)
     return {"none": base, "temperature": calibrated(base, ts), "recalx": calibrated(base, rx)}
 
 
@@ -181,37 +232,37 @@ def _calibrator_rows(part: str, models: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 # ============================================================================== images
-def _image_explainers(model: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+def _image_explainers(model: Any, cfg: Config) -> dict[str, Any]:
     zero = Constant(0.0)
     return {
         "Saliency": Saliency(model, reduce="abs_sum"),
-        "IG": IntegratedGradients(model, n_steps=cfg["ig_steps"], reduce="sum"),
-        "SmoothGrad": SmoothGrad(model, n_samples=cfg["sg_samples"], reduce="abs_sum",
-                                 seed=cfg["seed"]),
+        "IG": IntegratedGradients(model, n_steps=cfg.ig_steps, reduce="sum"),
+        "SmoothGrad": SmoothGrad(model, n_samples=cfg.sg_samples, reduce="abs_sum",
+                                 seed=cfg.seed),
         "GuidedBackprop": GuidedBackprop(model, reduce="abs_sum"),
-        "Occlusion": Occlusion(model, features=PatchGrid(cfg["occlusion_patch"]), fill=zero),
-        "RISE": RISE(model, n_masks=cfg["rise_masks"], seed=cfg["seed"]),
-        "KernelSHAP": KernelSHAP(model, features=PatchGrid(cfg["patch"]), fill=zero,
-                                 n_samples=cfg["image_shap_samples"], seed=cfg["seed"]),
+        "Occlusion": Occlusion(model, features=PatchGrid(cfg.occlusion_patch), fill=zero),
+        "RISE": RISE(model, n_masks=cfg.rise_masks, seed=cfg.seed),
+        "KernelSHAP": KernelSHAP(model, features=PatchGrid(cfg.patch), fill=zero,
+                                 n_samples=cfg.image_shap_samples, seed=cfg.seed),
     }
 
 
-def _images(ctx: StudyContext, cfg: dict[str, Any]) -> None:
+def _images(ctx: StudyContext, cfg: Config) -> None:
     variants = {}
     for fpa in (False, True):
         aug = FPA(seed=ctx.seed) if fpa else None
         variants["fpa" if fpa else "standard"] = zoo.train(
-            "cnn", cfg["image_data"], seed=ctx.seed, epochs=cfg["cnn_epochs"], augment=aug,
+            "cnn", cfg.image_data, seed=ctx.seed, epochs=cfg.cnn_epochs, augment=aug,
             augment_config=aug.config() if aug else None, progress=ctx.progress)
     ds = variants["standard"].dataset
     gen = ds.extra["generator"]
-    batch = gen.generate(cfg["n_images"], start=10**6 + 1000 * ctx.seed, with_null=True)
+    batch = gen.generate(cfg.n_images, start=10**6 + 1000 * ctx.seed, with_null=True)
     x, masks = batch.images, batch.masks.numpy()
     area = masks.reshape(len(masks), -1).mean(1)
 
     base = variants["standard"].wrap()
     _decides_by_object(ctx, base, batch)
-    cals = _calibrated_models(base, ds, Perturbation(PatchGrid(cfg["patch"]), Constant(0.0)),
+    cals = _calibrated_models(base, ds, Perturbation(PatchGrid(cfg.patch), Constant(0.0)),
                               cfg)
     ctx.table("image_calibrators", _calibrator_rows("images", cals))
     models = {("standard", c): m for c, m in cals.items()}
@@ -238,8 +289,8 @@ def _images(ctx: StudyContext, cfg: dict[str, Any]) -> None:
         if c == "none" and v == "standard":
             shown[name] = m[:3]
             maps = m[:, None]
-            d = deletion_curve(model, x, maps, steps=cfg["deletion_steps"]).auc
-            r = road(model, x, maps, fractions=cfg["road_fractions"], seed=cfg["seed"]).auc
+            d = deletion_curve(model, x, maps, steps=cfg.deletion_steps).auc
+            r = road(model, x, maps, fractions=cfg.road_fractions, seed=cfg.seed).auc
             dele[name] = np.where(bad, np.nan, d)
             roads[name] = np.where(bad, np.nan, r)
             row.update(deletion_auc=float(np.nanmean(dele[name])),
@@ -305,7 +356,7 @@ def _decides_by_object(ctx: StudyContext, model: Any, batch: Any) -> None:
               "rests on")
 
 
-def _image_claims(ctx: StudyContext, cfg: dict[str, Any], loc: dict, dele: dict, roads: dict,
+def _image_claims(ctx: StudyContext, cfg: Config, loc: dict, dele: dict, roads: dict,
                   area: np.ndarray) -> None:
     names = list(dele)
     above = {n: paired(loc[("standard", "none", n)], area, alternative="greater")
