@@ -271,7 +271,7 @@ def test_calibrators_create_every_tensor_on_the_inputs_device(make, monkeypatch)
     # With the default device set to "meta", a tensor created without an explicit device
     # lands on meta and fails as soon as it meets the CPU data (copying, indexing, reading a
     # value): a CPU-only check for tensors that would stay on the CPU beside CUDA inputs.
-    import calix.calibrate as cal_mod
+    import calix.calibrate.levels as cal_mod
 
     # perturb.level_bins converts with torch.as_tensor (default device); replace it by the
     # same arithmetic so that only calibrate.py is under test

@@ -234,7 +234,7 @@ def test_venn_abers_equals_brute_force_isotonic_fits_including_ties():
 
 
 def test_venn_abers_tables_do_not_depend_on_the_chunk_size(monkeypatch):
-    import calix.calibrate as cal_mod
+    import calix.calibrate.binning as cal_mod
 
     z, y = _data(n=400, k=3, seed=20)
     whole = VennAbers().fit(z, y).predict_interval(z)
@@ -394,7 +394,7 @@ def test_calibrators_create_every_tensor_on_the_inputs_device(name, monkeypatch)
     # As in test_calibration_guards.py: with the default device set to "meta", a tensor
     # created without an explicit device lands on meta and fails as soon as it meets the CPU
     # data -- a CPU-only check for tensors that would stay behind beside CUDA inputs.
-    import calix.calibrate as cal_mod
+    import calix.calibrate.levels as cal_mod
 
     monkeypatch.setattr(cal_mod, "level_bins",
                         lambda lv, nb: (lv * nb).floor().long().clamp(max=nb - 1))

@@ -31,8 +31,6 @@ torch.Size([500, 4])
 
 from __future__ import annotations
 
-import sys
-import types
 from typing import Any
 
 import torch
@@ -40,7 +38,6 @@ from torch import Tensor
 
 from calix._registry import Registry
 from calix._validation import check_choice
-from calix.calibrate import base, binning, dirichlet, levels, scaling
 from calix.calibrate.base import (  # noqa: F401  (constants keep their old path)
     PROB_EPS,
     PROBABILITY_ATOL,
@@ -51,14 +48,14 @@ from calix.calibrate.base import (  # noqa: F401  (constants keep their old path
     NotFittedError,
     check_logits_labels,
 )
-from calix.calibrate.binning import (  # noqa: F401  (settable here, see _Package)
+from calix.calibrate.binning import (  # noqa: F401  (its chunk size, re-exported)
     _VENN_ABERS_CHUNK,
     HistogramBinning,
     IsotonicCalibration,
     VennAbers,
 )
 from calix.calibrate.dirichlet import Dirichlet
-from calix.calibrate.levels import (  # noqa: F401  (level_bins: settable here, see _Package)
+from calix.calibrate.levels import (  # noqa: F401  (level_bins keeps its old path)
     ByLevel,
     ByLevelBetaCalibration,
     ByLevelDirichlet,
@@ -247,18 +244,3 @@ def fit_calibrator(method: str, model: Model, X_val: Any, y_val: Any, *,
                                                    seed=seed, progress=progress)
     logits = model.forward(X_val, grad=False, progress=progress)
     return cls(**kwargs).fit(logits, y_val)
-
-
-class _Package(types.ModuleType):
-    """``calix.calibrate`` itself: a name set on the package (``monkeypatch.setattr(
-    calix.calibrate, "level_bins", ...)``) is set in the submodules that hold it too, so the
-    code there sees it, as it did when the package was one module."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        for sub in (base, dirichlet, scaling, binning, levels):
-            if name in vars(sub):
-                setattr(sub, name, value)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
