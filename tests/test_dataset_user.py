@@ -192,6 +192,34 @@ def test_model_sent_to_each_worker_once(tmp_path, client):
     _same(res, local)
 
 
+class LoadsOnlyHere(CountedLinear):
+    """A model function that cannot be unpickled in any other process (as when the workers
+    lack a module the model needs)."""
+
+    def __setstate__(self, state):
+        if os.getpid() != state["home"]:
+            raise RuntimeError("this model cannot be loaded here")
+        self.__dict__.update(state)
+
+    def __getstate__(self):
+        return {**self.__dict__, "home": os.getpid()}
+
+
+def test_a_job_the_workers_cannot_load_is_not_left_on_the_cluster(tmp_path, client):
+    fn = LoadsOnlyHere(np.eye(3, 2, dtype=np.float32), tmp_path / "unused.txt")
+    X = np.ones((4, 3), np.float32)
+    with pytest.raises(RuntimeError, match=r"the Dask workers could not load this run's model "
+                                           r"and background \(.*cannot be loaded here"):
+        explain_dataset(X, wrap(fn, output="logits"), "occlusion", out=tmp_path / "run",
+                        executor="dask", scheduler=client, chunk_size=2,
+                        background=np.zeros((1, 3), np.float32))
+    # the scheduler would otherwise hand the job to every worker that joins later, and each
+    # would fail to start
+    held = client.run_on_scheduler(lambda dask_scheduler: [
+        n for n in dask_scheduler.worker_plugins if n.startswith("calix-job")])
+    assert held == []
+
+
 def test_lazy_csv_rows_blank_lines_crlf_and_bom(tmp_path, table):
     _, X, clf = table
     y = clf.predict(X)

@@ -11,7 +11,8 @@ Two kinds of run share the chunking, the run folder and the executors:
   read lazily: a CSV file (:class:`CsvFile`; the row offsets are computed once, each chunk
   reads only its rows) or an image folder (:class:`ImageFolder`; the sorted file list, each
   chunk reads only its images). The model is sent to every Dask worker once (in a worker
-  plugin, removed when the run ends) and built there once per worker thread, on the
+  plugin: the scheduler holds its pickled bytes until the run ends, failed or not, and
+  removes it then) and built there once per worker thread, on the
   worker's GPU when it has one (``device="auto"``). Arrays travel chunk by chunk, as task
   arguments; files travel as paths and byte ranges, so workers must see the same files.
 
@@ -1198,9 +1199,18 @@ def _run_dask_rows(job: _Job, source: Any, todo: list[tuple[int, int]], schedule
         from calix._dask_plugin import JobPlugin
 
         name = f"calix-job-{uuid.uuid4().hex}"
-        client.register_plugin(JobPlugin(job), name=name)
         futures = {}
         try:
+            # inside the try: the scheduler stores the plugin before the workers load it, so
+            # a worker that cannot unpickle the job (calix or a module missing there) must not
+            # leave it behind for every worker that joins later
+            try:
+                client.register_plugin(JobPlugin(job), name=name)
+            except Exception as exc:  # Dask re-raises a worker's failure as a bare Exception
+                raise RuntimeError(
+                    f"the Dask workers could not load this run's model and background "
+                    f"({exc}); install calix and every module the model needs, at the same "
+                    f"versions, on each worker") from exc
             futures = {client.submit(_explain_rows_on_worker, name, source.rows(s, e), s, e,
                                      pure=False): (s, e) for s, e in todo}
             for fut in as_completed(futures):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import warnings
 from abc import abstractmethod
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -253,6 +253,9 @@ class StructuredMatrixScaling(Calibrator):
         return x @ self.weight_.to(x).T + self.bias_.to(x)
 
 
+_B = TypeVar("_B", bound="_OneVsRestBinary")
+
+
 class _OneVsRestBinary(Calibrator):
     """Shared parts of the binary calibrators of one score per class (Platt scaling, beta
     calibration), one-vs-rest for k > 2: the classes of :func:`_columns` are fitted, each
@@ -263,7 +266,7 @@ class _OneVsRestBinary(Calibrator):
     multiclass: str
     n_classes_: Tensor
 
-    def fit(self, logits: Any, labels: Any, **kwargs: Any) -> _OneVsRestBinary:
+    def fit(self: _B, logits: Any, labels: Any, **kwargs: Any) -> _B:
         z, y = check_logits_labels(logits, labels)
         k = z.shape[1]
         _refuse_multiclass(self, k)

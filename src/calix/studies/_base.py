@@ -136,6 +136,11 @@ class StudyContext:
         self.configure(**dataclasses.asdict(config))
         return config
 
+    def size(self, quick: Any, full: Any) -> Any:
+        """``quick`` in quick mode, else ``full`` (for a study script without a
+        :meth:`use_config` dataclass)."""
+        return quick if self.quick else full
+
     def configure(self, **config: Any) -> dict[str, Any]:
         """Record the study's configuration (returned for convenience)."""
         self.config.update(config)
