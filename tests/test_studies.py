@@ -190,3 +190,45 @@ def test_demo_rejects_unknown_study(tmp_path):
 
     with pytest.raises(ValueError, match="unknown studies"):
         run_demo(tmp_path, studies=["nope"])
+
+
+def test_calibrate_to_interpret_pools_the_images_of_several_models(tmp_path):
+    """A full run shares the images out among its models: the pooled set puts every model's
+    Lipschitz images first (the claims read the Lipschitz constants of the first ``n_lip``
+    pooled images) and keeps each image's maps, curves and scores together."""
+    import numpy as np
+    import torch
+
+    from calix.metrics.faithfulness import Curve
+    from calix.studies import calibrate_to_interpret as c2i
+    from calix.studies._base import StudyContext
+
+    assert c2i._split(12, [34, 33, 33]) == [4, 4, 4]
+    assert c2i._split(5, [2, 9, 9]) == [2, 2, 1]  # none above its size
+    assert c2i._split(4, [12]) == [4]
+    jobs = [(c, e) for c in c2i.CALIBRATORS for e in c2i.EXPLAINERS]
+
+    def part(first: int, n: int, n_lip: int) -> c2i._ModelMaps:
+        ids = np.arange(first, first + n)  # each image carries its own id in every array
+        maps = {k: np.broadcast_to(ids[:, None, None, None] / 100.0, (n, 1, 4, 4)).copy()
+                for k in jobs}
+        curves = {k: Curve(fractions=np.linspace(0, 1, 3), scores=np.stack([ids] * 3, 1) / 100,
+                           auc=ids / 100.0, target=ids % 3, n_queries=n) for k in jobs}
+        return c2i._ModelMaps(
+            torch.as_tensor(ids, dtype=torch.float32)[:, None], ids, maps, curves,
+            {c: ids % 3 for c in c2i.CALIBRATORS}, {c: ids / 50.0 for c in c2i.CALIBRATORS},
+            {k: ids[:n_lip] / 10.0 for k in jobs}, {k: 1.0 for k in jobs},
+            {k: np.zeros(n, bool) for k in jobs}, {"none": ids / 100.0}, n_lip)
+
+    ctx = StudyContext("calibrate-to-interpret", tmp_path, quick=True, seed=0)
+    ev = c2i._pool_maps(ctx, [part(0, 5, 2), part(100, 4, 2)])
+    order = [0, 1, 100, 101, 2, 3, 4, 102, 103]  # the Lipschitz images of both models first
+    assert ev.idx.tolist() == order and ev.n_lip == 4
+    assert ev.x[:, 0].tolist() == order
+    for k in jobs:
+        assert np.allclose(ev.maps[k][:, 0, 0, 0] * 100, order)
+        assert np.allclose(ev.curves[k].auc * 100, order)
+        assert np.allclose(ev.lips[k] * 10, order[:4])
+        assert ev.curves[k].n_queries == 9
+    assert ev.row[("none", "MP")]["n_images_used"] == 9
+    assert ev.row[("none", "MP")]["explain_seconds"] == 2.0
