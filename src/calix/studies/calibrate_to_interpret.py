@@ -615,7 +615,9 @@ def _figures(ctx: StudyContext, cfg: Config, ds: Any, cal: _Calibration, ev: _Ma
                "class")
     from calix.plot import reliability_diagram
 
-    names = {"none": "uncalibrated", "temperature": f"temperature (T = {t_cal:.2f})",
+    names = {"none": "uncalibrated",  # several models: the first one drawn, t_cal their mean
+             "temperature": ("temperature" if cfg.n_models > 1 else
+                             f"temperature (T = {t_cal:.2f})"),
              "dirichlet": "Dirichlet"}
     ctx.figure("reliability", reliability_diagram(
         {names[k]: (p, ds.y_test) for k, p in cal.probs_test.items()}, n_bins=cfg.ece_bins,
