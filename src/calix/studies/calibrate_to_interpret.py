@@ -336,7 +336,6 @@ def _run(ctx: StudyContext, cfg: Config) -> None:
     sweeps = [_temperature_sweep(ctx, cfg, b, ds, c, r.x, temps, fill)
               for b, ds, c, r in zip(bases, sets, cals, raws, strict=True)]
     sweep = _pool_sweep(ctx, temps, sweeps, cals)
-    ds = sets[0]
 
     _calibration_quality(ctx, cal)
     _map_change(ctx, ev)
@@ -344,7 +343,7 @@ def _run(ctx: StudyContext, cfg: Config) -> None:
     _readability(ctx, ev)
     _stability(ctx, ev)
     _calibrated_temperature(ctx, sweep, cal.t_cal)
-    _figures(ctx, cfg, ds, cal, ev, sweep)
+    _figures(ctx, cfg, sets[0], cal, ev, sweep)
 
 
 def _split(total: int, sizes: list[int]) -> list[int]:
@@ -480,19 +479,15 @@ def _pool_maps(ctx: StudyContext, parts: list[_ModelMaps]) -> _Maps:
     ``explanations`` and ``degenerate_maps`` tables."""
     def pool(get: Any) -> Any:
         arrays = [get(p) for p in parts]
-        if len(parts) == 1:
-            return arrays[0]
         heads = [a[:p.n_lip] for a, p in zip(arrays, parts, strict=True)]
         tails = [a[p.n_lip:] for a, p in zip(arrays, parts, strict=True)]
         if isinstance(arrays[0], torch.Tensor):
             return torch.cat(heads + tails)
         return np.concatenate(heads + tails)
 
-    def pool_curve(key: tuple[str, str]) -> Any:
-        if len(parts) == 1:
-            return parts[0].curves[key]
-        first = parts[0].curves[key]
-        return Curve(fractions=first.fractions, scores=pool(lambda p: p.curves[key].scores),
+    def pool_curve(key: tuple[str, str]) -> Curve:
+        return Curve(fractions=parts[0].curves[key].fractions,
+                     scores=pool(lambda p: p.curves[key].scores),
                      auc=pool(lambda p: np.asarray(p.curves[key].auc)),
                      target=pool(lambda p: np.asarray(p.curves[key].target)),
                      n_queries=sum(p.curves[key].n_queries for p in parts))
@@ -503,8 +498,7 @@ def _pool_maps(ctx: StudyContext, parts: list[_ModelMaps]) -> _Maps:
     maps = {k: pool(lambda p, k=k: p.maps[k]) for k in jobs}
     curves = {k: pool_curve(k) for k in jobs}
     degen = {k: pool(lambda p, k=k: p.degen[k]) for k in jobs}
-    lips = {k: np.concatenate([np.asarray(p.lips[k]) for p in parts]) if len(parts) > 1
-            else parts[0].lips[k] for k in jobs}
+    lips = {k: np.concatenate([np.asarray(p.lips[k]) for p in parts]) for k in jobs}
     targets = {c: pool(lambda p, c=c: np.asarray(p.targets[c])) for c in CALIBRATORS}
     random_auc = {c: pool(lambda p, c=c: np.asarray(p.random_auc[c])) for c in CALIBRATORS}
     kept_score = {c: pool(lambda p, c=c: p.kept_score[c]) for c in parts[0].kept_score}
