@@ -11,7 +11,13 @@ from scipy import stats
 
 from calix.report import claim_counts, claim_counts_text, write_report
 from calix.studies._base import KINDS, Claim, StudyContext, run_in_context
-from calix.studies._stats import bootstrap_mean_ci, degenerate_maps, majority, paired
+from calix.studies._stats import (
+    bootstrap_mean_ci,
+    degenerate_maps,
+    majority,
+    paired,
+    paired_binary,
+)
 
 
 # ---------------------------------------------------------------------------- decision rules
@@ -53,6 +59,27 @@ def test_paired_drops_non_finite_pairs_and_handles_ties():
         paired([1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match="alternative"):
         paired([1.0, 2.0], [1.0, 2.0], alternative="two-sided")
+
+
+def test_paired_binary_is_the_exact_mcnemar_tail():
+    """8 inputs pass only under a, 1 only under b, 11 under both or neither: the one-sided
+    p is P(Binom(9, 1/2) >= 8) = (9 + 1) / 2**9."""
+    a = np.array([1] * 8 + [0] + [1] * 6 + [0] * 5, dtype=float)
+    b = np.array([0] * 8 + [1] + [1] * 6 + [0] * 5, dtype=float)
+    t = paired_binary(a, b)
+    assert (t["up"], t["down"], t["n"]) == (8, 1, 20)
+    assert t["p"] == pytest.approx(10 / 512, rel=1e-12) and t["significant"]
+    assert t["rate_a"] == 0.7 and t["rate_b"] == 0.35
+    rev = paired_binary(a, b, alternative="less")
+    assert rev["p"] == pytest.approx(1 - 1 / 512, rel=1e-12) and not rev["significant"]
+    # a rate already at 1 leaves nothing to raise: no discordant input, p = 1
+    ones = np.ones(30)
+    assert paired_binary(ones, ones)["p"] == 1.0
+    assert not paired_binary(ones, ones)["significant"]
+    with pytest.raises(ValueError, match="0 or 1"):
+        paired_binary([0.5, 1.0], [1.0, 1.0])
+    with pytest.raises(ValueError, match="same length"):
+        paired_binary([1.0, 0.0], [1.0])
 
 
 def test_bootstrap_interval_covers_the_mean():

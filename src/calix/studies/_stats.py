@@ -6,6 +6,8 @@ differences, never on a difference of two means alone:
 
 - :func:`paired` -- one-sided paired t-test (and the Wilcoxon signed-rank test beside it) of
   the per-input differences, with the mean difference and its 95% interval;
+- :func:`paired_binary` -- the exact one-sided McNemar test of a pass/fail outcome per input
+  (a better-than-random indicator) under two conditions;
 - :func:`bootstrap_mean_ci` -- a percentile bootstrap interval of a mean over inputs;
 - :func:`brief` -- a paired test's summary for a claim's evidence; :func:`every` and
   :func:`nearest_rules` -- the verdict of a set of paired tests and its nearest alternatives;
@@ -24,8 +26,8 @@ import numpy as np
 
 from calix._stats import standard_error
 
-__all__ = ["ALPHA", "paired", "bootstrap_mean_ci", "degenerate_maps", "majority", "brief",
-           "every", "nearest_rules"]
+__all__ = ["ALPHA", "paired", "paired_binary", "bootstrap_mean_ci", "degenerate_maps",
+           "majority", "brief", "every", "nearest_rules"]
 
 #: significance level of every one-sided comparison (the rule's text states it)
 ALPHA = 0.05
@@ -77,6 +79,40 @@ def paired(a: Any, b: Any, *, alternative: str = "greater", alpha: float = ALPHA
     out["significant"] = bool(out["p"] < alpha)
     out["significant_wilcoxon"] = bool(out["p_wilcoxon"] < alpha)
     return out
+
+
+def paired_binary(a: Any, b: Any, *, alternative: str = "greater", alpha: float = ALPHA
+                  ) -> dict[str, Any]:
+    """Exact one-sided McNemar test of paired pass/fail outcomes (1 = pass, one per input).
+
+    Only the discordant inputs carry information: ``up`` passes under ``a`` and fails under
+    ``b``, ``down`` the reverse. Under the null each discordant input is either with
+    probability 1/2, so ``p`` is the binomial tail of ``up`` in ``up + down`` draws
+    (``"greater"``: a passes more often than b; ``"less"``: less often). Returns ``n``,
+    ``rate_a``, ``rate_b``, ``up``, ``down``, ``p`` and ``significant`` (p < alpha); with no
+    discordant input p is 1. Values other than 0 and 1 are refused.
+    """
+    from scipy import stats
+
+    if alternative not in ("greater", "less"):
+        raise ValueError(f"alternative must be 'greater' or 'less', got {alternative!r}")
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"paired values need the same length, got {len(a)} and {len(b)}")
+    for name, v in (("a", a), ("b", b)):
+        if not np.isin(v, (0.0, 1.0)).all():
+            raise ValueError(f"paired_binary needs outcomes of 0 or 1; {name} holds "
+                             f"{sorted(set(v[~np.isin(v, (0.0, 1.0))].tolist()))[:3]}")
+    up, down = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
+    p = 1.0
+    if up + down:
+        k = up if alternative == "greater" else down
+        p = float(stats.binomtest(k, up + down, 0.5, alternative="greater").pvalue)
+    n = len(a)
+    return {"n": n, "rate_a": float(a.mean()) if n else math.nan,
+            "rate_b": float(b.mean()) if n else math.nan, "up": up, "down": down, "p": p,
+            "significant": bool(p < alpha), "alternative": alternative}
 
 
 def bootstrap_mean_ci(values: Any, *, n_boot: int = 2000, level: float = 0.95,
