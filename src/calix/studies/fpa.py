@@ -68,6 +68,7 @@ import torch
 
 from calix import zoo
 from calix._progress import progress_bar
+from calix._stats import standard_error
 from calix.explain import IntegratedGradients, Saliency, SmoothGrad, reduce_channels
 from calix.metrics import mif_lif
 from calix.studies._base import StudyContext
@@ -216,8 +217,9 @@ def _run_model(ctx: StudyContext, data: str, seed: int, fpa: bool, n_images: int
 
 
 def _ci(v: np.ndarray) -> float:
-    v = v[np.isfinite(v)]
-    return float(1.96 * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+    """Half-width of the normal 95% interval of the mean of the finite values (NaN for fewer
+    than two)."""
+    return 1.96 * standard_error(v[np.isfinite(v)])
 
 
 # --------------------------------------------------------------------------- run
