@@ -232,3 +232,33 @@ def test_calibrate_to_interpret_pools_the_images_of_several_models(tmp_path):
         assert ev.curves[k].n_queries == 9
     assert ev.row[("none", "MP")]["n_images_used"] == 9
     assert ev.row[("none", "MP")]["explain_seconds"] == 2.0
+
+
+def test_recalx_calibration_claims_pool_the_models_of_a_case(tmp_path):
+    """With several models per case the calibration claims read the models' mean CE^MAX (and
+    mean CE per level bin); the evidence says for how many models ReCalX was lower."""
+    import numpy as np
+
+    from calix.studies import recalx
+    from calix.studies._base import StudyContext
+
+    ce = {0: {"none": 0.40, "temperature": 0.10, "recalx": 0.05},    # ReCalX lower
+          1000: {"none": 0.30, "temperature": 0.08, "recalx": 0.09}}  # ReCalX higher
+    rows = [{"case": "cnn/d/zero", "model_seed": s, "method": m, "ce_max": v,
+             "clean_accuracy": 0.9} for s, ms in ce.items() for m, v in ms.items()]
+    level_rows = [{"case": "cnn/d/zero", "model_seed": s, "ce_none": v}
+                  for s, vs in ((0, [0.1, 0.4, np.nan]), (1000, [0.1, 0.3, 0.2]))
+                  for v in vs]
+    ctx = StudyContext("recalx", tmp_path, quick=False, seed=0)
+    recalx._calibration_claims(ctx, rows, level_rows, 2)
+    cut, vs_ts, spread, acc = ctx.claims
+    assert "2 models' mean" in vs_ts.claim
+    assert vs_ts.evidence["recalx_vs_temperature_ce_max"]["cnn/d/zero"] == pytest.approx(
+        (0.07, 0.09))
+    assert vs_ts.holds and vs_ts.evidence["models_where_recalx_lower"]["cnn/d/zero"] == "1/2"
+    assert vs_ts.sensitivity["for every model in every case"] is False
+    assert cut.evidence["relative_reduction"]["cnn/d/zero"] == pytest.approx(1 - 0.07 / 0.35)
+    # per bin: mean over the models with a value (the NaN bin keeps model 1000's 0.2)
+    got = spread.evidence["uncalibrated_ce_by_level"]["cnn/d/zero"]
+    assert (got["min_over_levels"], got["max_over_levels"]) == pytest.approx((0.1, 0.35))
+    assert acc.holds and acc.kind == "check"
