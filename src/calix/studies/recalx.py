@@ -8,11 +8,15 @@ Protocol, on calix's zoo models:
    inputs x ``n_per_bin`` perturbations per bin, B = 10 bins), then measure CE_KL per level bin
    on perturbed *test* samples (``n_eval`` inputs x ``n_per_bin`` per bin, another seed).
    Cases: the CNN on digits-noisy (4x4 patches; zero and blur fill), the MLP on breast_cancer
-   and on wine (columns; training-mean fill); the full run adds the CNN on digits.
+   and on wine (columns; training-mean fill); the full run adds the CNN on digits and trains
+   ``n_models`` = 3 models per case (seeds s + 1000 m, same split): the calibration claims
+   read the models' mean CE^MAX and mean CE_KL per level bin, the accuracy check every model.
 2. **Explanation robustness.** Average and max sensitivity (Yeh et al.; L∞ ball of radius
    0.05, normalised by ‖E(x)‖) of LIME, KernelSHAP and occlusion explaining the predicted
    class's probability, for the uncalibrated and the ReCalX-calibrated model (every query
-   calibrated at its own level), on breast_cancer (mean fill) and digits-noisy (zero fill).
+   calibrated at its own level), on breast_cancer (mean fill) and digits-noisy (zero fill);
+   per input, one-sided Wilcoxon signed-rank tests (the normalised sensitivities are
+   heavy-tailed). Parts 2 and 3 use the first model.
 3. **Remove-and-retrain.** Global importance = mean |KernelSHAP| over training inputs (mean
    fill) with and without ReCalX; remove the top-k share of features (training mean), retrain
    the MLP with several seeds, record the test loss increase over the unablated model.
