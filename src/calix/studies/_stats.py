@@ -33,6 +33,17 @@ __all__ = ["ALPHA", "paired", "paired_binary", "bootstrap_mean_ci", "degenerate_
 ALPHA = 0.05
 
 
+def _pairs(a: Any, b: Any, alternative: str) -> tuple[np.ndarray, np.ndarray]:
+    """``a`` and ``b`` as flat float64 arrays of one length, and ``alternative`` checked."""
+    if alternative not in ("greater", "less"):
+        raise ValueError(f"alternative must be 'greater' or 'less', got {alternative!r}")
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"paired values need the same length, got {len(a)} and {len(b)}")
+    return a, b
+
+
 def paired(a: Any, b: Any, *, alternative: str = "greater", alpha: float = ALPHA
            ) -> dict[str, Any]:
     """Paired comparison of ``a`` and ``b`` (one value per input, same order).
@@ -46,12 +57,7 @@ def paired(a: Any, b: Any, *, alternative: str = "greater", alpha: float = ALPHA
     """
     from scipy import stats
 
-    if alternative not in ("greater", "less"):
-        raise ValueError(f"alternative must be 'greater' or 'less', got {alternative!r}")
-    a = np.asarray(a, dtype=np.float64).ravel()
-    b = np.asarray(b, dtype=np.float64).ravel()
-    if a.shape != b.shape:
-        raise ValueError(f"paired values need the same length, got {len(a)} and {len(b)}")
+    a, b = _pairs(a, b, alternative)
     ok = np.isfinite(a) & np.isfinite(b)
     d = a[ok] - b[ok]
     n = len(d)
@@ -94,12 +100,7 @@ def paired_binary(a: Any, b: Any, *, alternative: str = "greater", alpha: float 
     """
     from scipy import stats
 
-    if alternative not in ("greater", "less"):
-        raise ValueError(f"alternative must be 'greater' or 'less', got {alternative!r}")
-    a = np.asarray(a, dtype=np.float64).ravel()
-    b = np.asarray(b, dtype=np.float64).ravel()
-    if a.shape != b.shape:
-        raise ValueError(f"paired values need the same length, got {len(a)} and {len(b)}")
+    a, b = _pairs(a, b, alternative)
     for name, v in (("a", a), ("b", b)):
         if not np.isin(v, (0.0, 1.0)).all():
             raise ValueError(f"paired_binary needs outcomes of 0 or 1; {name} holds "
