@@ -813,10 +813,10 @@ def _faithfulness(ctx: StudyContext, ev: _Maps) -> None:
             "degenerate maps included, largest mean drop": all(
                 t["mean_diff"] > 0 for t in most_all.values())})
 
-    btr = {k: float(ev.per["btr"][k][ev.keep[k[1]]].mean()) for k in ev.per["btr"]}
+    kept = {k: v[ev.keep[k[1]]] for k, v in ev.per["btr"].items()}  # per image, 0 or 1
+    btr = {k: float(v.mean()) for k, v in kept.items()}
     btr_all = {k: float(ev.per["btr"][k].mean()) for k in ev.per["btr"]}
-    raise_tests = {f"{c}/{e}": paired_binary(ev.per["btr"][(c, e)][ev.keep[e]],
-                                             ev.per["btr"][("none", e)][ev.keep[e]])
+    raise_tests = {f"{c}/{e}": paired_binary(kept[(c, e)], kept[("none", e)])
                    for c in CALIBRATED for e in EXPLAINERS}
     not_raised = [k for k, t in raise_tests.items() if not t["significant"]]
     lowered = [f"{c}/{e}" for c in CALIBRATED for e in EXPLAINERS
@@ -824,7 +824,7 @@ def _faithfulness(ctx: StudyContext, ev: _Maps) -> None:
     # the exact one-sided test reaches p < ALPHA only with at least `room` discordant images,
     # so an explainer with fewer images failing without calibration cannot show a raise
     room = math.ceil(-math.log2(ALPHA))
-    failing = {e: int((ev.per["btr"][("none", e)][ev.keep[e]] == 0).sum()) for e in EXPLAINERS}
+    failing = {e: int((kept[("none", e)] == 0).sum()) for e in EXPLAINERS}
     untestable = [f"{c}/{e}" for c in CALIBRATED for e in EXPLAINERS if failing[e] < room]
     ctx.claim(
         "Calibration raises the better-than-random ratio (BTR) in every calibrator x explainer "
@@ -863,9 +863,9 @@ def _faithfulness(ctx: StudyContext, ev: _Maps) -> None:
 
     keep_all = ev.keep_all
     dvt = paired(mean_drop("dirichlet", keep_all), mean_drop("temperature", keep_all))
-    gain = paired(btr_gain_per_image("dirichlet", keep_all),
-                  btr_gain_per_image("temperature", keep_all))
-    btr_gain = {c: float(btr_gain_per_image(c, keep_all).mean()) for c in CALIBRATED}
+    gains = {c: btr_gain_per_image(c, keep_all) for c in CALIBRATED}
+    gain = paired(gains["dirichlet"], gains["temperature"])
+    btr_gain = {c: float(v.mean()) for c, v in gains.items()}
     ctx.claim(
         "Dirichlet calibration improves deletion AUC and BTR more than temperature scaling: "
         "per image, the drop of deletion AUC and the gain in better-than-random outcomes "
