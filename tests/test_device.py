@@ -315,6 +315,7 @@ _KWARGS: dict[str, dict[str, Any]] = {
     "leverage_shap": {"n_samples": 60},
     "regression_adjusted_shap": {"n_samples": 80},
     "logit_surrogate_shap": {"n_samples": 90},
+    "stacked_shap": {"n_samples": 60},
     "shapley": {"n_samples": 60},
     "meaningful_perturbation": {"steps": 3},
     "bayes_lime": {"n_samples": 80, "focused": True, "n_start": 30, "n_candidates": 60,

@@ -389,6 +389,7 @@ _BUDGETS: dict[str, dict[str, Any]] = {
     "leverage_shap": {"n_samples": 20},
     "regression_adjusted_shap": {"n_samples": 20},
     "logit_surrogate_shap": {"n_samples": 20},
+    "stacked_shap": {"n_samples": 24},
     "shapley": {"n_samples": 20},
     "meaningful_perturbation": {"steps": 2},
     "bayes_lime": {"n_samples": 30},

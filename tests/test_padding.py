@@ -123,6 +123,7 @@ _SURROGATES = {
     "leverage_shap": {"n_samples": 28},
     "regression_adjusted_shap": {"n_samples": 28},
     "logit_surrogate_shap": {"n_samples": 28, "adjust": True},
+    "stacked_shap": {"n_samples": 28},
     "shapley": {"n_samples": 28},
     "bayes_lime": {"n_samples": 60, "focused": True, "n_start": 20, "n_candidates": 40,
                    "batch": 20},
@@ -132,7 +133,7 @@ _SURROGATES = {
 
 
 _SHAPLEY = ("kernel_shap", "poly_shap", "leverage_shap", "regression_adjusted_shap",
-            "logit_surrogate_shap", "shapley")
+            "logit_surrogate_shap", "stacked_shap", "shapley")
 
 
 @pytest.mark.parametrize("name", list(_SURROGATES))
@@ -245,7 +246,7 @@ def test_lime_kernel_counts_only_real_features():
 
 
 _SHAPLEY = ("kernel_shap", "poly_shap", "leverage_shap", "regression_adjusted_shap",
-            "logit_surrogate_shap", "shapley")
+            "logit_surrogate_shap", "stacked_shap", "shapley")
 
 
 @pytest.mark.parametrize("name", list(_SURROGATES))

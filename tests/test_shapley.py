@@ -20,6 +20,7 @@ from calix.explain import (
     PolySHAP,
     RegressionAdjustedSHAP,
     Shapley,
+    StackedSHAP,
     exact_shapley,
 )
 from calix.explain.shapley import tree_shapley
@@ -33,6 +34,7 @@ from calix.perturb import (
     ShapleyKernel,
     all_coalitions,
 )
+from tests._explain_models import sparse_odd_game
 
 ZERO = {"fill": Constant(0.0)}
 
@@ -49,6 +51,7 @@ ESTIMATORS = {
     "logit_surrogate": lambda m, **kw: LogitSurrogateSHAP(m, **kw),
     "odd": lambda m, **kw: OddSHAP(m, **kw),
     "odd_residual": lambda m, **kw: OddSHAP(m, proxy_target="residual", **kw),
+    "stacked": lambda m, **kw: StackedSHAP(m, **kw),
     "shapley": lambda m, **kw: Shapley(m, **kw),
 }
 
@@ -253,15 +256,16 @@ def test_adaptive_mode_stops_at_the_target_width(game):
 
 
 def test_default_estimator_says_what_it_chose(game):
+    # StackedSHAP from its minimum (d + 12 = 24 queries here); below it LogitSurrogateSHAP for
+    # a probability and Leverage SHAP for anything else
     model, x, _ = game
-    for budget in (60, 240, 600):
-        exp = Shapley(model, n_samples=budget, **ZERO).explain(x)
-        assert exp.extra["estimator"] == "logit_surrogate_shap"  # a probability
-    # anything else: OddSHAP once 5 (d + 1) queries leave room for a higher-order term
-    logits = Shapley(model, n_samples=240, output="logit", **ZERO).explain(x)
-    assert logits.extra["estimator"] == "odd_shap"
-    assert (logits.extra["n_interactions"] == 240 // 5 - 12).all()
-    few = Shapley(model, n_samples=64, output="logit", **ZERO).explain(x)
+    for budget in (24, 60, 240):
+        for output in ("probability", "logit"):
+            exp = Shapley(model, n_samples=budget, output=output, **ZERO).explain(x)
+            assert exp.extra["estimator"] == "stacked_shap"
+    assert Shapley(model, n_samples=23, **ZERO).explain(x).extra["estimator"] == \
+        "logit_surrogate_shap"
+    few = Shapley(model, n_samples=23, output="logit", **ZERO).explain(x)
     assert few.extra["estimator"] == "leverage_shap"
 
 
@@ -352,11 +356,12 @@ def test_lime_and_glime_designs_draw_what_they_claim():
 
 
 def test_adaptive_mode_reaches_calixs_estimator(game):
-    # the default on a probability is LogitSurrogateSHAP: its design extends too
+    # the default is StackedSHAP: its design (SurrogateDesign from 10 d) extends too, and the
+    # stacking weights are chosen again on every round's coalitions
     model, x, _ = game
     exp = Shapley(model, n_samples=4000, target_width=0.001, seed=0, **ZERO).explain(x)
-    assert exp.extra["estimator"] == "logit_surrogate_shap"
-    assert 120 < exp.extra["n_used"] < 4000  # measured 960
+    assert exp.extra["estimator"] == "stacked_shap"
+    assert 120 < exp.extra["n_used"] < 4000  # measured 480
     assert (exp.upper - exp.lower).max() <= 0.001
 
 
@@ -393,8 +398,13 @@ def test_regression_adjustment_uses_its_proxy(game):
 
 def test_shapley_passes_estimator_arguments_and_limits_come_before_queries(game):
     model, x, _ = game
-    exp = Shapley(model, n_samples=300, n_permutations=64, **ZERO).explain(x)
-    assert exp.extra["estimator"] == "logit_surrogate_shap"
+    exp = Shapley(model, n_samples=300, candidates=["surrogate", "tree"], **ZERO).explain(x)
+    assert exp.extra["estimator"] == "stacked_shap"
+    assert exp.extra["candidates"] == ["surrogate", "tree"]
+    few = Shapley(model, n_samples=20, n_permutations=64, **ZERO)
+    assert few.chosen(12).n_permutations == 64  # below the stack's minimum: LogitSurrogateSHAP
+    with pytest.raises(TypeError, match="Shapley chose StackedSHAP for 12 features"):
+        Shapley(model, n_samples=300, n_permutations=64, **ZERO).explain(x)
     with pytest.raises(ValueError, match="always pairs"):
         LeverageSHAP(model, paired=False)
     wide = wrap(_mlp(72))
@@ -471,33 +481,11 @@ def test_oddshap_without_interactions_is_paired_kernelshap(game):
     np.testing.assert_allclose(odd.feature_values, ks.feature_values, atol=1e-5)
 
 
-class _SparseOdd(nn.Module):
-    """Additive terms plus four products of three inputs: with the zero fill, a game whose odd
-    part has four third-order terms."""
-
-    def __init__(self, d: int = 12):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.a = torch.randn(d, generator=g)
-        self.triples = [(0, 1, 2), (3, 5, 7), (2, 8, 11), (4, 9, 10)]
-
-    def forward(self, u):
-        out = u @ self.a
-        for i, j, k in self.triples:
-            out = out + 0.8 * u[:, i] * u[:, j] * u[:, k]
-        return out[:, None]
-
-
 def test_oddshap_finds_the_odd_interactions():
     # 800 of 4096 coalitions: the tree proxy fitted to the singletons' residual finds the four
     # triples, and the fit is then exact to float32 rounding (normalised squared error < 1e-12,
     # measured 8e-16; Leverage SHAP's on the same budget: 3e-6 and 1e-4)
-    d = 12
-    model = wrap(_SparseOdd(d), task="regression")
-    x = torch.randn(2, d, generator=torch.Generator().manual_seed(2)) + 1.0
-    coal = all_coalitions(d)
-    values = Perturbation(Columns(), Constant(0.0)).query(model, x, coal).outputs[..., 0]
-    exact = exact_shapley(values.double(), coal).numpy()
+    model, x, exact = sparse_odd_game()
     kw = {"n_samples": 800, "seed": 0, "fill": Constant(0.0)}
     odd = OddSHAP(model, proxy_target="residual", **kw).explain(x)
     lev = LeverageSHAP(model, **kw).explain(x)

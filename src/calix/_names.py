@@ -23,8 +23,8 @@ __all__ = ["EXPLAINERS", "CALIBRATORS", "SAMPLERS", "UNTRAINED_SAMPLERS", "ARCHI
 EXPLAINERS = (
     "saliency", "integrated_gradients", "smoothgrad", "guided_backprop", "occlusion", "rise",
     "lime", "kernel_shap", "poly_shap", "leverage_shap", "odd_shap", "regression_adjusted_shap",
-    "logit_surrogate_shap", "shapley", "meaningful_perturbation", "bayes_lime", "bayes_shap",
-    "eagle", "glime", "us_lime", "lime_tabular",
+    "logit_surrogate_shap", "stacked_shap", "shapley", "meaningful_perturbation", "bayes_lime",
+    "bayes_shap", "eagle", "glime", "us_lime", "lime_tabular",
 )
 CALIBRATORS = (
     "temperature", "dirichlet", "recalx", "vector", "matrix", "structured_matrix",

@@ -33,6 +33,7 @@ from calix.explain.shapley import (
     ShapleyEstimator,
     exact_shapley,
 )
+from calix.explain.stacked import StackedSHAP
 from calix.explain.surrogate import (
     GLIME,
     LIME,
@@ -59,6 +60,7 @@ for _name, _cls in (
     ("odd_shap", OddSHAP),
     ("regression_adjusted_shap", RegressionAdjustedSHAP),
     ("logit_surrogate_shap", LogitSurrogateSHAP),
+    ("stacked_shap", StackedSHAP),
     ("shapley", Shapley),
     ("meaningful_perturbation", MeaningfulPerturbation),
 ):
@@ -69,7 +71,8 @@ __all__ = [
     "CaptumExplainer",
     "GuidedBackprop", "IntegratedGradients", "Saliency", "SmoothGrad", "FeatureExplainer",
     "MeaningfulPerturbation", "Occlusion", "RISE", "LIME", "KernelSHAP", "PolySHAP", "METHODS",
-    "LeverageSHAP", "OddSHAP", "RegressionAdjustedSHAP", "LogitSurrogateSHAP", "Shapley",
+    "LeverageSHAP", "OddSHAP", "RegressionAdjustedSHAP", "LogitSurrogateSHAP", "StackedSHAP",
+    "Shapley",
     "ShapleyEstimator", "exact_shapley",
     "shapley_kernel_weights", "weighted_ridge",
 ]

@@ -37,7 +37,8 @@ from calix.explain.surrogate import size_stratified_weights
 from calix.perturb import CoalitionDesign, Design, Perturbation, SurrogateDesign, all_coalitions
 
 __all__ = ["LogitSurrogateSHAP", "quadratic_shapley", "sigmoid_quadratic_shapley",
-           "sigmoid_quadratic_shapley_exact", "residual_shapley"]
+           "sigmoid_quadratic_shapley_exact", "residual_shapley", "surrogate_design_weights",
+           "target_logit"]
 
 _LINKS = ("auto", "identity", "logit")
 #: logits are clipped to ±this (sigmoid(36) = 1 − 2e-16) so p = 0 or 1 from sklearn stays finite
@@ -96,16 +97,45 @@ def quadratic_shapley(b: Tensor, c: Tensor) -> Tensor:
     return b + 0.5 * c.sum(-1)
 
 
+def surrogate_design_weights(z: Tensor, n_fixed: int = 0) -> Tensor:
+    """Shapley-kernel regression weights of :class:`~calix.perturb.SurrogateDesign`'s rows.
+
+    The first ``n_fixed`` rows are the enumerated coalitions of size 1 and d − 1: weight
+    μ(S) = 1/(C(d,|S|) |S|(d−|S|)), the Shapley kernel (their part of the sum is exact). The
+    others were drawn with sizes uniform on the remaining K sizes: weight μ(S)/p(S)/m' =
+    K/(|S|(d−|S|) m'), which makes their part an unbiased estimate of the rest of the sum.
+
+    z (n, m, d) bool -> (n, m) float64.
+    """
+    d, m = z.shape[-1], z.shape[-2]
+    size = z.double().sum(-1)
+    spread = (size * (d - size)).clamp(min=1.0)
+    n_sizes = d - 3 if n_fixed else d - 1
+    w = n_sizes / (spread * max(1, m - n_fixed))
+    if n_fixed:
+        w[:, :n_fixed] = 1.0 / (d * (d - 1))  # μ(S) = 1/(C(d, 1)·1·(d − 1)) for |S| = 1, d − 1
+    return w
+
+
+def target_logit(outputs: Tensor, targets: Tensor) -> Tensor:
+    """log p_t − log(1 − p_t) of the target class from a classifier's outputs (..., k), computed
+    from log-softmax (no 0/1 rounding), clipped to ±36: float64 of shape outputs.shape[:-1]."""
+    lp = torch.log_softmax(outputs.double(), -1)
+    idx = targets.to(lp.device).view(-1, *([1] * (lp.ndim - 1))).expand(*lp.shape[:-1], 1)
+    own = lp.gather(-1, idx)[..., 0]
+    rest = torch.logsumexp(lp.scatter(-1, idx, float("-inf")), -1)
+    return (own - rest).clamp(-_LOGIT_CLIP, _LOGIT_CLIP)
+
+
 def residual_shapley(z: Tensor, r: Tensor, n_fixed: int = 0,
                      n_features: Tensor | None = None) -> Tensor:
     """Shapley values of a residual game r with r(∅) = r(full) = 0, by the Shapley-kernel
     regression on :class:`~calix.perturb.SurrogateDesign`'s coalitions.
 
     Minimises Σ_S μ(S) (r(S) − Σ_{i∈S} ψ_i)² subject to Σψ = 0, μ(S) = 1/(C(d,|S|) |S|(d−|S|))
-    the Shapley kernel (KernelSHAP's estimator). The first ``n_fixed`` rows are the enumerated
-    coalitions of size 1 and d − 1 (weight μ(S): their part of the sum is exact); the others
-    were drawn with sizes uniform on the remaining K sizes, so their weight μ(S)/p(S)/m' =
-    K/(|S|(d−|S|) m') makes their part an unbiased estimate of the rest of the sum.
+    the Shapley kernel (KernelSHAP's estimator), with the rows weighted by
+    :func:`surrogate_design_weights` (the first ``n_fixed`` are the enumerated sizes 1 and
+    d − 1).
 
     With ``n_features`` (n,), inputs with fewer than d features (padding columns) are weighted
     by :func:`~calix.explain.surrogate.size_stratified_weights` on their real features and
@@ -113,17 +143,12 @@ def residual_shapley(z: Tensor, r: Tensor, n_fixed: int = 0,
 
     z (n, m, d) bool, r (n, m), n_fixed int -> ψ (n, d), float64.
     """
-    d, m = z.shape[-1], z.shape[-2]
+    d = z.shape[-1]
     valid = None if n_features is None else real_columns(n_features, d, z.device)
     if valid is not None:
         z = z & valid[:, None, :]
     zz = z.double()
-    size = zz.sum(-1)
-    spread = (size * (d - size)).clamp(min=1.0)
-    n_sizes = d - 3 if n_fixed else d - 1
-    w = n_sizes / (spread * max(1, m - n_fixed))
-    if n_fixed:
-        w[:, :n_fixed] = 1.0 / (d * (d - 1))  # μ(S) = 1/(C(d, 1)·1·(d − 1)) for |S| = 1, d − 1
+    w = surrogate_design_weights(z, n_fixed)
     if valid is not None:
         padded = torch.as_tensor(n_features).to(z.device) < d
         w = torch.where(padded[:, None], size_stratified_weights(z, n_features), w)
@@ -310,11 +335,7 @@ class LogitSurrogateSHAP(ShapleyEstimator):
         s = self._score(outputs, targets).double()
         if self.resolved_link == "identity":
             return s, s
-        lp = torch.log_softmax(outputs.double(), -1)
-        idx = targets.to(lp.device).view(-1, 1, 1).expand(*lp.shape[:-1], 1)
-        own = lp.gather(-1, idx)[..., 0]
-        rest = torch.logsumexp(lp.scatter(-1, idx, float("-inf")), -1)
-        return s, (own - rest).clamp(-_LOGIT_CLIP, _LOGIT_CLIP)
+        return s, target_logit(outputs, targets)
 
     def _validate(self, d: int) -> None:
         terms = d + (d * (d - 1) // 2 if self.order == 2 else 0)

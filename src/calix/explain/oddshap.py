@@ -32,11 +32,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from calix.explain.shapley import ShapleyEstimator, _rows_per_fit
+from calix.explain.shapley import (
+    ShapleyEstimator,
+    _rows_per_fit,
+    fit_trees,
+    tree_params_with_defaults,
+)
 from calix.explain.solvers import efficiency_constrained_wls
 from calix.perturb import CoalitionDesign, Design, KernelSHAPDesign, LeverageDesign
 
-__all__ = ["OddSHAP", "tree_fourier", "odd_parity_shapley"]
+__all__ = ["OddSHAP", "tree_fourier", "odd_parity_shapley", "odd_support"]
 
 #: the most path features whose subsets a leaf expands (2^12 terms)
 _MAX_PATH = 12
@@ -143,15 +148,7 @@ class OddSHAP(ShapleyEstimator):
             raise ValueError(f"proxy_target must be 'game' or 'residual', got {proxy_target!r}")
         self.interaction_factor, self.design_name = int(interaction_factor), design
         self.proxy_target = proxy_target
-        self.tree_params = {"n_estimators": 50, "max_depth": 5, "learning_rate": 0.1,
-                            **(tree_params or {})}
-        from sklearn.ensemble import GradientBoostingRegressor
-
-        try:
-            GradientBoostingRegressor(**self.tree_params)
-        except TypeError as err:
-            raise ValueError(f"tree_params are not GradientBoostingRegressor's: {err}"
-                             ) from None
+        self.tree_params = tree_params_with_defaults(tree_params, 5)
         if int(self.tree_params.get("max_depth") or _MAX_PATH + 1) > _MAX_PATH:
             raise ValueError(f"tree_params['max_depth'] must be at most {_MAX_PATH} (each leaf "
                              f"expands into 2^depth Fourier terms), got "
@@ -232,28 +229,31 @@ class OddSHAP(ShapleyEstimator):
 
     def _select(self, z: Tensor, s: Tensor, w: Tensor, i: int, k: int, total: Tensor
                 ) -> list[tuple[int, ...]]:
-        """The k odd interactions (|T| >= 3) with the largest Fourier coefficients of the tree
-        proxy fitted to one input's coalitions (z (m, d), scores s (m,), v(full) − v(∅))."""
-        if k <= 0:
-            return []
-        from sklearn.ensemble import GradientBoostingRegressor
+        """The support of input i (z (m, d), scores s (m,), weights w (m,) or (n, m))."""
+        return odd_support(z, s, w if w.ndim == 1 else w[i], k, total,
+                           proxy_target=self.proxy_target, tree_params=self.tree_params,
+                           seed=self._tree_seed)
 
-        ww = (w if w.ndim == 1 else w[i]).cpu().numpy()
-        gbm = GradientBoostingRegressor(random_state=self._tree_seed, **self.tree_params)
-        target = s
-        if self.proxy_target == "residual":  # the trees fit what the singletons leave
-            chi = (2 * z.to(s.device, torch.float64) - 1)[None]
-            wt = (w if w.ndim == 1 else w[i]).to(s.device, torch.float64).expand(1, len(s))
-            c = self._constrained(chi, s[None], wt, total[None])
-            fm = (wt[..., None] * chi).sum(1) / wt.sum()
-            c0 = (wt * s[None]).sum() / wt.sum() - (fm * c).sum()
-            target = s - (chi[0] @ c[0] + c0)
-        try:
-            gbm.fit(z.cpu().numpy().astype(np.float32), target.cpu().numpy(),
-                    sample_weight=ww / ww.sum() * len(ww))
-        except ValueError as err:
-            raise ValueError(f"the tree proxy could not be fitted ({err}); check "
-                             f"tree_params={self.tree_params}") from None
-        coef = tree_fourier(list(gbm.estimators_[:, 0]), gbm.learning_rate)
-        ranked = sorted(coef, key=lambda t: (-abs(coef[t]), t))
-        return ranked[:k]
+
+def odd_support(z: Tensor, s: Tensor, w: Tensor, k: int, total: Tensor, *,
+                proxy_target: str = "game", tree_params: dict[str, Any] | None = None,
+                seed: int = 0) -> list[tuple[int, ...]]:
+    """OddSHAP's support: the k odd interactions (|T| >= 3) with the largest Fourier
+    coefficients of a gradient-boosted tree proxy fitted to one input's coalitions z (m, d),
+    scores s (m,) and regression weights w (m,), v(full) − v(∅) = ``total``.
+    ``proxy_target="residual"`` fits the trees to what the singletons-only odd fit leaves."""
+    if k <= 0:
+        return []
+    params = {"n_estimators": 50, "max_depth": 5, "learning_rate": 0.1, **(tree_params or {})}
+    target = s
+    if proxy_target == "residual":  # the trees fit what the singletons leave
+        chi = (2 * z.to(s.device, torch.float64) - 1)[None]
+        wt = w.to(s.device, torch.float64).expand(1, len(s))
+        c = OddSHAP._constrained(chi, s[None], wt, total[None])
+        fm = (wt[..., None] * chi).sum(1) / wt.sum()
+        c0 = (wt * s[None]).sum() / wt.sum() - (fm * c).sum()
+        target = s - (chi[0] @ c[0] + c0)
+    gbm = fit_trees(z, target, w, params, seed)
+    coef = tree_fourier(list(gbm.estimators_[:, 0]), gbm.learning_rate)
+    ranked = sorted(coef, key=lambda t: (-abs(coef[t]), t))
+    return ranked[:k]

@@ -22,8 +22,9 @@ Estimators: :class:`KernelSHAP` (Lundberg & Lee 2017, paired, border enumeration
 :class:`LeverageSHAP` (Musco & Witter 2025), :class:`~calix.explain.polyshap.PolySHAP`
 (Fumagalli, Witter & Musco 2026), :class:`RegressionAdjustedSHAP` (Witter, Liu & Musco 2025,
 with a linear, quadratic or gradient-boosted-tree proxy), calix's
-:class:`~calix.explain.logit_surrogate.LogitSurrogateSHAP`, and :class:`Shapley`, which picks
-one by the budget.
+:class:`~calix.explain.logit_surrogate.LogitSurrogateSHAP` and
+:class:`~calix.explain.stacked.StackedSHAP`, and :class:`Shapley`, calix's default (the stack
+from its minimum budget).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from calix.perturb import (
 
 __all__ = ["ShapleyEstimator", "KernelSHAP", "LeverageSHAP", "RegressionAdjustedSHAP",
            "Shapley", "exact_shapley", "polynomial_terms", "tree_shapley",
-           "stratified_shapley"]
+           "stratified_shapley", "tree_params_with_defaults", "fit_trees"]
 
 
 def exact_shapley(values: Tensor, coalitions: Tensor) -> Tensor:
@@ -186,6 +187,39 @@ def stratified_shapley(z: Tensor, v: Tensor, v_full: Tensor, v_empty: Tensor) ->
     phi = (mean_in[..., 1:] - mean_out[..., :d]).sum(-1) / d
     gap = v_full.double() - v_empty.double() - phi.sum(1)
     return phi + gap[:, None] / d
+
+
+def tree_params_with_defaults(given: dict[str, Any] | None, max_depth: int
+                              ) -> dict[str, Any]:
+    """scikit-learn ``GradientBoostingRegressor`` arguments of a tree proxy: 50 trees of depth
+    ``max_depth``, learning rate 0.1, updated by ``given``; refused (ValueError) when they are
+    not that class's arguments."""
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    params = {"n_estimators": 50, "max_depth": max_depth, "learning_rate": 0.1,
+              **(given or {})}
+    try:
+        GradientBoostingRegressor(**params)
+    except TypeError as err:
+        raise ValueError(f"tree_params are not GradientBoostingRegressor's: {err}") from None
+    return params
+
+
+def fit_trees(z: Tensor, target: Tensor, w: Tensor, params: dict[str, Any], seed: int,
+              what: str = "the tree proxy") -> Any:
+    """Gradient-boosted trees fitted to one input's coalitions z (m, d) and ``target`` (m,)
+    with the regression weights w (m,) (scaled to mean 1); a fit that fails names ``what``."""
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    gbm = GradientBoostingRegressor(random_state=seed, **params)
+    ww = w.cpu().numpy()
+    try:
+        gbm.fit(z.cpu().numpy().astype(np.float32), target.cpu().numpy(),
+                sample_weight=ww / ww.sum() * len(ww))
+    except ValueError as err:
+        raise ValueError(f"{what} could not be fitted ({err}); check tree_params={params}"
+                         ) from None
+    return gbm
 
 
 def _rows_per_fit(n: int, m: int, d: int) -> int:
@@ -543,16 +577,7 @@ class RegressionAdjustedSHAP(ShapleyEstimator):
         if not alpha > 0:
             raise ValueError(f"alpha must be > 0 (a ridge penalty), got {alpha}")
         self.proxy, self.alpha = proxy, float(alpha)
-        self.tree_params = {"n_estimators": 50, "max_depth": 3, "learning_rate": 0.1,
-                            **(tree_params or {})}
-        if proxy == "tree":
-            from sklearn.ensemble import GradientBoostingRegressor
-
-            try:
-                GradientBoostingRegressor(**self.tree_params)
-            except TypeError as err:
-                raise ValueError(f"tree_params are not GradientBoostingRegressor's: {err}"
-                                 ) from None
+        self.tree_params = tree_params_with_defaults(tree_params, 3)
         self._trees: dict[tuple[int, int], Any] = {}
 
     def params(self) -> dict[str, Any]:
@@ -616,22 +641,12 @@ class RegressionAdjustedSHAP(ShapleyEstimator):
                 return (_term_design(zz, terms) @ coef[..., None])[..., 0] + icpt[:, None]
 
             return phi, predict
-        from sklearn.ensemble import GradientBoostingRegressor
-
         models = []
         for i in range(n):
             key = (fold, i)
             if refit or key not in self._trees:
-                gbm = GradientBoostingRegressor(random_state=self._folds_seed,
-                                                **self.tree_params)
-                ww = (w if w.ndim == 1 else w[i]).cpu().numpy()
-                try:
-                    gbm.fit(z[i].cpu().numpy().astype(np.float32), s[i].cpu().numpy(),
-                            sample_weight=ww / ww.sum() * len(ww))
-                except ValueError as err:
-                    raise ValueError(f"the tree proxy could not be fitted ({err}); check "
-                                     f"tree_params={self.tree_params}") from None
-                self._trees[key] = gbm
+                self._trees[key] = fit_trees(z[i], s[i], w if w.ndim == 1 else w[i],
+                                             self.tree_params, self._folds_seed)
             models.append(self._trees[key])
         phi = torch.as_tensor(np.stack([
             tree_shapley(list(m.estimators_[:, 0]), m.learning_rate, d) for m in models]),
@@ -645,24 +660,16 @@ class RegressionAdjustedSHAP(ShapleyEstimator):
         return phi, predict
 
 
-#: queries per regression term of the OddSHAP that :class:`Shapley` picks
-_ODD_FACTOR = 5
-
-
 class Shapley(ShapleyEstimator):
-    """calix's default Shapley estimator: picks one by what is explained.
+    """calix's default Shapley estimator: :class:`~calix.explain.stacked.StackedSHAP`.
 
     The choice follows ``benchmarks/shapley.py`` (exact Shapley values of six games, budgets
-    5 d to 50 d, five seeds; the README's table):
-
-    - a classifier's probability (``output="probability"``): calix's
-      :class:`~calix.explain.logit_surrogate.LogitSurrogateSHAP` -- the lowest error of every
-      estimator tried, calix's and the peers', at most budgets of the four classifier games;
-    - anything else (logits, log-probabilities, regressors):
-      :class:`~calix.explain.oddshap.OddSHAP` with its tree proxy fitted to the residual of the
-      singletons and one higher-order term per 5 queries (calix's settings;
-      ``proxy_target="residual", interaction_factor=5``) once that leaves room for a
-      higher-order term (``n_samples >= 5 (d + 1)``), :class:`LeverageSHAP` below.
+    5 d to 50 d, five seeds; the README's table): the stack of a logit-scale surrogate,
+    OddSHAP (published and with calix's settings) and a tree surrogate, weighted by how well
+    each predicts held-out coalition pairs, had the lowest error or was within 1.1x of it in
+    every cell. Below the stack's minimum (d + 2 + 2 ``n_folds`` queries):
+    :class:`~calix.explain.logit_surrogate.LogitSurrogateSHAP` for a classifier's probability
+    (``output="probability"``), :class:`LeverageSHAP` for anything else.
 
     Either way, the exact values when all 2^d coalitions fit in the budget. ``chosen(d)``
     returns the estimator that explains d features, and ``extra["estimator"]`` names it.
@@ -682,13 +689,28 @@ class Shapley(ShapleyEstimator):
                 frame |= set(inspect.signature(cls.__init__).parameters) - {"self", "model"}
         own = {k: v for k, v in kwargs.items() if k in frame}
         super().__init__(model, n_samples=n_samples, **own)
-        self.chosen(2)  # the chosen estimator's own arguments are checked now
+        # the arguments are checked now: the stack or the fallback must take them (a call
+        # whose budget chooses the other one refuses them then, naming it)
+        errors = []
+        for cls in self._classes():
+            try:
+                cls(model, **self._estimator_kwargs(None))
+                break
+            except TypeError as err:
+                errors.append(f"{cls.__name__}: {err}")
+        else:
+            raise TypeError("Shapley's estimators take none of these arguments ("
+                            + "; ".join(errors) + ")")
 
-    def chosen(self, d: int, *, engine: Perturbation | None = None) -> ShapleyEstimator:
-        """The estimator that explains inputs with d features (on ``engine`` when given:
-        the engine of a call, which then replaces the features, fill and background)."""
+    def _classes(self) -> tuple[type[ShapleyEstimator], type[ShapleyEstimator]]:
+        """StackedSHAP and the estimator below its minimum."""
         from calix.explain.logit_surrogate import LogitSurrogateSHAP
+        from calix.explain.stacked import StackedSHAP
 
+        probability = self.output == "probability" and self.model.task != "regression"
+        return StackedSHAP, (LogitSurrogateSHAP if probability else LeverageSHAP)
+
+    def _estimator_kwargs(self, engine: Perturbation | None) -> dict[str, Any]:
         kw = {**self._kwargs, "n_samples": self.n_samples}
         kw.pop("budget", None)  # spent as n_samples
         if engine is not None or self.perturbation is not None:
@@ -696,17 +718,22 @@ class Shapley(ShapleyEstimator):
                 kw.pop(key, None)
         if engine is not None:
             kw["perturbation"] = engine
-        probability = self.output == "probability" and self.model.task != "regression"
-        est: ShapleyEstimator
-        if probability:
-            est = LogitSurrogateSHAP(self.model, **kw)
-        elif self.n_samples >= _ODD_FACTOR * (d + 1):
-            from calix.explain.oddshap import OddSHAP
+        return kw
 
-            est = OddSHAP(self.model, **{"proxy_target": "residual",
-                                         "interaction_factor": _ODD_FACTOR, **kw})
-        else:
-            est = LeverageSHAP(self.model, **kw)
+    def chosen(self, d: int, *, engine: Perturbation | None = None) -> ShapleyEstimator:
+        """The estimator that explains inputs with d features (on ``engine`` when given:
+        the engine of a call, which then replaces the features, fill and background)."""
+        kw = self._estimator_kwargs(engine)
+        stack, fallback = self._classes()
+        cls = stack
+        if self.n_samples < stack.smallest_budget(d, kw.get("n_folds", 5)):
+            cls = fallback
+        try:
+            est = cls(self.model, **kw)
+        except TypeError as err:
+            raise TypeError(f"Shapley chose {cls.__name__} for {d} features and n_samples="
+                            f"{self.n_samples}: {err}. Pass the arguments of the estimator "
+                            f"it chooses, or use that estimator directly") from None
         if engine is None and self.perturbation is not None:
             est.perturbation = self.perturbation
         # what explain() set on this explainer for the current call (column names, progress)

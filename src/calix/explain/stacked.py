@@ -1,0 +1,373 @@
+"""StackedSHAP: calix's stacked Shapley estimator.
+
+Every regression-type Shapley estimator fits a surrogate f̂ of the game to the queried
+coalitions and returns the Shapley values of f̂ (plus, for a regression adjustment, a
+regression of the residual: itself part of the surrogate). Which surrogate is closest depends
+on the game: a logit-quadratic for a smooth classifier, sparse odd interactions for a game
+with a few strong interactions, trees for thresholds. StackedSHAP fits several to the same
+paired coalitions and returns the convex combination
+of their Shapley values whose surrogates predict held-out coalitions best -- stacked
+regression (Wolpert 1992, "Stacked generalization"; Breiman 1996, "Stacked regressions", with
+non-negative weights), scored where Shapley values live:
+
+- Shapley values depend only on the game's odd part (v(S) − v(S̄))/2 (Fumagalli et al. 2026,
+  arXiv 2602.01399), so a surrogate is scored on the paired differences of held-out pairs,
+  v(S) − v(S̄) against f̂(S) − f̂(S̄), weighted by the Shapley kernel (the weights of the
+  Shapley regression, :func:`~calix.explain.logit_surrogate.surrogate_design_weights`);
+- the sampled pairs are split into ``n_folds`` folds; every candidate, its own choices (odd
+  support, trees) included, is refitted without each fold and predicts it;
+- the stacking weights α minimise the held-out error over the simplex (α ≥ 0, Σα = 1, every
+  active set solved exactly); since every candidate satisfies efficiency, so does Σ α_c φ_c.
+
+The candidates (``candidates``):
+
+- ``"surrogate"``: :class:`~calix.explain.logit_surrogate.LogitSurrogateSHAP`'s estimate with
+  its residual regression (logit link for a classifier's probability, identity otherwise --
+  where it is the paired Shapley-kernel regression);
+- ``"odd"``: :class:`~calix.explain.oddshap.OddSHAP` as published (tree proxy fitted to the
+  game, one term per 10 queries);
+- ``"odd_residual"``: OddSHAP with calix's settings (proxy fitted to what the singletons
+  leave, one term per 5 queries);
+- ``"tree"``: gradient-boosted trees (depth 3) as the surrogate, their Shapley values exact
+  (:func:`~calix.explain.shapley.tree_shapley`), plus the Shapley-kernel regression of their
+  residual.
+
+Intervals: the jackknife of :class:`~calix.explain.shapley.ShapleyEstimator`, its refits keeping
+the main fit's stacking weights, odd supports and trees (refitting their coefficients), so the
+intervals leave out the variance of those choices.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from calix.explain.logit_surrogate import (
+    _MAX_TERMS,
+    _fit,
+    _quadratic,
+    quadratic_shapley,
+    sigmoid_quadratic_shapley,
+    sigmoid_quadratic_shapley_exact,
+    surrogate_design_weights,
+    target_logit,
+)
+from calix.explain.oddshap import OddSHAP, odd_parity_shapley, odd_support
+from calix.explain.shapley import (
+    ShapleyEstimator,
+    fit_trees,
+    tree_params_with_defaults,
+    tree_shapley,
+)
+from calix.explain.solvers import efficiency_constrained_wls
+from calix.perturb import CoalitionDesign, Design, LeverageDesign, SurrogateDesign
+
+__all__ = ["StackedSHAP", "simplex_least_squares"]
+
+CANDIDATES = ("surrogate", "odd", "odd_residual", "tree")
+#: permutation walks of the logit surrogate's Shapley values (exact by enumeration for d <= 16)
+_N_PERMUTATIONS = 4096
+
+
+def simplex_least_squares(f: Tensor, y: Tensor, w: Tensor) -> Tensor:
+    """argmin_α Σ_r w_r (y_r − f_r·α)² subject to α ≥ 0 and Σα = 1, exactly.
+
+    Every non-empty active set is solved with the equality constraint only (its KKT system,
+    by least squares, so that identical columns are allowed) and the feasible solution with the
+    lowest error kept (ties: the first in order of fewer columns, then column order). For the
+    handful of columns a stack has.
+
+    f (r, c), y (r,), w (r,) float64 -> α (c,) float64.
+    """
+    c = f.shape[1]
+    if c > 10:
+        raise ValueError(f"simplex_least_squares enumerates active sets: at most 10 columns, "
+                         f"got {c}")
+    best, best_err = None, math.inf
+    fw = f * w[:, None]
+    gram, rhs = f.T @ fw, fw.T @ y
+    scale = float(gram.diagonal().abs().max()) or 1.0
+    for k in range(1, c + 1):
+        for cols in itertools.combinations(range(c), k):
+            idx = list(cols)
+            kkt = torch.zeros(k + 1, k + 1, dtype=f.dtype)
+            kkt[:k, :k] = gram[idx][:, idx] / scale
+            kkt[:k, k] = kkt[k, :k] = 1.0
+            b = torch.cat([rhs[idx] / scale, torch.ones(1, dtype=f.dtype)])
+            sol = torch.linalg.lstsq(kkt, b[:, None], driver="gelsd").solution[:k, 0]
+            if bool((sol < -1e-9).any()):
+                continue
+            alpha = torch.zeros(c, dtype=f.dtype)
+            alpha[idx] = sol.clamp_min(0.0)
+            alpha = alpha / alpha.sum()
+            err = float((w * (y - f @ alpha) ** 2).sum())
+            if err < best_err * (1 - 1e-12):
+                best, best_err = alpha, err
+    assert best is not None  # a single column is always feasible
+    return best
+
+
+class _Fit:
+    """One candidate fitted on one input's rows: its Shapley values (or None when not asked)
+    and a predictor of the surrogate's values on coalitions (m, d) -> (m,)."""
+
+    def __init__(self, phi: Tensor | None, predict: Any, variance: Tensor | None = None):
+        self.phi, self.predict, self.variance = phi, predict, variance
+
+
+class StackedSHAP(ShapleyEstimator):
+    """calix's stacked Shapley estimator (see the module docstring): several surrogates of the
+    game fitted to the same paired coalitions, combined with the convex weights that predict
+    held-out pairs best.
+
+    ``n_samples`` queries per input, on paired coalitions: ``design="auto"`` takes
+    :class:`~calix.perturb.LeverageDesign`'s (sizes uniform, drawn without replacement) until
+    the budget has room for :class:`~calix.perturb.SurrogateDesign`'s enumerated sizes 1 and
+    d − 1 (8 d coalitions besides the ends), and SurrogateDesign's from there -- in
+    ``benchmarks/shapley.py`` the first had the lower error below 10 d on all six games, the
+    second at 10 d on the classifier games.
+
+    Cost: every candidate is fitted ``n_folds + 1`` times per input (three of them fit 50
+    gradient-boosted trees each time); about 1.4 s per input at d = 15 and 50 d queries on
+    one core, against 0.01-0.1 s for a single regression estimator.
+
+    ``extra`` adds ``stack_weights`` (n, len(candidates)) -- each input's α -- and
+    ``candidates``.
+
+    Parameters
+    ----------
+    candidates : sequence of {"surrogate", "odd", "odd_residual", "tree"} -- at least one.
+    n_folds : int -- cross-validation folds of the sampled pairs (>= 2).
+    alpha : float -- ridge penalty of the surrogate candidate's quadratic (> 0).
+    tree_params : dict -- ``GradientBoostingRegressor`` arguments of the ``"tree"`` candidate
+        (default 50 trees of depth 3).
+    design : {"auto", "surrogate", "leverage"} -- the coalitions (see above).
+
+    Raises
+    ------
+    ValueError
+        For an unknown or repeated candidate, n_folds < 2, alpha <= 0, tree_params that are not
+        GradientBoostingRegressor's, an unknown design, or n_samples below
+        ``d + 2 + 2 n_folds`` (every fold needs held-out pairs and every training set the
+        singletons' columns).
+    """
+
+    name = "stacked_shap"
+    title = "StackedSHAP"
+
+    def __init__(self, model: Any, *, n_samples: int | None = None,
+                 candidates: tuple[str, ...] | list[str] = CANDIDATES, n_folds: int = 5,
+                 alpha: float = 0.3, tree_params: dict[str, Any] | None = None,
+                 design: str = "auto", **kwargs: Any):
+        super().__init__(model, n_samples=n_samples, **kwargs)
+        if design not in ("auto", "surrogate", "leverage"):
+            raise ValueError(f"design must be 'auto', 'surrogate' or 'leverage', got "
+                             f"{design!r}")
+        self.design_name = design
+        cands = tuple(candidates)
+        unknown = [c for c in cands if c not in CANDIDATES]
+        if not cands or unknown or len(set(cands)) != len(cands):
+            raise ValueError(f"candidates must be distinct names from {CANDIDATES}, got "
+                             f"{list(cands)}")
+        if isinstance(n_folds, bool) or int(n_folds) != n_folds or n_folds < 2:
+            raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
+        if not alpha > 0:
+            raise ValueError(f"alpha must be > 0 (a ridge penalty), got {alpha}")
+        self.candidates, self.n_folds, self.alpha = cands, int(n_folds), float(alpha)
+        self.tree_params = tree_params_with_defaults(tree_params, 3)
+        self.logit = self.output == "probability" and self.model.task != "regression"
+        # the odd candidates: OddSHAP's proxy target and queries per regression term
+        self._odd = {"odd": ("game", 10), "odd_residual": ("residual", 5)}
+        self._state: list[dict[str, Any]] = []
+        self._alpha: Tensor | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "candidates": list(self.candidates),
+                "n_folds": self.n_folds, "alpha": self.alpha,
+                "tree_params": dict(self.tree_params)}
+
+    def design(self, d: int) -> Design:
+        name = self.design_name
+        if name == "auto":  # SurrogateDesign's enumerated sizes, once the budget has them
+            border = SurrogateDesign.n_fixed(self.n_samples - 2, d) > 0
+            name = "surrogate" if border else "leverage"
+        return SurrogateDesign() if name == "surrogate" else LeverageDesign()
+
+    @staticmethod
+    def _row_weights(design: CoalitionDesign) -> Tensor:
+        """Shapley-kernel regression weights of every input's rows, (n, m) float64."""
+        w = design.weights
+        if w is None:
+            return surrogate_design_weights(design.masks, design.n_fixed)
+        return w.expand(design.masks.shape[0], -1)
+
+    @staticmethod
+    def smallest_budget(d: int, n_folds: int = 5) -> int:
+        """Fewest queries per input for d features with ``n_folds`` folds."""
+        return d + 2 + 2 * int(n_folds)
+
+    def minimum(self, d: int) -> int:
+        return self.smallest_budget(d, self.n_folds)
+
+    def _link(self, outputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        s = self._score(outputs, targets).double()
+        return s, (target_logit(outputs, targets) if self.logit else s)
+
+    def _validate(self, d: int) -> None:
+        self._order = 2 if d + d * (d - 1) // 2 <= _MAX_TERMS else 1
+
+    def _prepare(self, d: int, g: torch.Generator) -> None:
+        seed = int(torch.randint(2**31, (1,), generator=g))
+        self._tree_seed = seed
+        self._folds = torch.Generator().manual_seed(seed + 1)
+        self._perms = (torch.argsort(torch.rand(_N_PERMUTATIONS, d, generator=g), -1)
+                       if self.logit and 2**d > 16 * _N_PERMUTATIONS else None)
+
+    # ------------------------------------------------------------------ the candidates
+    def _candidate(self, name: str, z: Tensor, s: Tensor, y: Tensor, ends: tuple[Tensor, ...],
+                   w: Tensor, state: dict[str, Any], values: bool, refit: bool) -> _Fit:
+        """Candidate ``name`` fitted to one input's rows z (m, d), scores s and links y (m,),
+        the ends (s(full), s(∅), y(full), y(∅)) and weights w (m,). ``state`` holds its
+        choices: made here unless ``refit`` (then kept). ``values``: compute the Shapley
+        values too."""
+        s1, s0, y1, y0 = ends
+        d = z.shape[-1]
+        if name == "surrogate":
+            a, b, c = _fit(z[None], y[None], y0[None], y1[None], self.alpha, self._order)
+            q = lambda zz: _quadratic(zz[None], a, b, c)[0]  # noqa: E731
+            g_ = (lambda zz: torch.sigmoid(q(zz))) if self.logit else q
+            psi = efficiency_constrained_wls(z[None].double(), (s - g_(z))[None], w,
+                                             torch.zeros(1, dtype=s.dtype, device=s.device))[0]
+            phi, var = None, None
+            if values:
+                if not self.logit:
+                    phi = quadratic_shapley(b, c)[0]
+                elif self._perms is None:
+                    phi = sigmoid_quadratic_shapley_exact(a, b, c)[0]
+                else:
+                    perms = self._perms[:1024] if refit else self._perms
+                    phi, var = sigmoid_quadratic_shapley(a, b, c, perms, variance=True)
+                    phi, var = phi[0], var[0]
+                phi = phi + psi
+            return _Fit(phi, lambda zz: g_(zz) + zz.double() @ psi, var)
+        if name in self._odd:
+            target, factor = self._odd[name]
+            if not refit:
+                k = max(0, self._budget // factor - d)
+                state[name] = odd_support(z, s, w, k, s1 - s0, proxy_target=target,
+                                          seed=self._tree_seed)
+            terms = state[name]
+            chi = 2 * z.double() - 1
+
+            def feats(ch: Tensor) -> Tensor:
+                if not terms:
+                    return ch
+                return torch.cat([ch, torch.stack([ch[:, list(t)].prod(-1) for t in terms],
+                                                  -1)], -1)
+
+            coef = OddSHAP._constrained(feats(chi)[None], s[None], w, (s1 - s0)[None])[0]
+            phi = None
+            if values:
+                phi = 2 * coef[:d] + odd_parity_shapley(coef[None, d:], terms, d)[0]
+            return _Fit(phi, lambda zz: feats(2 * zz.double() - 1) @ coef)
+        # the tree candidate
+        if not refit:
+            state["tree"] = fit_trees(z, s, w, self.tree_params, self._tree_seed,
+                                      "the tree candidate")
+        gbm = state["tree"]
+
+        def trees(zz: Tensor) -> Tensor:
+            out = gbm.predict(zz.cpu().numpy().astype(np.float32))
+            return torch.as_tensor(out, dtype=torch.float64, device=s.device)
+
+        ends_t = trees(torch.stack([torch.ones(d, dtype=torch.bool),
+                                    torch.zeros(d, dtype=torch.bool)]))
+        r1, r0 = s1 - ends_t[0], s0 - ends_t[1]
+        psi = efficiency_constrained_wls(z[None].double(), (s - trees(z) - r0)[None], w,
+                                         (r1 - r0)[None])[0]
+        phi = None
+        if values:
+            if "tree_phi" not in state:
+                state["tree_phi"] = torch.as_tensor(
+                    tree_shapley(list(gbm.estimators_[:, 0]), gbm.learning_rate, d),
+                    device=s.device)
+            phi = state["tree_phi"] + psi
+        return _Fit(phi, lambda zz: trees(zz) + zz.double() @ psi)
+
+    # ------------------------------------------------------------------ the stack
+    def _weights(self, design: CoalitionDesign, i: int, s: Tensor, y: Tensor,
+                 ends: tuple[Tensor, ...], w: Tensor) -> Tensor:
+        """Stacking weights α (C,) of input i: the candidates refitted without each fold of
+        pairs predict its paired differences (s, y (m,): its scores and links; w (m,): its
+        row weights)."""
+        z = design.masks[i].to(s.device)
+        m, n_fixed = z.shape[0], design.n_fixed
+        n_pairs = (m - n_fixed) // 2
+        if len(self.candidates) == 1:
+            return torch.ones(1, dtype=torch.float64)
+        fold = torch.randperm(n_pairs, generator=self._folds) % self.n_folds
+        lone = torch.arange(2 * n_pairs, m - n_fixed)  # an unpaired last row: always fitted
+        diffs, preds, wts = [], [], []
+        for k in range(self.n_folds):
+            test = (fold == k).nonzero()[:, 0]
+            train = (fold != k).nonzero()[:, 0]
+            keep = torch.cat([torch.stack([2 * train, 2 * train + 1], 1).reshape(-1), lone])
+            sub = design.take(keep)
+            rows = torch.cat([torch.arange(n_fixed), n_fixed + keep]).to(z.device)
+            wt = self._row_weights(sub)[i].to(s.device)
+            a = (n_fixed + 2 * test).to(z.device)
+            cols = []
+            for name in self.candidates:
+                fit = self._candidate(name, z[rows], s[rows], y[rows], ends, wt, {}, False,
+                                      False)
+                cols.append(fit.predict(z[a]) - fit.predict(z[a + 1]))
+            preds.append(torch.stack(cols, 1))
+            diffs.append(s[a] - s[a + 1])
+            wts.append(w[a])
+        return simplex_least_squares(torch.cat(preds).cpu(), torch.cat(diffs).cpu(),
+                                     torch.cat(wts).cpu())
+
+    def fit(self, design: CoalitionDesign, s: Tensor, y: Tensor, full: Tensor,
+            empty: Tensor, info: dict[str, Any] | None = None) -> Tensor:
+        z = design.masks.to(s.device)
+        n, m, d = z.shape
+        y1, y0 = self._ends
+        if info is not None and (m - design.n_fixed) // 2 < self.n_folds:
+            raise ValueError(f"{self.title} needs at least {self.n_folds} sampled pairs (one "
+                             f"per fold); raise n_samples")
+        w = self._row_weights(design).to(s.device)
+        main = info is not None
+        if main:
+            self._budget = m + 2  # the odd candidates' term counts follow the queries made
+            self._state = [{} for _ in range(n)]
+            alphas = [self._weights(design, i, s[i], y[i], (full[i], empty[i], y1[i], y0[i]),
+                                    w[i]) for i in range(n)]
+            self._alpha = torch.stack(alphas)
+        assert self._alpha is not None
+        phis, variances = [], []
+        for i in range(n):
+            ends = (full[i], empty[i], y1[i], y0[i])
+            phi = torch.zeros(d, dtype=torch.float64, device=s.device)
+            var = torch.zeros(d, dtype=torch.float64, device=s.device)
+            for j, name in enumerate(self.candidates):
+                a = float(self._alpha[i, j])
+                if a == 0.0:
+                    continue
+                fit = self._candidate(name, z[i], s[i], y[i], ends, w[i], self._state[i],
+                                      True, not main)
+                phi = phi + a * fit.phi
+                if fit.variance is not None:
+                    var = var + a**2 * fit.variance
+            phis.append(phi)
+            variances.append(var)
+        if main:
+            info["stack_weights"] = self._alpha.numpy()
+            info["candidates"] = list(self.candidates)
+            if self._perms is not None:  # the walks' quadrature error joins the jackknife's
+                info["variance"] = torch.stack(variances)
+        return torch.stack(phis)
