@@ -32,9 +32,12 @@ The candidates (``candidates``):
   (:func:`~calix.explain.shapley.tree_shapley`), plus the Shapley-kernel regression of their
   residual.
 
-Intervals: the jackknife of :class:`~calix.explain.shapley.ShapleyEstimator`, its refits keeping
-the main fit's stacking weights, odd supports and trees (refitting their coefficients), so the
-intervals leave out the variance of those choices.
+Intervals: the jackknife of :class:`~calix.explain.shapley.ShapleyEstimator`. Its refits fit
+the tree candidate's trees again and solve for the stacking weights again on the held-out
+predictions of the pairs they keep; they keep the main fit's odd supports (refitting their
+coefficients: for OddSHAP alone, selecting them again gave intervals far too wide at ten
+times the cost), so the intervals leave out the variance of the supports and of the folds'
+fits.
 """
 
 from __future__ import annotations
@@ -133,8 +136,9 @@ class StackedSHAP(ShapleyEstimator):
     second at 10 d on the classifier games.
 
     Cost: every candidate is fitted ``n_folds + 1`` times per input (three of them fit 50
-    gradient-boosted trees each time); about 1.4 s per input at d = 15 and 50 d queries on
-    one core, against 0.01-0.1 s for a single regression estimator.
+    gradient-boosted trees each time): in ``benchmarks/shapley.py`` (d = 13-16, one core)
+    0.1-0.4 s per input at 5 d queries and 1.5-1.9 s at 50 d, 50-100 times
+    :class:`~calix.explain.logit_surrogate.LogitSurrogateSHAP`'s time.
 
     ``extra`` adds ``stack_weights`` (n, len(candidates)) -- each input's α -- and
     ``candidates``.
@@ -275,11 +279,9 @@ class StackedSHAP(ShapleyEstimator):
             if values:
                 phi = 2 * coef[:d] + odd_parity_shapley(coef[None, d:], terms, d)[0]
             return _Fit(phi, lambda zz: feats(2 * zz.double() - 1) @ coef)
-        # the tree candidate
-        if not refit:
-            state["tree"] = fit_trees(z, s, w, self.tree_params, self._tree_seed,
-                                      "the tree candidate")
-        gbm = state["tree"]
+        # the tree candidate: its trees are refitted in jackknife refits too (50 shallow trees:
+        # cheap), so that their variance joins the intervals
+        gbm = fit_trees(z, s, w, self.tree_params, self._tree_seed, "the tree candidate")
 
         def trees(zz: Tensor) -> Tensor:
             out = gbm.predict(zz.cpu().numpy().astype(np.float32))
@@ -292,11 +294,8 @@ class StackedSHAP(ShapleyEstimator):
                                          (r1 - r0)[None])[0]
         phi = None
         if values:
-            if "tree_phi" not in state:
-                state["tree_phi"] = torch.as_tensor(
-                    tree_shapley(list(gbm.estimators_[:, 0]), gbm.learning_rate, d),
-                    device=s.device)
-            phi = state["tree_phi"] + psi
+            phi = torch.as_tensor(tree_shapley(list(gbm.estimators_[:, 0]), gbm.learning_rate,
+                                               d), device=s.device) + psi
         return _Fit(phi, lambda zz: trees(zz) + zz.double() @ psi)
 
     # ------------------------------------------------------------------ the stack
@@ -311,8 +310,9 @@ class StackedSHAP(ShapleyEstimator):
         if len(self.candidates) == 1:
             return torch.ones(1, dtype=torch.float64)
         fold = torch.randperm(n_pairs, generator=self._folds) % self.n_folds
+        ids = design.row_ids[2 * torch.arange(n_pairs)] // 2  # each pair's drawn position
         lone = torch.arange(2 * n_pairs, m - n_fixed)  # an unpaired last row: always fitted
-        diffs, preds, wts = [], [], []
+        diffs, preds, wts, held = [], [], [], []
         for k in range(self.n_folds):
             test = (fold == k).nonzero()[:, 0]
             train = (fold != k).nonzero()[:, 0]
@@ -329,8 +329,23 @@ class StackedSHAP(ShapleyEstimator):
             preds.append(torch.stack(cols, 1))
             diffs.append(s[a] - s[a + 1])
             wts.append(w[a])
-        return simplex_least_squares(torch.cat(preds).cpu(), torch.cat(diffs).cpu(),
-                                     torch.cat(wts).cpu())
+            held.append(ids[test])
+        cv = (torch.cat(held), torch.cat(preds).cpu(), torch.cat(diffs).cpu(),
+              torch.cat(wts).cpu())
+        self._held_out.append(cv)
+        return simplex_least_squares(*cv[1:])
+
+    def _refit_weights(self, design: CoalitionDesign, i: int) -> Tensor:
+        """Input i's stacking weights from the held-out predictions of the pairs a jackknife
+        refit keeps: the weights' own variability joins the intervals (the folds' fits are
+        not redone)."""
+        if len(self.candidates) == 1:
+            return self._alpha[i]
+        pairs, f, dv, w = self._held_out[i]
+        kept = torch.isin(pairs, design.row_ids // 2)
+        if int(kept.sum()) < 2:
+            return self._alpha[i]
+        return simplex_least_squares(f[kept], dv[kept], w[kept])
 
     def fit(self, design: CoalitionDesign, s: Tensor, y: Tensor, full: Tensor,
             empty: Tensor, info: dict[str, Any] | None = None) -> Tensor:
@@ -345,6 +360,7 @@ class StackedSHAP(ShapleyEstimator):
         if main:
             self._budget = m + 2  # the odd candidates' term counts follow the queries made
             self._state = [{} for _ in range(n)]
+            self._held_out: list[tuple[Tensor, ...]] = []
             alphas = [self._weights(design, i, s[i], y[i], (full[i], empty[i], y1[i], y0[i]),
                                     w[i]) for i in range(n)]
             self._alpha = torch.stack(alphas)
@@ -352,11 +368,12 @@ class StackedSHAP(ShapleyEstimator):
         phis, variances = [], []
         for i in range(n):
             ends = (full[i], empty[i], y1[i], y0[i])
+            alpha = self._alpha[i] if main else self._refit_weights(design, i)
             phi = torch.zeros(d, dtype=torch.float64, device=s.device)
             var = torch.zeros(d, dtype=torch.float64, device=s.device)
             for j, name in enumerate(self.candidates):
-                a = float(self._alpha[i, j])
-                if a == 0.0:
+                a = float(alpha[j])
+                if a == 0.0 and not main:  # the main fit makes every candidate's choices
                     continue
                 fit = self._candidate(name, z[i], s[i], y[i], ends, w[i], self._state[i],
                                       True, not main)
