@@ -317,3 +317,16 @@ def test_superpixels_on_the_model_device():
         out = run(_fake(_cnn()), x.to("cuda"))
     assert mode.on_device > 0
     np.testing.assert_allclose(out.feature_values, ref.feature_values, rtol=1e-6, atol=1e-8)
+
+
+def test_stack_weights_are_per_input_when_widths_differ():
+    # image 0 (5 bands, 28 queries: sampled) gets its stacking weights, image 1 (3 bands: all
+    # 8 coalitions, exact) NaN; neither row is padded to the batch's 5 features
+    model = wrap(_cnn(), input_shape=(1, 8, 8))
+    exp = METHODS["stacked_shap"](model, features=_Blocks(COUNTS), fill=Constant(0.0),
+                                  n_samples=28, seed=0).explain(_images())
+    a = exp.extra["stack_weights"]
+    assert a.shape == (2, 4)
+    np.testing.assert_allclose(a[0].sum(), 1.0, atol=1e-12)
+    assert np.isnan(a[1]).all()
+    assert list(exp.extra["exact"]) == [False, True]

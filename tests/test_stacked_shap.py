@@ -133,6 +133,12 @@ def test_bad_arguments_and_budgets(game):
         StackedSHAP(model, tree_params={"depth": 3})
     with pytest.raises(ValueError, match="StackedSHAP needs n_samples >= 24"):
         StackedSHAP(model, n_samples=20, **ZERO).explain(x)
+    # d = 6, 12 folds, 32 queries: Leverage SHAP's design enumerates sizes 1 and 5 and leaves
+    # 9 sampled pairs for 12 folds -- refused before any query
+    six = wrap(_mlp(6))
+    with pytest.raises(ValueError, match="needs at least 12 sampled pairs"):
+        StackedSHAP(six, n_samples=32, n_folds=12, **ZERO).explain(torch.ones(2, 6), target=0)
+    assert six.n_queries <= 1  # refused before the 2 x 32 coalitions were queried
     bad = StackedSHAP(model, n_samples=200, candidates=["tree"],
                       tree_params={"max_depth": -1}, **ZERO)
     with pytest.raises(ValueError, match="the tree candidate could not be fitted"):

@@ -222,6 +222,10 @@ def fit_trees(z: Tensor, target: Tensor, w: Tensor, params: dict[str, Any], seed
     return gbm
 
 
+#: ``extra`` entries of shape (n, something other than the features): never padded
+_PER_INPUT = frozenset({"stack_weights"})
+
+
 def _rows_per_fit(n: int, m: int, d: int) -> int:
     """Inputs per batched least-squares solve: the float64 designs of a solve stay near 2^24
     entries (128 MiB), whatever the number of inputs."""
@@ -346,7 +350,7 @@ class ShapleyEstimator(FeatureExplainer, Stochastic):
                 part = self._game(x[idx.to(x.device)], targets[idx.to(targets.device)],
                                   int(k), g, part_engine)
                 for key, val in part.items():
-                    if isinstance(val, Tensor) and val.ndim == 2:
+                    if isinstance(val, Tensor) and val.ndim == 2 and key not in _PER_INPUT:
                         val = torch.nn.functional.pad(val, (0, d - int(k)))
                     if isinstance(val, Tensor):
                         if key not in out:

@@ -87,6 +87,9 @@ def simplex_least_squares(f: Tensor, y: Tensor, w: Tensor) -> Tensor:
 
     f (r, c), y (r,), w (r,) float64 -> α (c,) float64.
     """
+    f, y, w = (v.detach().to("cpu", torch.float64) for v in (f, y, w))
+    if not (torch.isfinite(f).all() and torch.isfinite(y).all() and torch.isfinite(w).all()):
+        raise ValueError("simplex_least_squares needs finite predictions, targets and weights")
     c = f.shape[1]
     if c > 10:
         raise ValueError(f"simplex_least_squares enumerates active sets: at most 10 columns, "
@@ -111,7 +114,8 @@ def simplex_least_squares(f: Tensor, y: Tensor, w: Tensor) -> Tensor:
             err = float((w * (y - f @ alpha) ** 2).sum())
             if err < best_err * (1 - 1e-12):
                 best, best_err = alpha, err
-    assert best is not None  # a single column is always feasible
+    if best is None:  # a single column is always feasible: only NaN from the solver
+        raise ValueError("simplex_least_squares found no feasible weights")
     return best
 
 
@@ -136,12 +140,13 @@ class StackedSHAP(ShapleyEstimator):
     second at 10 d on the classifier games.
 
     Cost: every candidate is fitted ``n_folds + 1`` times per input (three of them fit 50
-    gradient-boosted trees each time): in ``benchmarks/shapley.py`` (d = 13-16, one core)
+    gradient-boosted trees each time), and its coefficients (the tree candidate: its trees
+    too) once more per jackknife group: in ``benchmarks/shapley.py`` (d = 13-16, one core)
     0.1-0.4 s per input at 5 d queries and 1.5-1.9 s at 50 d, 50-100 times
     :class:`~calix.explain.logit_surrogate.LogitSurrogateSHAP`'s time.
 
-    ``extra`` adds ``stack_weights`` (n, len(candidates)) -- each input's α -- and
-    ``candidates``.
+    ``extra`` adds ``stack_weights`` (n, len(candidates)) -- each input's α; NaN for inputs
+    explained exactly -- and ``candidates``.
 
     Parameters
     ----------
@@ -156,9 +161,9 @@ class StackedSHAP(ShapleyEstimator):
     ------
     ValueError
         For an unknown or repeated candidate, n_folds < 2, alpha <= 0, tree_params that are not
-        GradientBoostingRegressor's, an unknown design, or n_samples below
-        ``d + 2 + 2 n_folds`` (every fold needs held-out pairs and every training set the
-        singletons' columns).
+        GradientBoostingRegressor's, an unknown design, n_samples below ``d + 2 + 2 n_folds``,
+        or a budget whose design leaves fewer than ``n_folds`` sampled pairs (every fold
+        needs a held-out pair); both before any query.
     """
 
     name = "stacked_shap"
@@ -193,7 +198,7 @@ class StackedSHAP(ShapleyEstimator):
     def params(self) -> dict[str, Any]:
         return {**super().params(), "candidates": list(self.candidates),
                 "n_folds": self.n_folds, "alpha": self.alpha,
-                "tree_params": dict(self.tree_params)}
+                "tree_params": dict(self.tree_params), "design": self.design_name}
 
     def design(self, d: int) -> Design:
         name = self.design_name
@@ -224,6 +229,15 @@ class StackedSHAP(ShapleyEstimator):
 
     def _validate(self, d: int) -> None:
         self._order = 2 if d + d * (d - 1) // 2 <= _MAX_TERMS else 1
+        if self.n_samples - 2 >= self.design(d).minimum(d) and self.target_width is None:
+            # the enumerated part of a design depends on the budget only: a dry draw counts
+            # the sampled pairs before any query is made
+            dry = self.design(d).draw(1, self.n_samples - 2, d, torch.Generator())
+            if dry.n_sampled // 2 < self.n_folds:
+                raise ValueError(f"{self.title} needs at least {self.n_folds} sampled pairs "
+                                 f"(one per fold); {self.n_samples} queries for {d} features "
+                                 f"leave {dry.n_sampled // 2} besides the enumerated "
+                                 f"coalitions: raise n_samples or lower n_folds")
 
     def _prepare(self, d: int, g: torch.Generator) -> None:
         seed = int(torch.randint(2**31, (1,), generator=g))
@@ -231,6 +245,15 @@ class StackedSHAP(ShapleyEstimator):
         self._folds = torch.Generator().manual_seed(seed + 1)
         self._perms = (torch.argsort(torch.rand(_N_PERMUTATIONS, d, generator=g), -1)
                        if self.logit and 2**d > 16 * _N_PERMUTATIONS else None)
+
+    def _game(self, x: Tensor, targets: Tensor, d: int, g: torch.Generator,
+              engine: Any) -> dict[str, Any]:
+        out = super()._game(x, targets, d, g, engine)
+        if out["exact"]:  # no stack: NaN weights, for a batch whose widths differ
+            out.update(stack_weights=torch.full((len(x), len(self.candidates)), float("nan"),
+                                                dtype=torch.float64),
+                       candidates=list(self.candidates))
+        return out
 
     # ------------------------------------------------------------------ the candidates
     def _candidate(self, name: str, z: Tensor, s: Tensor, y: Tensor, ends: tuple[Tensor, ...],
@@ -311,15 +334,17 @@ class StackedSHAP(ShapleyEstimator):
             return torch.ones(1, dtype=torch.float64)
         fold = torch.randperm(n_pairs, generator=self._folds) % self.n_folds
         ids = design.row_ids[2 * torch.arange(n_pairs)] // 2  # each pair's drawn position
+        one = CoalitionDesign(design.masks[i:i + 1], design.fixed_weights, design.n_fixed,
+                              design.paired, design.sizes, design.size_probs, design.mass,
+                              design.reweight, design.row_ids)  # input i alone
         lone = torch.arange(2 * n_pairs, m - n_fixed)  # an unpaired last row: always fitted
         diffs, preds, wts, held = [], [], [], []
         for k in range(self.n_folds):
             test = (fold == k).nonzero()[:, 0]
             train = (fold != k).nonzero()[:, 0]
             keep = torch.cat([torch.stack([2 * train, 2 * train + 1], 1).reshape(-1), lone])
-            sub = design.take(keep)
             rows = torch.cat([torch.arange(n_fixed), n_fixed + keep]).to(z.device)
-            wt = self._row_weights(sub)[i].to(s.device)
+            wt = self._row_weights(one.take(keep))[0].to(s.device)
             a = (n_fixed + 2 * test).to(z.device)
             cols = []
             for name in self.candidates:
@@ -383,7 +408,7 @@ class StackedSHAP(ShapleyEstimator):
             phis.append(phi)
             variances.append(var)
         if main:
-            info["stack_weights"] = self._alpha.numpy()
+            info["stack_weights"] = self._alpha.to(s.device)
             info["candidates"] = list(self.candidates)
             if self._perms is not None:  # the walks' quadrature error joins the jackknife's
                 info["variance"] = torch.stack(variances)
