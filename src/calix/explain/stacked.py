@@ -328,37 +328,56 @@ class StackedSHAP(ShapleyEstimator):
         pairs predict its paired differences (s, y (m,): its scores and links; w (m,): its
         row weights)."""
         z = design.masks[i].to(s.device)
-        m, n_fixed = z.shape[0], design.n_fixed
-        n_pairs = (m - n_fixed) // 2
+        n_fixed = design.n_fixed
         if len(self.candidates) == 1:
             return torch.ones(1, dtype=torch.float64)
+        # pairs (S, complement) by their drawn ids 2k, 2k + 1 (positions can shift after the
+        # adaptive mode's extend); a row without its partner is always fitted
+        unit = design.row_ids // 2
+        first, second = self._pair_rows(unit)
+        n_pairs = len(first)
+        ids = unit[first]  # each pair's drawn position
+        paired = torch.zeros(len(unit), dtype=torch.bool)
+        paired[first] = paired[second] = True
+        lone = (~paired).nonzero()[:, 0]
         fold = torch.randperm(n_pairs, generator=self._folds) % self.n_folds
-        ids = design.row_ids[2 * torch.arange(n_pairs)] // 2  # each pair's drawn position
         one = CoalitionDesign(design.masks[i:i + 1], design.fixed_weights, design.n_fixed,
                               design.paired, design.sizes, design.size_probs, design.mass,
                               design.reweight, design.row_ids)  # input i alone
-        lone = torch.arange(2 * n_pairs, m - n_fixed)  # an unpaired last row: always fitted
         diffs, preds, wts, held = [], [], [], []
         for k in range(self.n_folds):
             test = (fold == k).nonzero()[:, 0]
             train = (fold != k).nonzero()[:, 0]
-            keep = torch.cat([torch.stack([2 * train, 2 * train + 1], 1).reshape(-1), lone])
+            keep = torch.cat([torch.stack([first[train], second[train]], 1).reshape(-1),
+                              lone])
             rows = torch.cat([torch.arange(n_fixed), n_fixed + keep]).to(z.device)
             wt = self._row_weights(one.take(keep))[0].to(s.device)
-            a = (n_fixed + 2 * test).to(z.device)
+            a = (n_fixed + first[test]).to(z.device)
+            b = (n_fixed + second[test]).to(z.device)
             cols = []
             for name in self.candidates:
                 fit = self._candidate(name, z[rows], s[rows], y[rows], ends, wt, {}, False,
                                       False)
-                cols.append(fit.predict(z[a]) - fit.predict(z[a + 1]))
+                cols.append(fit.predict(z[a]) - fit.predict(z[b]))
             preds.append(torch.stack(cols, 1))
-            diffs.append(s[a] - s[a + 1])
+            diffs.append(s[a] - s[b])
             wts.append(w[a])
             held.append(ids[test])
         cv = (torch.cat(held), torch.cat(preds).cpu(), torch.cat(diffs).cpu(),
               torch.cat(wts).cpu())
         self._held_out.append(cv)
         return simplex_least_squares(*cv[1:])
+
+    @staticmethod
+    def _pair_rows(unit: Tensor) -> tuple[Tensor, Tensor]:
+        """Positions (into the sampled rows) of the first and second row of every pair: the
+        units (drawn id // 2) that hold two rows, in the order of their first row."""
+        order = torch.argsort(unit, stable=True)
+        u = unit[order]
+        both = (u[1:] == u[:-1]).nonzero()[:, 0]  # u sorted: a unit's two rows are adjacent
+        first, second = order[both], order[both + 1]
+        keep = torch.argsort(first)
+        return first[keep], second[keep]
 
     def _refit_weights(self, design: CoalitionDesign, i: int) -> Tensor:
         """Input i's stacking weights from the held-out predictions of the pairs a jackknife
