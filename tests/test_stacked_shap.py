@@ -65,8 +65,9 @@ def test_pairs_are_found_by_their_drawn_ids():
     # rows of drawn ids 0 1 2 4 3 5 6 (the adaptive mode's extend can interleave a lone row):
     # pairs are the units id // 2 that hold two rows, wherever the rows sit; id 6 is alone
     unit = torch.tensor([0, 1, 2, 4, 3, 5, 6]) // 2
-    first, second = StackedSHAP._pair_rows(unit)
+    first, second, lone = StackedSHAP._pair_rows(unit)
     assert first.tolist() == [0, 2, 3] and second.tolist() == [1, 4, 5]
+    assert lone.tolist() == [6]
 
 
 def test_one_candidate_stack_is_the_logit_surrogate(game):

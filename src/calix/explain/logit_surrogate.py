@@ -294,7 +294,7 @@ class LogitSurrogateSHAP(ShapleyEstimator):
             raise ValueError(f"order must be 1 or 2, got {order}")
         if link not in _LINKS:
             raise ValueError(f"link must be one of {_LINKS}, got {link!r}")
-        if link == "logit" and (self.output != "probability" or self.model.task == "regression"):
+        if link == "logit" and not self.explains_probability:
             raise ValueError("link='logit' needs a classifier explained by its probability "
                              f"(output='probability'); got output={self.output!r}, "
                              f"task={self.model.task!r}")
@@ -312,8 +312,7 @@ class LogitSurrogateSHAP(ShapleyEstimator):
     def resolved_link(self) -> str:
         if self.link != "auto":
             return self.link
-        logit = self.output == "probability" and self.model.task != "regression"
-        return "logit" if logit else "identity"
+        return "logit" if self.explains_probability else "identity"
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "order": self.order, "link": self.resolved_link,

@@ -244,7 +244,7 @@ def odd_support(z: Tensor, s: Tensor, w: Tensor, k: int, total: Tensor, *,
     ``proxy_target="residual"`` fits the trees to what the singletons-only odd fit leaves."""
     if k <= 0:
         return []
-    params = {"n_estimators": 50, "max_depth": 5, "learning_rate": 0.1, **(tree_params or {})}
+    params = tree_params_with_defaults(tree_params, 5)
     target = s
     if proxy_target == "residual":  # the trees fit what the singletons leave
         chi = (2 * z.to(s.device, torch.float64) - 1)[None]

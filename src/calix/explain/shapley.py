@@ -289,6 +289,11 @@ class ShapleyEstimator(FeatureExplainer, Stochastic):
         self.n_groups = int(n_groups)
         self.target_width = None if target_width is None else float(target_width)
 
+    @property
+    def explains_probability(self) -> bool:
+        """Whether a classifier's probability is explained (the logit scale applies)."""
+        return self.output == "probability" and self.model.task != "regression"
+
     def params(self) -> dict[str, Any]:
         return {**super().params(), "n_samples": self.n_samples, "seed": self.seed,
                 "level": self.level, "n_groups": self.n_groups,
@@ -711,8 +716,7 @@ class Shapley(ShapleyEstimator):
         from calix.explain.logit_surrogate import LogitSurrogateSHAP
         from calix.explain.stacked import StackedSHAP
 
-        probability = self.output == "probability" and self.model.task != "regression"
-        return StackedSHAP, (LogitSurrogateSHAP if probability else LeverageSHAP)
+        return StackedSHAP, (LogitSurrogateSHAP if self.explains_probability else LeverageSHAP)
 
     def _estimator_kwargs(self, engine: Perturbation | None) -> dict[str, Any]:
         kw = {**self._kwargs, "n_samples": self.n_samples}

@@ -189,8 +189,7 @@ class StackedSHAP(ShapleyEstimator):
             raise ValueError(f"alpha must be > 0 (a ridge penalty), got {alpha}")
         self.candidates, self.n_folds, self.alpha = cands, int(n_folds), float(alpha)
         self.tree_params = tree_params_with_defaults(tree_params, 3)
-        self.logit = self.output == "probability" and self.model.task != "regression"
-        # the odd candidates: OddSHAP's proxy target and queries per regression term
+                # the odd candidates: OddSHAP's proxy target and queries per regression term
         self._odd = {"odd": ("game", 10), "odd_residual": ("residual", 5)}
         self._state: list[dict[str, Any]] = []
         self._alpha: Tensor | None = None
@@ -225,7 +224,7 @@ class StackedSHAP(ShapleyEstimator):
 
     def _link(self, outputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         s = self._score(outputs, targets).double()
-        return s, (target_logit(outputs, targets) if self.logit else s)
+        return s, (target_logit(outputs, targets) if self.explains_probability else s)
 
     def _validate(self, d: int) -> None:
         self._order = 2 if d + d * (d - 1) // 2 <= _MAX_TERMS else 1
@@ -244,7 +243,7 @@ class StackedSHAP(ShapleyEstimator):
         self._tree_seed = seed
         self._folds = torch.Generator().manual_seed(seed + 1)
         self._perms = (torch.argsort(torch.rand(_N_PERMUTATIONS, d, generator=g), -1)
-                       if self.logit and 2**d > 16 * _N_PERMUTATIONS else None)
+                       if self.explains_probability and 2**d > 16 * _N_PERMUTATIONS else None)
 
     def _game(self, x: Tensor, targets: Tensor, d: int, g: torch.Generator,
               engine: Any) -> dict[str, Any]:
@@ -267,12 +266,12 @@ class StackedSHAP(ShapleyEstimator):
         if name == "surrogate":
             a, b, c = _fit(z[None], y[None], y0[None], y1[None], self.alpha, self._order)
             q = lambda zz: _quadratic(zz[None], a, b, c)[0]  # noqa: E731
-            g_ = (lambda zz: torch.sigmoid(q(zz))) if self.logit else q
+            g_ = (lambda zz: torch.sigmoid(q(zz))) if self.explains_probability else q
             psi = efficiency_constrained_wls(z[None].double(), (s - g_(z))[None], w,
                                              torch.zeros(1, dtype=s.dtype, device=s.device))[0]
             phi, var = None, None
             if values:
-                if not self.logit:
+                if not self.explains_probability:
                     phi = quadratic_shapley(b, c)[0]
                 elif self._perms is None:
                     phi = sigmoid_quadratic_shapley_exact(a, b, c)[0]
@@ -322,24 +321,18 @@ class StackedSHAP(ShapleyEstimator):
         return _Fit(phi, lambda zz: trees(zz) + zz.double() @ psi)
 
     # ------------------------------------------------------------------ the stack
-    def _weights(self, design: CoalitionDesign, i: int, s: Tensor, y: Tensor,
-                 ends: tuple[Tensor, ...], w: Tensor) -> Tensor:
+    def _weights(self, design: CoalitionDesign, pairs: tuple[Tensor, ...], i: int, s: Tensor,
+                 y: Tensor, ends: tuple[Tensor, ...], w: Tensor) -> Tensor:
         """Stacking weights α (C,) of input i: the candidates refitted without each fold of
-        pairs predict its paired differences (s, y (m,): its scores and links; w (m,): its
-        row weights)."""
+        pairs predict its paired differences (``pairs``: :meth:`_pair_rows`; s, y (m,): its
+        scores and links; w (m,): its row weights)."""
         z = design.masks[i].to(s.device)
         n_fixed = design.n_fixed
         if len(self.candidates) == 1:
             return torch.ones(1, dtype=torch.float64)
-        # pairs (S, complement) by their drawn ids 2k, 2k + 1 (positions can shift after the
-        # adaptive mode's extend); a row without its partner is always fitted
-        unit = design.row_ids // 2
-        first, second = self._pair_rows(unit)
+        first, second, lone = pairs
         n_pairs = len(first)
-        ids = unit[first]  # each pair's drawn position
-        paired = torch.zeros(len(unit), dtype=torch.bool)
-        paired[first] = paired[second] = True
-        lone = (~paired).nonzero()[:, 0]
+        ids = design.row_ids[first] // 2  # each pair's drawn position
         fold = torch.randperm(n_pairs, generator=self._folds) % self.n_folds
         one = CoalitionDesign(design.masks[i:i + 1], design.fixed_weights, design.n_fixed,
                               design.paired, design.sizes, design.size_probs, design.mass,
@@ -369,15 +362,19 @@ class StackedSHAP(ShapleyEstimator):
         return simplex_least_squares(*cv[1:])
 
     @staticmethod
-    def _pair_rows(unit: Tensor) -> tuple[Tensor, Tensor]:
-        """Positions (into the sampled rows) of the first and second row of every pair: the
-        units (drawn id // 2) that hold two rows, in the order of their first row."""
+    def _pair_rows(unit: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Positions (into the sampled rows) of the first and second row of every pair (S,
+        complement) -- the units (drawn id // 2) that hold two rows, in the order of their
+        first row: positions can shift after the adaptive mode's extend -- and of the rows
+        without their partner (always fitted)."""
         order = torch.argsort(unit, stable=True)
         u = unit[order]
         both = (u[1:] == u[:-1]).nonzero()[:, 0]  # u sorted: a unit's two rows are adjacent
         first, second = order[both], order[both + 1]
         keep = torch.argsort(first)
-        return first[keep], second[keep]
+        paired = torch.zeros(len(unit), dtype=torch.bool)
+        paired[first] = paired[second] = True
+        return first[keep], second[keep], (~paired).nonzero()[:, 0]
 
     def _refit_weights(self, design: CoalitionDesign, i: int) -> Tensor:
         """Input i's stacking weights from the held-out predictions of the pairs a jackknife
@@ -405,10 +402,13 @@ class StackedSHAP(ShapleyEstimator):
             self._budget = m + 2  # the odd candidates' term counts follow the queries made
             self._state = [{} for _ in range(n)]
             self._held_out: list[tuple[Tensor, ...]] = []
-            alphas = [self._weights(design, i, s[i], y[i], (full[i], empty[i], y1[i], y0[i]),
-                                    w[i]) for i in range(n)]
+            pairs = self._pair_rows(design.row_ids // 2)  # the same for every input
+            alphas = [self._weights(design, pairs, i, s[i], y[i],
+                                    (full[i], empty[i], y1[i], y0[i]), w[i])
+                      for i in range(n)]
             self._alpha = torch.stack(alphas)
-        assert self._alpha is not None
+        if self._alpha is None:
+            raise RuntimeError("StackedSHAP.fit: a jackknife refit before the main fit")
         phis, variances = [], []
         for i in range(n):
             ends = (full[i], empty[i], y1[i], y0[i])
