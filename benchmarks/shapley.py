@@ -36,9 +36,14 @@ Metrics per (game, estimator, budget), mean over inputs and seeds: normalised sq
 the intervals ``[lower, upper]`` (estimators that return them) with their mean width over the
 root mean square of φ, and queries used per input.
 
-The full run took 13 minutes on 2 heavily loaded CPU cores (one torch thread; 3.5 minutes
-before the two OddSHAP rows, on a quieter machine), ``--quick`` a few minutes; the tree proxies
-(OddSHAP's and RegressionAdjustedSHAP's) take most of the time.
+The summary names the best estimator per game and budget and, where calix's default is not
+it, a two-sided Wilcoxon signed-rank test of the two estimators' errors paired by seed and
+input. A last comparison runs calix's LeverageSHAP and KernelSHAP at 8d on the tabular games
+over ``LEVERAGE_SEEDS`` seeds (both are cheap), paired by seed.
+
+The full run took 19 minutes on one core of a 2-core machine (one torch thread), ``--quick``
+a few minutes; calix's default (StackedSHAP) takes most of the time, then the tree proxies
+(OddSHAP's and RegressionAdjustedSHAP's).
 
 Run:
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/shapley.py [--quick] [--games a,b]
@@ -93,6 +98,8 @@ FLOOR = 1e-10
 SEEDS = (0, 1, 2, 3, 4)
 N_INPUTS = 5
 QUICK_SEEDS = (0, 1)
+#: seeds of the extra Leverage SHAP vs KernelSHAP comparison at 8d
+LEVERAGE_SEEDS = 40
 QUICK_INPUTS = 2
 
 
@@ -261,12 +268,57 @@ class Runner:
             over += used > budget + 1e-9
         cell = {k: float(np.mean(v)) for k, v in per.items()}
         cell["nse_per_seed"] = [float(np.mean(v)) for v in per["nse"]]
+        cell["nse_runs"] = [float(e) for v in per["nse"] for e in v]  # seed-major, per input
         cell["queries"] = float(np.mean(used_all))
         cell["queries_max"] = float(np.max(used_all))
         cell["param"] = int(param)
         cell["seconds"] = elapsed
         cell["over_budget_runs"] = int(over)
         return cell
+
+
+def paired_p(a: list[float], b: list[float]) -> float | None:
+    """Two-sided Wilcoxon signed-rank p-value of paired errors (None when all equal)."""
+    from scipy.stats import wilcoxon
+
+    diff = np.asarray(a) - np.asarray(b)
+    if len(a) != len(b) or not np.any(diff):
+        return None
+    return float(wilcoxon(a, b).pvalue)
+
+
+def leverage_vs_kernel(keys: list[str], n_inputs: int, n_seeds: int = LEVERAGE_SEEDS
+                       ) -> dict[str, Any]:
+    """calix's LeverageSHAP against its KernelSHAP at 8d on more seeds than the main run (both
+    are cheap): mean errors, their ratio, the seeds on which Leverage SHAP is lower and a
+    paired Wilcoxon test over seeds."""
+    from calix.explain import KernelSHAP, LeverageSHAP
+
+    print(f"\n=== Leverage SHAP vs KernelSHAP at 8d, seeds 0..{n_seeds - 1} (each seed: mean "
+          f"normalised error over {n_inputs} inputs)")
+    out = {}
+    for key in keys:
+        game = _games.build_game(key, n_inputs)
+        phi, b = game.exact(), 8 * game.d
+        errs = {}
+        for cls in (LeverageSHAP, KernelSHAP):
+            runs = []
+            for s in range(n_seeds):
+                exp = cls(game.model, n_samples=b, seed=s, **game.explainer_kwargs()
+                          ).explain(game.x, target=game.target)
+                assert exp.n_queries / game.n <= b
+                runs.append(float(scores(np.asarray(exp.feature_values, dtype=np.float64),
+                                         phi, None, None)["nse"].mean()))
+            errs[cls.__name__] = np.asarray(runs)
+        lev, ker = errs["LeverageSHAP"], errs["KernelSHAP"]
+        ratio, wins = float(lev.mean() / ker.mean()), int((lev < ker).sum())
+        p = paired_p(lev.tolist(), ker.tolist())
+        out[key] = {"leverage": float(lev.mean()), "kernel": float(ker.mean()),
+                    "ratio": ratio, "leverage_lower_seeds": wins, "seeds": n_seeds, "p": p}
+        print(f"  {game.name:<22} 8d={b:>4}: LeverageSHAP {lev.mean():.3e}, KernelSHAP "
+              f"{ker.mean():.3e}, ratio {ratio:.2f}; Leverage lower on {wins}/{n_seeds} seeds, "
+              f"Wilcoxon p = {p:.2g}")
+    return out
 
 
 # ---------------------------------------------------------------------- printing
@@ -453,7 +505,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     w = max(len(n) for n in [*(f"calix {lab}" for lab, *_ in calix_rows),
                               *(p[0] for p in peers), "best"]) + 2
     print(f"  {'game':<20}{'budget':>7}  {'best':<{w}}{'error':>9}{DEFAULT + '/best':>14}"
-          f"  {'best peer':<{w}}{'peer/best':>10}")
+          f"{'p':>8}  {'best peer':<{w}}{'peer/best':>10}")
     for key in keys:
         res, d = report["results"][key], report["games"][key]["d"]
         summary[key] = {}
@@ -470,11 +522,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             peer = min(peer_cand, key=peer_cand.get) if peer_cand else None
             peer_ratio = (None if peer is None
                           else max(peer_cand[peer], FLOOR) / max(cand[name], FLOOR))
+            p = (paired_p(dflt["nse_runs"], res[name][b]["nse_runs"])
+                 if "nse" in dflt and name != dname else None)
             summary[key][f"{f}d"] = {"best": name, "nse": cand[name], "default_ratio": ratio,
-                                     "best_peer": peer, "peer_ratio": peer_ratio}
+                                     "default_vs_best_p": p, "best_peer": peer,
+                                     "peer_ratio": peer_ratio}
             print(f"  {report['games'][key]['name']:<20}{f'{f}d':>7}  {name:<{w}}"
-                  f"{cand[name]:>9.2e}{_fmt(ratio, 'ratio'):>14}  {peer or 'n/a':<{w}}"
+                  f"{cand[name]:>9.2e}{_fmt(ratio, 'ratio'):>14}"
+                  f"{'' if p is None else f'{p:.2g}':>8}  {peer or 'n/a':<{w}}"
                   f"{_fmt(peer_ratio, 'ratio'):>10}")
+    print("  p: two-sided Wilcoxon signed-rank test of the default's errors against the best's, "
+          "paired by seed and input (where the default is not the best)")
     report["summary"] = summary
 
     lev, ker = "calix LeverageSHAP", "calix KernelSHAP"
@@ -491,6 +549,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{_fmt(ratio, 'ratio')} (shapiq KernelSHAP "
               f"{_fmt(vals['shapiq KernelSHAP'], 'nse')})")
     report["leverage_vs_kernel_8d"] = lines
+    if not args.quick and (wanted is None or {"LeverageSHAP", "KernelSHAP"} <= wanted):
+        report["leverage_vs_kernel_8d_more_seeds"] = leverage_vs_kernel(
+            [k for k in keys if k in _games.TABULAR], n_inputs)
 
     print("\n=== wall time per estimator (all games, all budgets and seeds)")
     for name, s in sorted(seconds.items(), key=lambda kv: -kv[1]):

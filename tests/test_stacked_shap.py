@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from calix.explain import LogitSurrogateSHAP, Shapley, StackedSHAP, exact_shapley
-from calix.explain.stacked import simplex_least_squares
+from calix.explain.stacked import simplex_least_absolute, simplex_least_squares
 from calix.models import wrap
 from calix.perturb import Columns, Constant, Perturbation, all_coalitions
 from tests._explain_models import sparse_odd_game
@@ -59,6 +59,44 @@ def test_simplex_least_squares_takes_an_exact_column_and_allows_copies():
     np.testing.assert_allclose(alpha.numpy(), [0.0, 1.0, 0.0, 0.0], atol=1e-9)
     copies = simplex_least_squares(f, f[:, 0].clone(), torch.ones(40))
     assert abs(float(copies[0] + copies[3]) - 1.0) < 1e-9
+
+
+def test_simplex_least_absolute_is_the_constrained_optimum():
+    # the linear program's solution against the same search of the simplex, on problems with
+    # heavy-tailed noise (Student t, 2 degrees of freedom: where the criterion matters)
+    rng = np.random.default_rng(2)
+    grid = np.array([(a, b, 100 - a - b) for a in range(101) for b in range(101 - a)]) / 100
+    for _ in range(5):
+        f = torch.as_tensor(rng.normal(size=(60, 3)))
+        y = f @ torch.as_tensor(rng.dirichlet(np.ones(3))) + 0.3 * torch.as_tensor(
+            rng.standard_t(2, size=60))
+        w = torch.as_tensor(rng.uniform(0.1, 2.0, size=60))
+        alpha = simplex_least_absolute(f, y, w)
+        assert float(alpha.min()) >= 0.0 and abs(float(alpha.sum()) - 1.0) < 1e-12
+        err = float((w * (y - f @ alpha).abs()).sum())
+        searched = (w.numpy()[:, None] * np.abs(y.numpy()[:, None] - f.numpy() @ grid.T)).sum(0)
+        assert err <= searched.min() + 1e-9
+
+
+def test_simplex_least_absolute_ignores_a_few_wild_rows():
+    # column 1 is exact on 55 of 60 rows and wrong by 100 on 5: absolute error keeps it alone,
+    # squared error is pulled to the other columns by the five rows
+    rng = np.random.default_rng(3)
+    f = torch.as_tensor(rng.normal(size=(60, 3)))
+    y = f[:, 1].clone()
+    y[:5] += 100.0
+    np.testing.assert_allclose(simplex_least_absolute(f, y, torch.ones(60)).numpy(),
+                               [0.0, 1.0, 0.0], atol=1e-9)
+    assert float(simplex_least_squares(f, y, torch.ones(60))[1]) < 1.0 - 1e-3
+
+
+def test_simplex_solves_refuse_bad_input():
+    f, y, w = torch.ones(4, 2), torch.ones(4), torch.ones(4)
+    for solve in (simplex_least_absolute, simplex_least_squares):
+        with pytest.raises(ValueError, match="finite"):
+            solve(f, torch.tensor([1.0, float("nan"), 1.0, 1.0]), w)
+    with pytest.raises(ValueError, match="non-negative"):
+        simplex_least_absolute(f, y, torch.tensor([1.0, -1.0, 1.0, 1.0]))
 
 
 def test_pairs_are_found_by_their_drawn_ids():
@@ -138,6 +176,8 @@ def test_bad_arguments_and_budgets(game):
         StackedSHAP(model, alpha=0.0)
     with pytest.raises(ValueError, match="design must be 'auto', 'surrogate' or 'leverage'"):
         StackedSHAP(model, design="kernel")
+    with pytest.raises(ValueError, match="criterion must be one of"):
+        StackedSHAP(model, criterion="huber")
     with pytest.raises(ValueError, match="tree_params are not"):
         StackedSHAP(model, tree_params={"depth": 3})
     with pytest.raises(ValueError, match="StackedSHAP needs n_samples >= 24"):
