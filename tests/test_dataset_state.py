@@ -27,9 +27,12 @@ KW = {"data": "iris", "model": "mlp", "method": "lime", "uncertainty": "mc_dropo
 
 # explain_dataset in another process, each chunk slowed down so that the test can act midway
 SCRIPT = """
-import json, sys, time
+import json, signal, sys, time
 import torch
 from calix import parallel
+# Ctrl-C as in a terminal, even under a runner started in the background (which ignores SIGINT
+# and passes that on)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 out, delay, threads, kw = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 torch.set_num_threads(threads)
 real = parallel.explain_chunk
