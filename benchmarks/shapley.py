@@ -317,7 +317,7 @@ def leverage_vs_kernel(keys: list[str], n_inputs: int, n_seeds: int = LEVERAGE_S
                     "ratio": ratio, "leverage_lower_seeds": wins, "seeds": n_seeds, "p": p}
         print(f"  {game.name:<22} 8d={b:>4}: LeverageSHAP {lev.mean():.3e}, KernelSHAP "
               f"{ker.mean():.3e}, ratio {ratio:.2f}; Leverage lower on {wins}/{n_seeds} seeds, "
-              f"Wilcoxon p = {p:.2g}")
+              f"Wilcoxon p = {'n/a' if p is None else f'{p:.2g}'}")
     return out
 
 
