@@ -133,6 +133,24 @@ def test_stack_weights_are_convex_and_reported(game):
     assert np.isfinite(exp.std).all() and (exp.lower <= exp.upper).all()
 
 
+@pytest.mark.parametrize("criterion", ["absolute", "squared"])
+def test_criterion_chooses_the_stacking_solve(game, criterion):
+    # each input's reported weights are the chosen solve of its held-out predictions
+    model, x, _ = game
+    est = StackedSHAP(model, n_samples=240, seed=0, criterion=criterion, **ZERO)
+    exp = est.explain(x, target=0)
+    solves = {"absolute": simplex_least_absolute, "squared": simplex_least_squares}
+    solve = solves.pop(criterion)
+    (other,) = solves.values()
+    assert est.params()["criterion"] == criterion
+    differs = []
+    for i, (_, f, y, w) in enumerate(est._held_out):
+        np.testing.assert_allclose(exp.extra["stack_weights"][i], solve(f, y, w).numpy(),
+                                   atol=1e-12)
+        differs.append(float((other(f, y, w) - solve(f, y, w)).abs().max()) > 1e-3)
+    assert any(differs)  # the two solves disagree here (by 0.02-0.05), so the test can tell
+
+
 def test_stack_recovers_a_sparse_odd_game():
     # 800 of 4096 coalitions: the odd candidate with calix's settings is exact on this game
     # (tests/test_shapley.py), so the held-out pairs give it (and only exact candidates) the
