@@ -82,6 +82,16 @@ CANDIDATES = ("surrogate", "odd", "odd_residual", "tree")
 _N_PERMUTATIONS = 4096
 
 
+def _stacking_inputs(f: Tensor, y: Tensor, w: Tensor, name: str
+                     ) -> tuple[Tensor, Tensor, Tensor]:
+    """f, y, w of a stacking solve as float64 on the CPU; ValueError naming ``name`` for
+    non-finite entries."""
+    f, y, w = (v.detach().to("cpu", torch.float64) for v in (f, y, w))
+    if not (torch.isfinite(f).all() and torch.isfinite(y).all() and torch.isfinite(w).all()):
+        raise ValueError(f"{name} needs finite predictions, targets and weights")
+    return f, y, w
+
+
 def simplex_least_squares(f: Tensor, y: Tensor, w: Tensor) -> Tensor:
     """argmin_α Σ_r w_r (y_r − f_r·α)² subject to α ≥ 0 and Σα = 1, exactly.
 
@@ -92,9 +102,7 @@ def simplex_least_squares(f: Tensor, y: Tensor, w: Tensor) -> Tensor:
 
     f (r, c), y (r,), w (r,) float64 -> α (c,) float64.
     """
-    f, y, w = (v.detach().to("cpu", torch.float64) for v in (f, y, w))
-    if not (torch.isfinite(f).all() and torch.isfinite(y).all() and torch.isfinite(w).all()):
-        raise ValueError("simplex_least_squares needs finite predictions, targets and weights")
+    f, y, w = _stacking_inputs(f, y, w, "simplex_least_squares")
     c = f.shape[1]
     if c > 10:
         raise ValueError(f"simplex_least_squares enumerates active sets: at most 10 columns, "
@@ -139,9 +147,7 @@ def simplex_least_absolute(f: Tensor, y: Tensor, w: Tensor) -> Tensor:
     from scipy import sparse
     from scipy.optimize import linprog
 
-    f, y, w = (v.detach().to("cpu", torch.float64) for v in (f, y, w))
-    if not (torch.isfinite(f).all() and torch.isfinite(y).all() and torch.isfinite(w).all()):
-        raise ValueError("simplex_least_absolute needs finite predictions, targets and weights")
+    f, y, w = _stacking_inputs(f, y, w, "simplex_least_absolute")
     if bool((w < 0).any()):
         raise ValueError("simplex_least_absolute needs non-negative weights")
     r, c = f.shape
@@ -241,7 +247,7 @@ class StackedSHAP(ShapleyEstimator):
             raise ValueError(f"alpha must be > 0 (a ridge penalty), got {alpha}")
         self.candidates, self.n_folds, self.alpha = cands, int(n_folds), float(alpha)
         self.tree_params = tree_params_with_defaults(tree_params, 3)
-                # the odd candidates: OddSHAP's proxy target and queries per regression term
+        # the odd candidates: OddSHAP's proxy target and queries per regression term
         self._odd = {"odd": ("game", 10), "odd_residual": ("residual", 5)}
         self._state: list[dict[str, Any]] = []
         self._alpha: Tensor | None = None
