@@ -10,8 +10,8 @@ with the features outside S removed by the fill -- and shares one frame
   values returned (``extra["exact"]``, zero-width intervals);
 - efficiency holds: Σφ = v(full) − v(∅);
 - every estimate comes with a standard error (delete-a-group jackknife over the sampled
-  coalitions, ``n_groups`` groups of pairs, no extra queries) and a ``level`` interval
-  φ ± t_{G−1} · se;
+  coalitions, ``n_groups`` groups of pairs, no extra queries; never below the outputs' own
+  rounding, :func:`rounding_floor`) and a ``level`` interval φ ± t_{G−1} · se;
 - ``target_width`` switches on the adaptive mode: start with 10 d queries (or the minimum),
   double until every input's widest interval is at most ``target_width`` or the budget
   ``n_samples`` is spent, and report the queries used (``extra["n_used"]``);
@@ -53,7 +53,7 @@ from calix.perturb import (
 
 __all__ = ["ShapleyEstimator", "KernelSHAP", "LeverageSHAP", "RegressionAdjustedSHAP",
            "Shapley", "exact_shapley", "polynomial_terms", "tree_shapley",
-           "stratified_shapley", "tree_params_with_defaults", "fit_trees"]
+           "stratified_shapley", "tree_params_with_defaults", "fit_trees", "rounding_floor"]
 
 
 def exact_shapley(values: Tensor, coalitions: Tensor) -> Tensor:
@@ -243,6 +243,25 @@ class _Segmented(Features):
         return self.seg
 
 
+def _output_eps(outputs: Tensor) -> float:
+    """The unit roundoff of the model's outputs (0 for integer outputs)."""
+    return float(torch.finfo(outputs.dtype).eps) if outputs.is_floating_point() else 0.0
+
+
+def rounding_floor(s: Tensor, eps: float) -> Tensor:
+    """The smallest standard error an estimate from the scores ``s`` (n, m) can honestly
+    claim: eps · max_k |s_k| per input (n,), with ``eps`` the unit roundoff of the model's
+    outputs.
+
+    Every Shapley value is a combination of the scores with weights of total size about 2, so
+    rounding the outputs to their dtype moves it by up to a few eps · max|v(S)|. A jackknife
+    sees sampling error only: where a surrogate is exact on the queried coalitions (an additive
+    game, a float32 model) it returns widths far below what the outputs can resolve, and the
+    intervals miss the exact values. For float64 outputs the floor is ~1e-16 · max|v|.
+    """
+    return eps * s.abs().amax(1)
+
+
 class ShapleyEstimator(FeatureExplainer, Stochastic):
     """The frame every Shapley estimator shares (see the module docstring): budget checks,
     the exact path, the query of the design, efficiency, jackknife intervals, the adaptive
@@ -415,6 +434,7 @@ class ShapleyEstimator(FeatureExplainer, Stochastic):
         ends = torch.stack([ones, zeros])[None].expand(n, -1, -1)
         res = self._query(x, torch.cat([ends, design.masks], 1), seed=g, engine=engine)
         s, y = self._link(res.outputs, targets)
+        eps = _output_eps(res.outputs)
         self._prepare(d, g)
         groups = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=g)))
         while True:
@@ -427,6 +447,7 @@ class ShapleyEstimator(FeatureExplainer, Stochastic):
             extra_var = info.pop("variance", None)  # an estimator's own, e.g. quadrature
             if extra_var is not None:
                 std = (std**2 + extra_var.to(std.device)).sqrt()
+            std = torch.maximum(std, rounding_floor(s, eps)[:, None])
             t = float(stats.t.ppf((1 + self.level) / 2, dof)) if dof else float("nan")
             used = design.masks.shape[1] + 2
             width = 2 * t * std.max(1).values
