@@ -28,6 +28,9 @@ e. ``near-additive`` -- 16 players: additive terms plus 16 small pairwise and 8 
 f. ``high-order`` -- 14 players: triple products, minima over 4 players and thresholded counts
    over 6 players (interactions of order 3 to 6), and a weak additive part.
 
+Outside the six (``EXTRA_KEYS``): g. ``diabetes-gbr`` -- a boosted-tree regressor on the
+diabetes table, mean baseline, raw prediction: the setting of Leverage SHAP's experiments.
+
 Inputs of the model games are the first test rows whose predicted class differs from the
 class predicted at the fill (so v(full) − v(∅) is not small). The synthetic games are torch
 modules on ``(n, d)`` inputs with fill 0, so the model sees the coalition vector scaled by the
@@ -48,6 +51,8 @@ from torch import Tensor, nn
 
 GAME_KEYS = ("a", "b", "c", "d", "e", "f")
 TABULAR = ("a", "b", "c")
+#: games outside the main six: the setting of Leverage SHAP's paper (``g``)
+EXTRA_KEYS = ("g",)
 #: coalitions evaluated at once when enumerating all 2^d of them
 _CHUNK = 8192
 
@@ -288,6 +293,38 @@ def _gbt_game(key: str, n: int) -> Game:
                 fill_row)
 
 
+def _diabetes_game(key: str, n: int) -> Game:
+    """Leverage SHAP's own setting (Musco & Witter 2025, their "Diabetes"): a boosted-tree
+    regressor on scikit-learn's diabetes table (10 columns), the training mean as the baseline,
+    the raw prediction explained. Inputs: the first test rows (a regressor has no class to
+    differ from the fill's)."""
+    from sklearn.datasets import load_diabetes
+    from sklearn.ensemble import GradientBoostingRegressor
+    from sklearn.model_selection import train_test_split
+
+    from calix.models import wrap
+    from calix.perturb import Columns, Mean
+
+    X, y = load_diabetes(return_X_y=True)
+    X = X.astype(np.float32)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=0)
+    gbr = GradientBoostingRegressor(n_estimators=100, max_depth=4, random_state=0)
+    gbr.fit(X_train, y_train)
+    r2 = float(gbr.score(X_test, y_test))
+    fill = Mean().fit(X_train)
+    fill_row = fill.mean_.numpy()
+
+    def score(inputs: np.ndarray, target: int) -> np.ndarray:
+        return np.asarray(gbr.predict(inputs), dtype=np.float64)
+
+    d = X.shape[1]
+    desc = (f"scikit-learn GradientBoostingRegressor (100 trees of depth 4, test R² {r2:.2f}) "
+            f"on diabetes ({d} columns), training-mean fill, raw prediction")
+    return Game(key, "diabetes-gbr", desc, "tabular", wrap(gbr, task="regression"),
+                torch.as_tensor(X_test[:n]), Columns(), fill, "logit", np.zeros(n, dtype=int),
+                np.arange(d), score, fill_row)
+
+
 def _digits_game(key: str, n: int, patch: int = 2) -> Game:
     from calix import zoo
     from calix.perturb import Constant, PatchGrid
@@ -461,6 +498,8 @@ def build_game(key: str, n_inputs: int = 3) -> Game:
             return _gbt_game("c", n_inputs)
         if key == "d":
             return _digits_game("d", n_inputs)
+        if key == "g":
+            return _diabetes_game("g", n_inputs)
         if key == "e":
             mod = near_additive_module()
             return _synthetic_game(
@@ -475,7 +514,7 @@ def build_game(key: str, n_inputs: int = 3) -> Game:
                 "products, 3 minima over 4 players, 3 thresholded counts over 6 players "
                 "(k = 3, 4, 5), weak additive part, fill 0, raw output", mod, 14, n_inputs,
                 seed=13)
-    raise ValueError(f"unknown game {key!r}; choose from {', '.join(GAME_KEYS)}")
+    raise ValueError(f"unknown game {key!r}; choose from {', '.join(GAME_KEYS + EXTRA_KEYS)}")
 
 
 def build_games(keys: tuple[str, ...] | list[str] = GAME_KEYS, n_inputs: int = 3

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import _games  # noqa: E402
 
 
-@pytest.fixture(scope="module", params=_games.GAME_KEYS)
+@pytest.fixture(scope="module", params=_games.GAME_KEYS + _games.EXTRA_KEYS)
 def game(request):
     n = 2 if request.param in ("e", "f") else 1  # synthetic: the all-ones input and another
     with torch.random.fork_rng(devices=[]):
