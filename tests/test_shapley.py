@@ -201,6 +201,19 @@ def test_leverage_design_is_without_replacement_near_exhaustion():
         assert len(set(rows)) == len(rows)
 
 
+def test_design_of_one_input_keeps_its_rows_and_weights():
+    # Leverage SHAP's weights differ per input (each size's mass over that input's rows of
+    # the size); one input's design has its masks, its weights and the shared bookkeeping
+    design = LeverageDesign().draw(3, 60, 10, torch.Generator().manual_seed(4))
+    assert design.weights.shape == (3, 60) and design.n_fixed == 0  # every row sampled
+    for i in range(3):
+        one = design.for_input(i)
+        assert torch.equal(one.masks, design.masks[i:i + 1])
+        torch.testing.assert_close(one.weights, design.weights[i:i + 1], rtol=0, atol=0)
+        assert one.n_fixed == design.n_fixed and torch.equal(one.row_ids, design.row_ids)
+        assert torch.equal(one.take(torch.arange(10)).masks, design.masks[i:i + 1, :10])
+
+
 def test_unrank_enumerates_every_subset_once():
     from calix.perturb import _unrank
 

@@ -398,9 +398,7 @@ class StackedSHAP(ShapleyEstimator):
         n_pairs = len(first)
         ids = design.row_ids[first] // 2  # each pair's drawn position
         fold = torch.randperm(n_pairs, generator=self._folds) % self.n_folds
-        one = CoalitionDesign(design.masks[i:i + 1], design.fixed_weights, design.n_fixed,
-                              design.paired, design.sizes, design.size_probs, design.mass,
-                              design.reweight, design.row_ids)  # input i alone
+        one = design.for_input(i)
         diffs, preds, wts, held = [], [], [], []
         for k in range(self.n_folds):
             test = (fold == k).nonzero()[:, 0]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -103,6 +103,11 @@ class CoalitionDesign:
         scale = self.mass.sum() / present.sum(1, keepdim=True).clamp_min(1e-300)
         w = (present * scale / counts.clamp_min(1)).gather(1, size)
         return torch.cat([self.fixed_weights.expand(n, -1), w], 1)
+
+    def for_input(self, i: int) -> CoalitionDesign:
+        """The design of input ``i`` alone: masks (1, m, d), everything else shared (its
+        ``weights`` are row ``i`` of this design's)."""
+        return replace(self, masks=self.masks[i:i + 1])
 
     def take(self, rows: Tensor) -> CoalitionDesign:
         """The design with the fixed rows and the sampled rows ``rows`` (indices into the
