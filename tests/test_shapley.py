@@ -283,6 +283,21 @@ def test_intervals_are_never_narrower_than_the_outputs_rounding():
     np.testing.assert_allclose(floor.numpy(), [3e-7, 5e-8])
 
 
+def test_adaptive_mode_stops_where_rounding_is_wider_than_the_target():
+    # a float32 model cannot resolve intervals of 1e-9: the adaptive mode says so and stops at
+    # its first round (10 d) instead of spending its 4000 queries
+    from calix.exceptions import IntervalFloorWarning
+
+    d = 12
+    torch.manual_seed(0)
+    model = wrap(nn.Linear(d, 1).eval(), task="regression", input_shape=(d,))
+    x = torch.randn(2, d, generator=torch.Generator().manual_seed(3))
+    with pytest.warns(IntervalFloorWarning, match=r"target_width=1e-09 .* 2 input\(s\)"):
+        e = LeverageSHAP(model, n_samples=4000, target_width=1e-9, seed=0, fill=Constant(0.0),
+                         output="logit").explain(x)
+    assert e.extra["n_used"] == 10 * d and e.n_queries == 2 * 10 * d
+
+
 def test_adaptive_mode_stops_at_the_target_width(game):
     model, x, _ = game
     wide = LeverageSHAP(model, n_samples=4000, target_width=10.0, seed=0,

@@ -6,7 +6,8 @@ escalate them all at once (``warnings.simplefilter("error", CalixWarning)``) or 
 
 from __future__ import annotations
 
-__all__ = ["CalixWarning", "DefaultFillWarning", "ProbabilityOutputWarning"]
+__all__ = ["CalixWarning", "DefaultFillWarning", "IntervalFloorWarning",
+           "ProbabilityOutputWarning"]
 
 
 class CalixWarning(UserWarning):
@@ -21,3 +22,8 @@ class DefaultFillWarning(CalixWarning):
 class ProbabilityOutputWarning(CalixWarning):
     """A model's outputs were recognised as probabilities (rows in [0, 1] summing to 1) and
     are treated as such, not as logits."""
+
+
+class IntervalFloorWarning(CalixWarning):
+    """An adaptive Shapley estimate was asked for intervals narrower than the model's outputs
+    resolve (their rounding alone is wider): it stops instead of spending its budget."""

@@ -14,7 +14,9 @@ with the features outside S removed by the fill -- and shares one frame
   rounding, :func:`rounding_floor`) and a ``level`` interval φ ± t_{G−1} · se;
 - ``target_width`` switches on the adaptive mode: start with 10 d queries (or the minimum),
   double until every input's widest interval is at most ``target_width`` or the budget
-  ``n_samples`` is spent, and report the queries used (``extra["n_used"]``);
+  ``n_samples`` is spent, and report the queries used (``extra["n_used"]``); inputs whose
+  outputs' rounding alone is wider than the target stop it early, with an
+  :class:`~calix.exceptions.IntervalFloorWarning`;
 - an input with fewer features than the batch's widest (superpixels) is explained as its own
   game on its real features; its padding columns get φ = 0.
 
@@ -30,6 +32,7 @@ from its minimum budget).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -37,6 +40,7 @@ import torch
 from scipy import stats
 from torch import Tensor
 
+from calix.exceptions import IntervalFloorWarning
 from calix.explain.base import Stochastic, _Attribution
 from calix.explain.perturbation import FeatureExplainer
 from calix.explain.solvers import efficiency_constrained_wls, weighted_ridge
@@ -434,7 +438,7 @@ class ShapleyEstimator(FeatureExplainer, Stochastic):
         ends = torch.stack([ones, zeros])[None].expand(n, -1, -1)
         res = self._query(x, torch.cat([ends, design.masks], 1), seed=g, engine=engine)
         s, y = self._link(res.outputs, targets)
-        eps = _output_eps(res.outputs)
+        eps, s_dtype = _output_eps(res.outputs), res.outputs.dtype
         self._prepare(d, g)
         groups = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=g)))
         while True:
@@ -447,13 +451,24 @@ class ShapleyEstimator(FeatureExplainer, Stochastic):
             extra_var = info.pop("variance", None)  # an estimator's own, e.g. quadrature
             if extra_var is not None:
                 std = (std**2 + extra_var.to(std.device)).sqrt()
-            std = torch.maximum(std, rounding_floor(s, eps)[:, None])
+            floor = rounding_floor(s, eps)
+            std = torch.maximum(std, floor[:, None])
             t = float(stats.t.ppf((1 + self.level) / 2, dof)) if dof else float("nan")
             used = design.masks.shape[1] + 2
             width = 2 * t * std.max(1).values
-            wide = self.target_width is not None and bool(
-                (~torch.isfinite(width) | (width > self.target_width)).any())
-            if not wide or used >= self.n_samples or design.sizes is None:
+            target = math.inf if self.target_width is None else self.target_width
+            wide = (~torch.isfinite(width) | (width > target)) & (target < math.inf)
+            stuck = 2 * t * floor > target  # inputs whose rounding alone is wider
+            if bool((wide & stuck).any()):
+                warnings.warn(
+                    f"target_width={self.target_width:g} is narrower than the model's outputs "
+                    f"resolve for {int((wide & stuck).sum())} input(s) (their rounding "
+                    f"alone makes intervals {float((2 * t * floor).max()):.3g} wide, "
+                    f"{torch.finfo(s_dtype).eps:.2g} times the largest |v(S)|): more queries "
+                    f"cannot narrow them; raise target_width or use a float64 model",
+                    IntervalFloorWarning, stacklevel=4)
+            if not bool((wide & ~stuck).any()) or used >= self.n_samples \
+                    or design.sizes is None:
                 break
             more = min(used, self.n_samples - used)
             design = design.extend(more, g)
