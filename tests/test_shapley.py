@@ -298,6 +298,39 @@ def test_adaptive_mode_stops_where_rounding_is_wider_than_the_target():
     assert e.extra["n_used"] == 10 * d and e.n_queries == 2 * 10 * d
 
 
+class _LinearPlusMLP(nn.Module):
+    """f(u) = u · w + mlp(u): outputs as large as the input makes the linear part."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        torch.manual_seed(0)
+        self.w = nn.Parameter(torch.ones(d))
+        self.mlp = nn.Sequential(nn.Linear(d, 8), nn.Tanh(), nn.Linear(8, 1))
+
+    def forward(self, u):
+        return (u @ self.w)[:, None] + self.mlp(u)
+
+
+def test_adaptive_mode_warns_once_and_goes_on_for_the_inputs_it_can_narrow():
+    # input 0's outputs are ~1e4 (a float32 interval floor of ~2e-3), input 1's ~1: at a
+    # target of 1e-3 input 0 is rounding-bound from the start and input 1 is not, so the
+    # estimate doubles its budget for input 1 and says once that input 0 cannot get there
+    from calix.exceptions import IntervalFloorWarning
+
+    d = 12  # 2^12 > 2000: sampled, not enumerated
+    model = wrap(_LinearPlusMLP(d).eval(), task="regression", input_shape=(d,))
+    x = torch.stack([torch.full((d,), 1e4 / d), 0.5 * torch.ones(d)])
+    with pytest.warns(IntervalFloorWarning, match="for 1 input") as caught:
+        e = LeverageSHAP(model, n_samples=2000, target_width=1e-3, seed=0, fill=Constant(0.0),
+                         output="logit").explain(x)
+    assert sum(w.category is IntervalFloorWarning for w in caught) == 1
+    assert e.extra["n_used"] > 10 * d
+    width = e.upper - e.lower
+    assert width[0].min() > 1e-3  # input 0: at its floor, wider than the target
+    if e.extra["n_used"] < 2000:
+        assert width[1].max() <= 1e-3
+
+
 def test_adaptive_mode_stops_at_the_target_width(game):
     model, x, _ = game
     wide = LeverageSHAP(model, n_samples=4000, target_width=10.0, seed=0,

@@ -441,6 +441,7 @@ class ShapleyEstimator(FeatureExplainer, Stochastic):
         eps, s_dtype = _output_eps(res.outputs), res.outputs.dtype
         self._prepare(d, g)
         groups = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=g)))
+        warned = False
         while True:
             info: dict[str, Any] = {}
             full, empty = s[:, 0], s[:, 1]
@@ -459,12 +460,14 @@ class ShapleyEstimator(FeatureExplainer, Stochastic):
             target = math.inf if self.target_width is None else self.target_width
             wide = (~torch.isfinite(width) | (width > target)) & (target < math.inf)
             stuck = 2 * t * floor > target  # inputs whose rounding alone is wider
-            if bool((wide & stuck).any()):
+            if bool((wide & stuck).any()) and not warned:
+                warned = True
                 warnings.warn(
                     f"target_width={self.target_width:g} is narrower than the model's outputs "
-                    f"resolve for {int((wide & stuck).sum())} input(s) (their rounding "
-                    f"alone makes intervals {float((2 * t * floor).max()):.3g} wide, "
-                    f"{torch.finfo(s_dtype).eps:.2g} times the largest |v(S)|): more queries "
+                    f"resolve for {int((wide & stuck).sum())} input(s): a standard error of "
+                    f"at least {torch.finfo(s_dtype).eps:.2g} (the outputs' unit roundoff) "
+                    f"times the largest |v(S)| makes their intervals at least "
+                    f"{float((2 * t * floor)[wide & stuck].min()):.3g} wide, and more queries "
                     f"cannot narrow them; raise target_width or use a float64 model",
                     IntervalFloorWarning, stacklevel=4)
             if not bool((wide & ~stuck).any()) or used >= self.n_samples \
