@@ -215,8 +215,8 @@ def _pick_inputs(X: np.ndarray, predict: Callable[[np.ndarray], np.ndarray],
     return idx[:n]
 
 
-def _zoo_mlp_game(key: str, name: str, dataset: str, n: int, groups: list[list[int]] | None
-                  ) -> Game:
+def _zoo_mlp_game(key: str, name: str, dataset: str, n: int, groups: list[list[int]] | None,
+                  output: str = "probability") -> Game:
     from calix import zoo
     from calix.perturb import Columns, Mean
 
@@ -225,7 +225,7 @@ def _zoo_mlp_game(key: str, name: str, dataset: str, n: int, groups: list[list[i
     X_test = np.asarray(ds.X_test, dtype=np.float32)
     fill = Mean().fit(ds.X_train)
     fill_row = fill.mean_.numpy()
-    score = _torch_score(module, "probability")
+    score = _torch_score(module, output)
 
     def predict(a: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -241,13 +241,16 @@ def _zoo_mlp_game(key: str, name: str, dataset: str, n: int, groups: list[list[i
     labels[rest] = np.arange(len(groups or []), len(groups or []) + len(rest))
     features = Columns(groups) if groups else Columns()
     acc = trained.metrics["accuracy"]
+    what = "p(predicted class)" if output == "probability" else "logit of the predicted class"
     if groups:
         desc = (f"zoo MLP on {dataset} (test accuracy {acc:.3f}), {n_cols} columns in "
-                f"{labels.max() + 1} groups, training-mean fill, p(predicted class)")
+                f"{labels.max() + 1} groups, training-mean fill, {what}")
     else:
         desc = (f"zoo MLP on {dataset} (test accuracy {acc:.3f}), {n_cols} columns, "
-                "training-mean fill, p(predicted class)")
-    return Game(key, name, desc, "tabular", trained.wrap(), x, features, fill, "probability",
+                f"training-mean fill, {what}")
+    if output != "probability":
+        name += f" ({output})"
+    return Game(key, name, desc, "tabular", trained.wrap(), x, features, fill, output,
                 predict(X_test[rows]), labels, score, fill_row)
 
 
@@ -485,15 +488,18 @@ def high_order_module(d: int = 14, seed: int = 7) -> HighOrder:
 
 
 # ====================================================================== all games
-def build_game(key: str, n_inputs: int = 3) -> Game:
-    """Game ``key`` (a-f) with ``n_inputs`` explained inputs."""
+def build_game(key: str, n_inputs: int = 3, output: str = "probability") -> Game:
+    """Game ``key`` (a-g) with ``n_inputs`` explained inputs; ``output="logit"`` explains the
+    MLP games' (a, b) logit instead of their probability."""
+    if output != "probability" and key not in ("a", "b"):
+        raise ValueError(f"output={output!r} is for the MLP games a and b, not {key!r}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if key == "a":
-            return _zoo_mlp_game("a", "wine-mlp", "wine", n_inputs, None)
+            return _zoo_mlp_game("a", "wine-mlp", "wine", n_inputs, None, output)
         if key == "b":
             return _zoo_mlp_game("b", "breast-mlp-groups", "breast_cancer", n_inputs,
-                                 breast_cancer_groups())
+                                 breast_cancer_groups(), output)
         if key == "c":
             return _gbt_game("c", n_inputs)
         if key == "d":

@@ -299,15 +299,25 @@ def leverage_vs_kernel(keys: list[str], n_inputs: int, n_seeds: int = LEVERAGE_S
                        ) -> dict[str, Any]:
     """calix's LeverageSHAP at 8d against two KernelSHAPs, on more seeds than the main run
     (all three are cheap): calix's (paired, border enumeration) and shap's KernelExplainer, the
-    baseline of Leverage SHAP's paper. Per game: mean errors, each ratio, the seeds on which
-    Leverage SHAP is lower and a paired Wilcoxon test over seeds."""
+    baseline of Leverage SHAP's paper. The MLP games (a, b) run once more on their logits
+    (keys ``a:logit``, ``b:logit``), to tell whether the probability scale decides. Per game:
+    mean errors, each ratio, the seeds on which Leverage SHAP is lower and a paired Wilcoxon
+    test over seeds."""
+    games = [(k, "probability") for k in keys] + [(k, "logit") for k in keys if k in ("a", "b")]
+    return {key if output == "probability" else f"{key}:{output}": res
+            for (key, output), res in zip(games, _leverage_vs_kernel(games, n_inputs, n_seeds),
+                                          strict=True)}
+
+
+def _leverage_vs_kernel(games: list[tuple[str, str]], n_inputs: int, n_seeds: int
+                        ) -> list[dict[str, Any]]:
     from calix.explain import KernelSHAP, LeverageSHAP
 
     print(f"\n=== Leverage SHAP vs KernelSHAP at 8d, seeds 0..{n_seeds - 1} (each seed: mean "
           f"normalised error over {n_inputs} inputs)")
-    out = {}
-    for key in keys:
-        game = _games.build_game(key, n_inputs)
+    out = []
+    for key, output in games:
+        game = _games.build_game(key, n_inputs, output)
         phi, b = game.exact(), 8 * game.d
         runner = Runner(game, phi)
         errs: dict[str, list[float]] = {}
@@ -322,17 +332,17 @@ def leverage_vs_kernel(keys: list[str], n_inputs: int, n_seeds: int = LEVERAGE_S
             errs.setdefault("shap KernelExplainer", []).append(
                 float(scores(phi_hat, phi, None, None)["nse"].mean()))
         lev = np.asarray(errs["LeverageSHAP"])
-        out[key] = {"name": game.name, "d": game.d, "budget": b, "seeds": n_seeds,
-                    "leverage": float(lev.mean())}
-        print(f"  {game.name:<22} 8d={b:>4}: LeverageSHAP {lev.mean():.3e}")
+        out.append({"name": game.name, "d": game.d, "budget": b, "seeds": n_seeds,
+                    "leverage": float(lev.mean())})
+        print(f"  {game.name:<26} 8d={b:>4}: LeverageSHAP {lev.mean():.3e}")
         for base, label in (("KernelSHAP", "calix KernelSHAP"),
                             ("shap KernelExplainer", "shap KernelExplainer")):
             ker = np.asarray(errs[base])
             ratio, wins = float(lev.mean() / ker.mean()), int((lev < ker).sum())
             p = paired_p(lev.tolist(), ker.tolist())
-            out[key][label] = {"nse": float(ker.mean()), "ratio": ratio,
-                               "leverage_lower_seeds": wins, "p": p}
-            print(f"  {'':<22} {'vs ' + label:<24} {ker.mean():.3e}: ratio {ratio:.2f}; "
+            out[-1][label] = {"nse": float(ker.mean()), "ratio": ratio,
+                              "leverage_lower_seeds": wins, "p": p}
+            print(f"  {'':<26} {'vs ' + label:<24} {ker.mean():.3e}: ratio {ratio:.2f}; "
                   f"Leverage lower on {wins}/{n_seeds} seeds, Wilcoxon p = "
                   f"{'n/a' if p is None else f'{p:.2g}'}")
     return out

@@ -70,3 +70,15 @@ def test_high_order_game_is_not_additive():
     design2 = np.c_[design, z[:, iu] * z[:, ju]]
     resid = v - design2 @ np.linalg.lstsq(design2, v, rcond=None)[0]
     assert resid.var() > 0.05 * v.var()
+
+
+def test_mlp_game_on_logits():
+    """The logit form of an MLP game explains the logit: its two forms agree, its values are
+    the log-odds-like scores (not in [0, 1]), and only the MLP games have it."""
+    g = _games.build_game("a", n_inputs=1, output="logit")
+    assert g.output == "logit" and g.name == "wine-mlp (logit)"
+    g.check_pieces(n_coalitions=16, seed=2)
+    z = np.random.default_rng(0).random((32, g.d)) < 0.5
+    assert np.abs(g.value(0, z)).max() > 1.0
+    with pytest.raises(ValueError, match="MLP games"):
+        _games.build_game("c", n_inputs=1, output="logit")
