@@ -26,4 +26,5 @@ class ProbabilityOutputWarning(CalixWarning):
 
 class IntervalFloorWarning(CalixWarning):
     """An adaptive Shapley estimate was asked for intervals narrower than the model's outputs
-    resolve (their rounding alone is wider): it stops instead of spending its budget."""
+    resolve for some inputs (their rounding alone is wider): it stops once only such inputs
+    are left above the target, instead of spending its budget on them."""

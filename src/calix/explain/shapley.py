@@ -14,9 +14,9 @@ with the features outside S removed by the fill -- and shares one frame
   rounding, :func:`rounding_floor`) and a ``level`` interval φ ± t_{G−1} · se;
 - ``target_width`` switches on the adaptive mode: start with 10 d queries (or the minimum),
   double until every input's widest interval is at most ``target_width`` or the budget
-  ``n_samples`` is spent, and report the queries used (``extra["n_used"]``); inputs whose
-  outputs' rounding alone is wider than the target stop it early, with an
-  :class:`~calix.exceptions.IntervalFloorWarning`;
+  ``n_samples`` is spent, and report the queries used (``extra["n_used"]``); it stops early,
+  with an :class:`~calix.exceptions.IntervalFloorWarning`, once the only inputs still wider
+  than the target are those whose outputs' rounding alone is wider;
 - an input with fewer features than the batch's widest (superpixels) is explained as its own
   game on its real features; its padding columns get φ = 0.
 
@@ -248,20 +248,22 @@ class _Segmented(Features):
 
 
 def _output_eps(outputs: Tensor) -> float:
-    """The unit roundoff of the model's outputs (0 for integer outputs)."""
+    """The machine epsilon of the model's outputs' dtype (float32 for every wrapped model:
+    :class:`~calix.models.Model` returns float32 outputs)."""
     return float(torch.finfo(outputs.dtype).eps) if outputs.is_floating_point() else 0.0
 
 
 def rounding_floor(s: Tensor, eps: float) -> Tensor:
     """The smallest standard error an estimate from the scores ``s`` (n, m) can honestly
-    claim: eps · max_k |s_k| per input (n,), with ``eps`` the unit roundoff of the model's
-    outputs.
+    claim: eps · max_k |s_k| per input (n,), with ``eps`` the machine epsilon of the model
+    outputs' dtype (2^-23 ≈ 1.2e-7 for float32, which every wrapped model returns).
 
     Every Shapley value is a combination of the scores with weights of total size about 2, so
-    rounding the outputs to their dtype moves it by up to a few eps · max|v(S)|. A jackknife
+    rounding the outputs to their dtype moves it by up to about eps · max|v(S)|. A jackknife
     sees sampling error only: where a surrogate is exact on the queried coalitions (an additive
-    game, a float32 model) it returns widths far below what the outputs can resolve, and the
-    intervals miss the exact values. For float64 outputs the floor is ~1e-16 · max|v|.
+    game) it returns widths far below what the outputs can resolve, and the intervals miss the
+    exact values. As a standard error this is a bound rather than an estimate, so intervals at
+    the floor cover more than their level.
     """
     return eps * s.abs().amax(1)
 
@@ -465,10 +467,10 @@ class ShapleyEstimator(FeatureExplainer, Stochastic):
                 warnings.warn(
                     f"target_width={self.target_width:g} is narrower than the model's outputs "
                     f"resolve for {int((wide & stuck).sum())} input(s): a standard error of "
-                    f"at least {torch.finfo(s_dtype).eps:.2g} (the outputs' unit roundoff) "
+                    f"at least {torch.finfo(s_dtype).eps:.2g} (the outputs' machine epsilon) "
                     f"times the largest |v(S)| makes their intervals at least "
                     f"{float((2 * t * floor)[wide & stuck].min()):.3g} wide, and more queries "
-                    f"cannot narrow them; raise target_width or use a float64 model",
+                    f"cannot narrow them; raise target_width",
                     IntervalFloorWarning, stacklevel=4)
             if not bool((wide & ~stuck).any()) or used >= self.n_samples \
                     or design.sizes is None:
