@@ -320,17 +320,15 @@ def _leverage_vs_kernel(games: list[tuple[str, str]], n_inputs: int, n_seeds: in
         game = _games.build_game(key, n_inputs, output)
         phi, b = game.exact(), 8 * game.d
         runner = Runner(game, phi)
-        errs: dict[str, list[float]] = {}
+        runs = {"LeverageSHAP": (runner.calix, (LeverageSHAP, {}, b)),
+                "KernelSHAP": (runner.calix, (KernelSHAP, {}, b)),
+                "shap KernelExplainer": (runner.peer, (_shap_kernel, b - 2))}
+        errs: dict[str, list[float]] = {name: [] for name in runs}
         for s in range(n_seeds):
-            for cls in (LeverageSHAP, KernelSHAP):
-                phi_hat, _, _, used = runner.calix(cls, {}, b, s)
+            for name, (call, args) in runs.items():
+                phi_hat, _, _, used = call(*args, s)
                 assert used <= b
-                errs.setdefault(cls.__name__, []).append(
-                    float(scores(phi_hat, phi, None, None)["nse"].mean()))
-            phi_hat, _, _, used = runner.peer(_shap_kernel, b - 2, s)
-            assert used <= b
-            errs.setdefault("shap KernelExplainer", []).append(
-                float(scores(phi_hat, phi, None, None)["nse"].mean()))
+                errs[name].append(float(scores(phi_hat, phi, None, None)["nse"].mean()))
         lev = np.asarray(errs["LeverageSHAP"])
         out.append({"name": game.name, "d": game.d, "budget": b, "seeds": n_seeds,
                     "leverage": float(lev.mean())})
@@ -444,8 +442,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       help=f"only the coverage of the default's intervals, on "
                            f"{COVERAGE_INPUTS} inputs per game (or --inputs)")
     only.add_argument("--leverage-only", action="store_true",
-                    help="only the Leverage SHAP vs KernelSHAP comparison (tabular games and "
-                         "diabetes-gbr)")
+                      help="only the Leverage SHAP vs KernelSHAP comparison (tabular games "
+                           "and diabetes-gbr)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(1)
@@ -469,18 +467,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"torch {torch.__version__} ({torch.get_num_threads()} thread), shapiq "
           f"{version('shapiq')}, shap {version('shap')}, OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', 'unset')}")
-    if args.coverage_only:
-        report = {"coverage": default_coverage(keys, args.inputs or COVERAGE_INPUTS, seeds)}
+    if args.coverage_only or args.leverage_only:
+        report = ({"coverage": default_coverage(keys, args.inputs or COVERAGE_INPUTS, seeds)}
+                  if args.coverage_only else
+                  {"leverage_vs_kernel_8d_more_seeds": leverage_vs_kernel(
+                      leverage_keys, n_inputs, leverage_seeds)})
         print(f"total {time.perf_counter() - t_start:.0f} s")
-        if args.json:
-            Path(args.json).write_text(json.dumps(report, indent=1, allow_nan=True))
-        return report
-    if args.leverage_only:
-        report = {"leverage_vs_kernel_8d_more_seeds": leverage_vs_kernel(
-            leverage_keys, n_inputs, leverage_seeds)}
-        print(f"total {time.perf_counter() - t_start:.0f} s")
-        if args.json:
-            Path(args.json).write_text(json.dumps(report, indent=1, allow_nan=True))
+        _write_json(args.json, report)
         return report
     print(f"{'quick' if args.quick else 'full'} run: {n_inputs} inputs per game, seeds "
           f"{seeds[0]}..{seeds[-1]}, budgets {', '.join(f'{f}d' for f in BUDGET_FACTORS)} "
@@ -665,12 +658,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"total {total:.0f} s")
     report["seconds"] = seconds
     report["total_seconds"] = total
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.json, "w") as fh:
-            json.dump(report, fh, indent=1, allow_nan=True)
-        print(f"wrote {args.json}")
+    _write_json(args.json, report)
     return report
+
+
+def _write_json(path: str | None, report: dict[str, Any]) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as fh:
+            json.dump(report, fh, indent=1, allow_nan=True)
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -440,7 +440,7 @@ class ShapleyEstimator(FeatureExplainer, Stochastic):
         ends = torch.stack([ones, zeros])[None].expand(n, -1, -1)
         res = self._query(x, torch.cat([ends, design.masks], 1), seed=g, engine=engine)
         s, y = self._link(res.outputs, targets)
-        eps, s_dtype = _output_eps(res.outputs), res.outputs.dtype
+        eps = _output_eps(res.outputs)
         self._prepare(d, g)
         groups = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=g)))
         warned = False
@@ -458,19 +458,20 @@ class ShapleyEstimator(FeatureExplainer, Stochastic):
             std = torch.maximum(std, floor[:, None])
             t = float(stats.t.ppf((1 + self.level) / 2, dof)) if dof else float("nan")
             used = design.masks.shape[1] + 2
+            if self.target_width is None:
+                break
             width = 2 * t * std.max(1).values
-            target = math.inf if self.target_width is None else self.target_width
-            wide = (~torch.isfinite(width) | (width > target)) & (target < math.inf)
-            stuck = 2 * t * floor > target  # inputs whose rounding alone is wider
-            if bool((wide & stuck).any()) and not warned:
+            wide = ~torch.isfinite(width) | (width > self.target_width)
+            stuck = 2 * t * floor > self.target_width  # inputs whose rounding alone is wider
+            bound = wide & stuck
+            if bool(bound.any()) and not warned:
                 warned = True
                 warnings.warn(
                     f"target_width={self.target_width:g} is narrower than the model's outputs "
-                    f"resolve for {int((wide & stuck).sum())} input(s): a standard error of "
-                    f"at least {torch.finfo(s_dtype).eps:.2g} (the outputs' machine epsilon) "
-                    f"times the largest |v(S)| makes their intervals at least "
-                    f"{float((2 * t * floor)[wide & stuck].min()):.3g} wide, and more queries "
-                    f"cannot narrow them; raise target_width",
+                    f"resolve for {int(bound.sum())} input(s): a standard error of at least "
+                    f"{eps:.2g} (the outputs' machine epsilon) times the largest |v(S)| makes "
+                    f"their intervals at least {float((2 * t * floor)[bound].min()):.3g} wide, "
+                    f"and more queries cannot narrow them; raise target_width",
                     IntervalFloorWarning, stacklevel=4)
             if not bool((wide & ~stuck).any()) or used >= self.n_samples \
                     or design.sizes is None:
