@@ -286,6 +286,12 @@ class Runner:
         return cell
 
 
+def _errors(rows: dict[str, dict[Any, dict[str, Any]]], b: Any) -> dict[str, float]:
+    """The mean normalised error at budget ``b`` of every estimator in ``rows`` (name -> cells
+    by budget) that ran there."""
+    return {name: c[b]["nse"] for name, c in rows.items() if "nse" in c.get(b, {})}
+
+
 def paired_p(a: list[float], b: list[float]) -> float | None:
     """Two-sided Wilcoxon signed-rank p-value of paired errors (None when all equal)."""
     from scipy.stats import wilcoxon
@@ -562,8 +568,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["results"][key] = {name: {str(b): c for b, c in cells.items()}
                                   for name, cells in rows.items()}
 
-        best = {b: min((c[b]["nse"] for c in rows.values() if "nse" in c.get(b, {})),
-                       default=float("nan")) for b in budgets}
+        best = {b: min(_errors(rows, b).values(), default=float("nan")) for b in budgets}
         for cells in rows.values():
             for b, c in cells.items():
                 if "nse" in c:
@@ -609,7 +614,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         summary[key] = {}
         for f in BUDGET_FACTORS:
             b = str(f * d)
-            cand = {n: c[b]["nse"] for n, c in res.items() if "nse" in c.get(b, {})}
+            cand = _errors(res, b)
             if not cand:
                 continue
             name = min(cand, key=cand.get)
@@ -672,7 +677,7 @@ def worst_ratios(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for key, res in report["results"].items():
         game = report["games"][key]
         for b in map(str, game["budgets"]):
-            errs = {n: c[b]["nse"] for n, c in res.items() if "nse" in c.get(b, {})}
+            errs = _errors(res, b)
             if not errs:
                 continue
             best = max(min(errs.values()), FLOOR)

@@ -462,7 +462,8 @@ class ShapleyEstimator(FeatureExplainer, Stochastic):
                 break
             width = 2 * t * std.max(1).values
             wide = ~torch.isfinite(width) | (width > self.target_width)
-            stuck = 2 * t * floor > self.target_width  # inputs whose rounding alone is wider
+            floor_width = 2 * t * floor  # the narrowest interval each input's rounding allows
+            stuck = floor_width > self.target_width
             bound = wide & stuck
             if bool(bound.any()) and not warned:
                 warned = True
@@ -470,7 +471,7 @@ class ShapleyEstimator(FeatureExplainer, Stochastic):
                     f"target_width={self.target_width:g} is narrower than the model's outputs "
                     f"resolve for {int(bound.sum())} input(s): a standard error of at least "
                     f"{eps:.2g} (the outputs' machine epsilon) times the largest |v(S)| makes "
-                    f"their intervals at least {float((2 * t * floor)[bound].min()):.3g} wide, "
+                    f"their intervals at least {float(floor_width[bound].min()):.3g} wide, "
                     f"and more queries cannot narrow them; raise target_width",
                     IntervalFloorWarning, stacklevel=4)
             if not bool((wide & ~stuck).any()) or used >= self.n_samples \
